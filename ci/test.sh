@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test: the host workspace (unit, end-to-end, CLI) and the
+# guest-side crates' own unit tests.  Installs the wasm target it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if command -v rustup >/dev/null; then
+    rustup target add wasm32-wasip2 >/dev/null
+fi
+
+# Host workspace; build.rs compiles the guest transforms to components.
+cargo test --locked --workspace "$@"
+
+# The shared event model, on the host (it is also compiled into guests).
+cargo test --locked --manifest-path transforms/Cargo.toml -p zt-event --target-dir target/guest-host-tests

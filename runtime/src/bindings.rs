@@ -1,0 +1,9 @@
+//! Host-side bindings of the `ztbridge:transform` WIT package.
+
+wasmtime::component::bindgen!({
+    world: "transform-world",
+    path: "../wit",
+});
+
+pub use exports::ztbridge::transform::transform as guest;
+pub use ztbridge::transform::types;

@@ -1,0 +1,244 @@
+//! The TOML configuration (see `ztbridge.example.toml` and the README).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dispatch::RetryPolicy;
+use crate::engine::Limits;
+use crate::intake::IntakeLimits;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the webhook server binds (keep it on loopback unless the
+    /// appliance must reach it over the network).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where state is kept.  Default: `$STATE_DIRECTORY` (systemd), else
+    /// `./ztbridge-data`.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// `text` (journald friendly) or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Sandbox limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Inbound request limits.
+    #[serde(default)]
+    pub intake: IntakeLimits,
+    /// Retries of failed deliveries.
+    #[serde(default)]
+    pub delivery: RetryPolicy,
+    /// Destinations.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5000))
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One destination.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name: used in logs, state and `ZTBRIDGE_<NAME>_<KEY>`.
+    pub name: String,
+    /// `builtin:pagerduty`, `builtin:jitbit`, or a path to a `.wasm`.
+    pub transform: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Deliver only these severities (`critical`, `major`, `warning`, or any
+    /// other value as received).  Empty: all.
+    #[serde(default)]
+    pub severities: Vec<String>,
+    /// Deliver only these states: kinds (`lockout`, `delayed_lockout`,
+    /// `access_restored`, `recovered`, `false_positive`) or raw values.
+    /// Empty: all.
+    #[serde(default)]
+    pub states: Vec<String>,
+    /// Allow plain `http://` requests (lab and loopback tests only).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Narrows the transform's egress allow-list to these hosts.
+    #[serde(default)]
+    pub egress: Option<Vec<String>>,
+    /// The transform's config keys.
+    #[serde(default)]
+    pub config: BTreeMap<String, ConfigValue>,
+}
+
+/// A config value: literal, or taken from the environment or a file
+/// (systemd `LoadCredential` puts secrets in `$CREDENTIALS_DIRECTORY`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ConfigValue {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+    Env { env: String },
+    File { file: PathBuf },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+    #[error("route `{route}`: config key `{key}`: {message}")]
+    Value { route: String, key: String, message: String },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.display().to_string(), message: e.to_string() })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.into(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration used without a file: the built-in PagerDuty and
+    /// Jitbit routes, each enabled only when its required keys are set
+    /// through the environment (`ZTBRIDGE_PAGERDUTY_ROUTING_KEY`...).
+    pub fn builtin_default(builtin_names: &[String]) -> Config {
+        let routes = builtin_names
+            .iter()
+            .map(|name| RouteConfig {
+                name: name.clone(),
+                transform: format!("builtin:{name}"),
+                enabled: true,
+                severities: if name == "pagerduty" { vec!["critical".into(), "major".into()] } else { vec![] },
+                states: vec![],
+                allow_http: false,
+                egress: None,
+                config: BTreeMap::new(),
+            })
+            .collect();
+        Config {
+            listen: default_listen(),
+            data_dir: None,
+            log_format: LogFormat::default(),
+            limits: Limits::default(),
+            intake: IntakeLimits::default(),
+            delivery: RetryPolicy::default(),
+            routes,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &self.routes {
+            if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(ConfigError::Invalid(format!(
+                    "route name `{}` must be non-empty ASCII letters, digits, `-` or `_`",
+                    r.name
+                )));
+            }
+            if !seen.insert(r.name.to_ascii_lowercase()) {
+                return Err(ConfigError::Invalid(format!("route name `{}` is used twice", r.name)));
+            }
+        }
+        let l = &self.limits;
+        if l.fuel_per_step == 0 || l.step_timeout_ms == 0 || l.memory_bytes < (1 << 20) || l.max_steps == 0 {
+            return Err(ConfigError::Invalid(
+                "limits: fuel_per_step, step_timeout_ms and max_steps must be positive, memory_bytes at least 1 MiB".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The data directory in effect.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| {
+            std::env::var_os("STATE_DIRECTORY")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("ztbridge-data"))
+        })
+    }
+}
+
+/// `ZTBRIDGE_<ROUTE>_<KEY>`, upper-cased, non-alphanumerics as `_`.
+pub fn env_name(route: &str, key: &str) -> String {
+    format!("ZTBRIDGE_{route}_{key}")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .collect()
+}
+
+impl ConfigValue {
+    /// The value as text, reading the environment or a file as declared.
+    pub fn resolve(&self, route: &str, key: &str) -> Result<String, ConfigError> {
+        let err = |message: String| ConfigError::Value { route: route.into(), key: key.into(), message };
+        match self {
+            ConfigValue::Text(s) => Ok(s.clone()),
+            ConfigValue::Integer(i) => Ok(i.to_string()),
+            ConfigValue::Float(f) => Ok(f.to_string()),
+            ConfigValue::Bool(b) => Ok(b.to_string()),
+            ConfigValue::Env { env } => {
+                std::env::var(env).map_err(|_| err(format!("environment variable `{env}` is not set")))
+            }
+            ConfigValue::File { file } => {
+                let path = match (file.is_relative(), std::env::var_os("CREDENTIALS_DIRECTORY")) {
+                    (true, Some(dir)) => PathBuf::from(dir).join(file),
+                    _ => file.clone(),
+                };
+                std::fs::read_to_string(&path)
+                    .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                    .map_err(|e| err(format!("cannot read {}: {e}", path.display())))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses() {
+        let text = include_str!("../../ztbridge.example.toml");
+        let c = Config::parse(text, "example").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:5000");
+        assert!(c.routes.iter().any(|r| r.transform == "builtin:pagerduty"));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_duplicate_routes() {
+        assert!(Config::parse("listn = \"x\"", "t").is_err());
+        let dup = "[[route]]\nname='a'\ntransform='builtin:x'\n[[route]]\nname='A'\ntransform='builtin:y'\n";
+        assert!(matches!(Config::parse(dup, "t"), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn env_names() {
+        assert_eq!(env_name("pagerduty", "routing_key"), "ZTBRIDGE_PAGERDUTY_ROUTING_KEY");
+        assert_eq!(env_name("pd-eu", "url"), "ZTBRIDGE_PD_EU_URL");
+    }
+}

@@ -1,0 +1,54 @@
+//! ztbridge host: receives Superna Zero Trust webhooks and delivers them
+//! through WebAssembly-sandboxed transforms.
+//!
+//! # Layout
+//!
+//! A webhook travels through these modules, in this order:
+//!
+//! * [`server`]: the axum HTTP server (`POST /webhook`, `GET /healthz`);
+//!   exposes a single [`server::run`]. Handlers are thin: they call
+//!   [`intake`] and hand the result to the [`dispatch`]er.
+//! * [`intake`]: turns a request into an accepted event or a clear 4xx:
+//!   content type, body size, gzip (sniffed, bounded while inflating), JSON.
+//! * [`dispatch`]: takes accepted events and runs every matching route's
+//!   flow. This is the seam where the durable queue slots in: `intake`
+//!   produces, `dispatch` consumes.
+//! * [`route`]: one configured destination: its transform, resolved config,
+//!   severity/state filter and egress policy.
+//! * [`flow`]: drives one transform flow for one event: start, send the
+//!   requested HTTP calls through a [`flow::Transport`], resume, until done.
+//!   Used by the server and by the offline dry run (`transform run`).
+//! * [`sandbox`]: one fresh wasmtime `Store` per flow with its limits (fuel,
+//!   epoch deadline, memory cap) and the host imports (log, config, state).
+//! * [`transform`]: a transform compiled once: its `Component`, reusable
+//!   `InstancePre`, self-description and digest.
+//! * [`engine`]: the one wasmtime `Engine` (pooling allocator, fuel, epochs)
+//!   and its single epoch ticker thread.
+//! * [`bindings`]: host-side bindings generated from `wit/`.
+//! * [`egress`]: the allow-list every outbound request is checked against.
+//! * [`outbound`]: the reqwest (rustls) transport that performs requests.
+//! * [`state`]: the per-route key/value state transforms keep (SQLite).
+//! * [`redact`]: removes secret values from anything logged or shown.
+//! * [`config`]: the TOML configuration and its validation.
+//! * [`app`]: builds the running service from a configuration.
+//! * [`time`]: RFC 3339 timestamps without a date crate.
+
+pub mod app;
+pub mod bindings;
+pub mod config;
+pub mod dispatch;
+pub mod egress;
+pub mod engine;
+pub mod flow;
+pub mod intake;
+pub mod outbound;
+pub mod redact;
+pub mod route;
+pub mod sandbox;
+pub mod server;
+pub mod state;
+pub mod time;
+pub mod transform;
+
+/// Built-in transforms: name -> component bytes (embedded by the binary).
+pub type Builtins = std::collections::BTreeMap<String, std::sync::Arc<[u8]>>;

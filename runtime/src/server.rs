@@ -1,0 +1,112 @@
+//! The HTTP server.  Handlers are thin: intake decides, the dispatcher
+//! delivers.  Every answer is JSON.
+//!
+//! * `POST /webhook`: a Superna Zero Trust webhook -> 202, or a 4xx saying
+//!   what was wrong.
+//! * `GET /healthz`: alive.
+//! * `GET /api/events/{receipt_id}`: what happened to a recent webhook.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::app::App;
+
+fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": code, "message": message.to_string() }))).into_response()
+}
+
+async fn webhook(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let limit = app.intake.limits.max_body_bytes;
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request body exceeds {limit} bytes"));
+        }
+        Err(rej) => return error(rej.status(), "unreadable_body", rej.body_text()),
+    };
+    match app.intake.accept(&headers, &body) {
+        Ok(event) => {
+            let receipt_id = event.receipt_id.clone();
+            let event_id = event.event.id();
+            if event_id.is_none() {
+                tracing::warn!(%receipt_id, "webhook has no recognisable event ID: updates cannot be correlated");
+            }
+            let routes = app.dispatcher.submit(event);
+            tracing::info!(%receipt_id, event_id = ?event_id, ?routes, "webhook accepted");
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "status": "accepted", "receipt_id": receipt_id, "event_id": event_id, "routes": routes })),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::info!(reason = e.code(), "webhook refused: {e}");
+            e.into_response()
+        }
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn event_status(State(app): State<Arc<App>>, Path(receipt_id): Path<String>) -> Response {
+    match app.dispatcher.event(&receipt_id) {
+        Some(record) => Json(record).into_response(),
+        None => error(StatusCode::NOT_FOUND, "not_found", format!("no recent event with receipt ID {receipt_id}")),
+    }
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "no such endpoint (POST /webhook, GET /healthz)")
+}
+
+async fn method_not_allowed() -> Response {
+    error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked; answered 500");
+    error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+}
+
+/// The router, for `run` and for tests that drive it directly.
+pub fn router(app: Arc<App>) -> Router {
+    // Slightly above the intake limit so the extractor's own refusal and
+    // the intake's agree on what "too large" means.
+    let body_limit = app.intake.limits.max_body_bytes;
+    Router::new()
+        .route("/webhook", post(webhook))
+        .route("/healthz", get(healthz))
+        .route("/api/events/{receipt_id}", get(event_status))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(app)
+}
+
+/// Serves until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "listening for webhooks on POST /webhook");
+    }
+    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await
+}

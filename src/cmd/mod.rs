@@ -1,0 +1,20 @@
+//! One module per command.
+
+pub mod serve;
+pub mod transform_inspect;
+pub mod transform_run;
+
+use ztbridge_runtime::config::LogFormat;
+
+/// Logs to stderr: plain text (journald adds timestamps of its own but a
+/// terminal does not, so they stay) or JSON.  `RUST_LOG` overrides the
+/// default `info` level.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

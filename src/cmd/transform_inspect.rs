@@ -1,0 +1,31 @@
+//! `ztbridge transform inspect`: what a transform declares.
+
+use std::process::ExitCode;
+
+use ztbridge_runtime::app::load_transform;
+use ztbridge_runtime::engine::{Engine, Limits};
+
+use crate::builtin;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// `builtin:NAME` or a path to a component (.wasm).
+    pub transform: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let engine = Engine::new(Limits::default())?;
+    let t = load_transform(&engine, &args.transform, &builtin::all())?;
+    let out = serde_json::json!({
+        "source": t.source,
+        "digest": t.digest,
+        "world": "ztbridge:transform/transform-world@0.1.0",
+        "name": t.info.name,
+        "version": t.info.version,
+        "description": t.info.description,
+        "egress": t.info.egress,
+        "config": t.info.config,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
+}

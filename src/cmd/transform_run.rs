@@ -1,0 +1,161 @@
+//! `ztbridge transform run`: the dry run.  Runs a transform on an event
+//! with canned responses; nothing is sent anywhere.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+use ztbridge_runtime::app::load_transform;
+use ztbridge_runtime::bindings::types::{Event, Header, HttpResponse};
+use ztbridge_runtime::config::{ConfigValue, RouteConfig};
+use ztbridge_runtime::engine::{Engine, Limits};
+use ztbridge_runtime::flow::{self, CannedTransport, Outcome};
+use ztbridge_runtime::route::Route;
+use ztbridge_runtime::state::{MemoryState, StateStore};
+
+use crate::builtin;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// `builtin:NAME` or a path to a component (.wasm).
+    pub transform: String,
+    /// The webhook body (JSON); `-` reads standard input.
+    #[arg(long)]
+    pub event: PathBuf,
+    /// A config value, `key=value` (repeatable).  Unset keys also come from
+    /// ZTBRIDGE_<NAME>_<KEY>.
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+    /// Canned responses, a JSON array consumed one per request, in order.
+    /// Each is `{"status": 202, "headers": {"Name": "value"}, "body": ...}`
+    /// (a non-string body is sent as JSON text); nested arrays group the
+    /// responses of one step.  Without it the flow stops at its first
+    /// request and shows it.
+    #[arg(long)]
+    pub responses: Option<PathBuf>,
+    /// Transform state as a JSON object; read before and written after.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Route name (for state and ZTBRIDGE_<NAME>_<KEY>); default: the
+    /// transform's name.
+    #[arg(long)]
+    pub route: Option<String>,
+    /// Allow http:// URLs as a route with `allow_http = true` would.
+    #[arg(long)]
+    pub allow_http: bool,
+    /// Delivery attempt number given to the transform.
+    #[arg(long, default_value_t = 1)]
+    pub attempt: u32,
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("reading standard input")?;
+        return Ok(s);
+    }
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn parse_response(v: &Value) -> anyhow::Result<HttpResponse> {
+    let status = v.get("status").and_then(Value::as_u64).context("each canned response needs a numeric `status`")?;
+    let headers = match v.get("headers") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| Header { name: k.clone(), value: v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()) })
+            .collect(),
+        Some(_) => bail!("`headers` of a canned response must be an object"),
+    };
+    let body = match v.get("body") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    Ok(HttpResponse { status: u16::try_from(status).context("status out of range")?, headers, body })
+}
+
+fn load_responses(path: &PathBuf) -> anyhow::Result<Vec<HttpResponse>> {
+    let v: Value = serde_json::from_str(&read(path)?).with_context(|| format!("{} is not JSON", path.display()))?;
+    let Value::Array(items) = v else { bail!("{}: expected a JSON array of responses", path.display()) };
+    let mut out = Vec::new();
+    for item in &items {
+        match item {
+            Value::Array(group) => {
+                for r in group {
+                    out.push(parse_response(r)?);
+                }
+            }
+            other => out.push(parse_response(other)?),
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    super::init_logging(Default::default());
+    let body = read(&args.event)?;
+    serde_json::from_str::<Value>(&body).with_context(|| format!("{} is not valid JSON", args.event.display()))?;
+    let responses = match &args.responses {
+        Some(p) => load_responses(p)?,
+        None => vec![],
+    };
+    let mut config = BTreeMap::new();
+    for kv in &args.config {
+        let (k, v) = kv.split_once('=').with_context(|| format!("--config {kv}: expected KEY=VALUE"))?;
+        config.insert(k.trim().to_string(), ConfigValue::Text(v.to_string()));
+    }
+
+    let engine = Arc::new(Engine::new(Limits::default())?);
+    let transform = load_transform(&engine, &args.transform, &builtin::all())?;
+    let name = args.route.clone().unwrap_or_else(|| transform.info.name.clone());
+    let route_config = RouteConfig {
+        name: name.clone(),
+        transform: args.transform.clone(),
+        enabled: true,
+        severities: vec![],
+        states: vec![],
+        allow_http: args.allow_http,
+        egress: None,
+        config,
+    };
+    let route = Route::build(&route_config, transform.clone(), &|k| std::env::var(k).ok())?;
+
+    let initial: BTreeMap<String, String> = match &args.state {
+        Some(p) if p.exists() => serde_json::from_str(&read(p)?).with_context(|| format!("{}: expected a JSON object of strings", p.display()))?,
+        _ => BTreeMap::new(),
+    };
+    let memory = Arc::new(MemoryState::with(&name, initial));
+    let state: Arc<dyn StateStore> = memory.clone();
+    let event = Event {
+        body,
+        receipt_id: "dry-run".into(),
+        received_at: ztbridge_runtime::time::now_rfc3339(),
+        attempt: args.attempt,
+    };
+    let transport = CannedTransport::new(responses);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let report = runtime.block_on(flow::run(&engine, &route, &state, event, &transport));
+
+    if let Some(p) = &args.state {
+        let dump = memory.dump(&name)?;
+        std::fs::write(p, serde_json::to_string_pretty(&dump)?).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    let out = serde_json::json!({
+        "transform": { "source": transform.source, "name": transform.info.name, "version": transform.info.version, "digest": transform.digest },
+        "route": name,
+        "steps": report.steps,
+        "outcome": report.outcome,
+        "logs": report.logs,
+        "state_writes": report.state_writes,
+        "fuel_used": report.fuel_used,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(match report.outcome {
+        Outcome::Failed { .. } => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    })
+}

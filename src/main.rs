@@ -1,0 +1,59 @@
+//! `ztbridge`: the command line.  A thin layer over `ztbridge-runtime`; one
+//! file per command under `cmd/`.
+
+mod builtin;
+mod cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ztbridge", version, about = "Superna Zero Trust webhooks to PagerDuty and Jitbit through WebAssembly-sandboxed transforms")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the webhook service.
+    Serve {
+        /// TOML configuration; without it the built-in routes run with
+        /// their config taken from ZTBRIDGE_<ROUTE>_<KEY> variables.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Work with transforms offline.
+    Transform {
+        #[command(subcommand)]
+        command: TransformCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TransformCommand {
+    /// Run a transform on an event without sending anything: prints each
+    /// step's requests and the outcome as JSON.
+    Run(cmd::transform_run::Args),
+    /// Show what a transform declares: name, version, egress, config keys,
+    /// digest.
+    Inspect(cmd::transform_inspect::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => cmd::serve::run(config),
+        Command::Transform { command: TransformCommand::Run(args) } => cmd::transform_run::run(args),
+        Command::Transform { command: TransformCommand::Inspect(args) } => cmd::transform_inspect::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

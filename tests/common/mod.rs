@@ -1,0 +1,313 @@
+//! Test harness: the real server in-process on loopback, stub destinations
+//! that speak the documented protocols, and the PagerDuty request schema.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::Router;
+use serde_json::{json, Value};
+use ztbridge_runtime::app::App;
+use ztbridge_runtime::config::Config;
+use ztbridge_runtime::Builtins;
+
+pub const WASM_DIR: &str = env!("ZTBRIDGE_WASM_DIR");
+pub const ROUTING_KEY: &str = "R0UTINGKEYabcdef0123456789abcdef";
+
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).expect("fixture")
+}
+
+pub fn event_fixtures() -> Vec<(String, String)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events");
+    let mut v: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .expect("fixtures dir")
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).expect("read")))
+        .collect();
+    v.sort();
+    assert!(v.len() >= 8, "fixtures missing");
+    v
+}
+
+pub fn wasm_path(name: &str) -> String {
+    format!("{WASM_DIR}/{name}.wasm")
+}
+
+pub fn builtins() -> Builtins {
+    let mut b = Builtins::new();
+    for name in ["pagerduty"] {
+        b.insert(name.to_string(), Arc::from(std::fs::read(wasm_path(name)).expect("built-in component")));
+    }
+    b
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+/// The PagerDuty Events v2 `/enqueue` request schema from PagerDuty's own
+/// OpenAPI description.
+pub fn pagerduty_schema() -> &'static jsonschema::Validator {
+    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
+    V.get_or_init(|| {
+        let mut doc: Value = serde_json::from_str(&fixture("pagerduty-events-v2.openapi.json")).expect("openapi");
+        let obj = doc.as_object_mut().expect("object");
+        obj.insert(
+            "$ref".into(),
+            json!("#/paths/~1enqueue/post/requestBody/content/application~1json/schema"),
+        );
+        jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft7)
+            .should_validate_formats(true)
+            .build(&doc)
+            .expect("schema")
+    })
+}
+
+/// Schema errors plus the documented limits the schema does not encode.
+pub fn pagerduty_problems(body: &Value) -> Vec<String> {
+    let mut problems: Vec<String> = pagerduty_schema().iter_errors(body).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    if let Some(k) = body.get("dedup_key").and_then(Value::as_str) {
+        if k.chars().count() > 255 {
+            problems.push("dedup_key longer than 255".into());
+        }
+    }
+    if let Some(s) = body.pointer("/payload/summary").and_then(Value::as_str) {
+        if s.chars().count() > 1024 {
+            problems.push("summary longer than 1024".into());
+        }
+    }
+    let action = body.get("event_action").and_then(Value::as_str).unwrap_or("");
+    if action == "trigger" && body.get("payload").is_none() {
+        problems.push("trigger without payload".into());
+    }
+    if action != "trigger" && body.get("dedup_key").is_none() {
+        problems.push("acknowledge/resolve without dedup_key".into());
+    }
+    if body.to_string().len() > 512 * 1024 {
+        problems.push("request larger than 512 KB".into());
+    }
+    problems
+}
+
+/// One request a stub received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).expect("stub received JSON")
+    }
+}
+
+/// A scripted answer: status, headers, body.
+pub type Answer = (u16, Vec<(&'static str, String)>, String);
+
+#[derive(Default)]
+struct StubState {
+    received: Mutex<Vec<Received>>,
+    /// Answers given before the protocol's normal behaviour resumes.
+    script: Mutex<VecDeque<Answer>>,
+}
+
+/// A stub PagerDuty Events API v2: validates each request against the
+/// published schema (400 with `errors` when invalid, like PagerDuty),
+/// checks the routing key (a wrong one gets 400 "invalid routing key"),
+/// answers 202 with the dedup_key, or whatever was scripted.
+#[derive(Clone)]
+pub struct StubPagerDuty {
+    pub addr: SocketAddr,
+    state: Arc<StubState>,
+}
+
+async fn pd_enqueue(State(s): State<Arc<StubState>>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    let text = String::from_utf8_lossy(&body).into_owned();
+    s.received.lock().unwrap().push(Received { at: Instant::now(), path: "/v2/enqueue".into(), headers: headers.clone(), body: text.clone() });
+    let scripted = s.script.lock().unwrap().pop_front();
+    if let Some((status, hdrs, body)) = scripted {
+        let mut h = HeaderMap::new();
+        for (k, v) in hdrs {
+            h.insert(k, v.parse().unwrap());
+        }
+        return (StatusCode::from_u16(status).unwrap(), h, body).into_response();
+    }
+    let bad = |errors: Vec<String>| {
+        (StatusCode::BAD_REQUEST, axum::Json(json!({"status": "invalid event", "message": "Event object is invalid", "errors": errors})))
+            .into_response()
+    };
+    if !headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/json")) {
+        return bad(vec!["Content-Type must be application/json".into()]);
+    }
+    let Ok(v) = serde_json::from_str::<Value>(&text) else { return bad(vec!["body is not JSON".into()]) };
+    let problems = pagerduty_problems(&v);
+    if !problems.is_empty() {
+        return bad(problems);
+    }
+    if v.get("routing_key").and_then(Value::as_str) != Some(ROUTING_KEY) {
+        return bad(vec!["Invalid routing key".into()]);
+    }
+    let dedup = v.get("dedup_key").cloned().unwrap_or(json!("generated"));
+    (StatusCode::ACCEPTED, axum::Json(json!({"status": "success", "message": "Event processed", "dedup_key": dedup}))).into_response()
+}
+
+impl StubPagerDuty {
+    pub async fn start() -> StubPagerDuty {
+        let state = Arc::new(StubState::default());
+        let app = Router::new().route("/v2/enqueue", post(pd_enqueue)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind stub");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("stub serve") });
+        StubPagerDuty { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/v2/enqueue", self.addr)
+    }
+
+    /// Answers to give next, before normal behaviour.
+    pub fn script(&self, answers: Vec<Answer>) {
+        self.state.script.lock().unwrap().extend(answers);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests arrived.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        wait_until(timeout, || {
+            let r = self.received();
+            (r.len() >= n).then_some(r)
+        })
+        .await
+        .unwrap_or_else(|| panic!("stub got {} requests, expected {n}", self.received().len()))
+    }
+}
+
+/// Polls `f` every 20 ms until it returns Some or `timeout` passes.
+pub async fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The real server, in-process, on a loopback port.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    pub client: reqwest::Client,
+    _data: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Server {
+    /// Starts with `config_toml` (a `data_dir` is added).
+    pub async fn start(config_toml: &str) -> Server {
+        let data = tempfile::tempdir().expect("tempdir");
+        let text = format!("data_dir = {:?}\n{config_toml}", data.path().display().to_string());
+        let config = Config::parse(&text, "test").expect("config");
+        let app = Arc::new(App::build(config, &builtins(), true).expect("app"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let run_app = app.clone();
+        tokio::spawn(async move {
+            ztbridge_runtime::server::run(listener, run_app, async move {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server");
+        });
+        Server { addr, app, client: reqwest::Client::new(), _data: data, stop: Some(tx) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs a webhook; returns status and JSON answer.
+    pub async fn post(&self, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = self.client.post(self.url("/webhook")).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("post");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("answer is not JSON: {text:?}"));
+        (status, json)
+    }
+
+    /// POSTs gzip JSON with Superna's headers.
+    pub async fn post_gzip(&self, json: &str) -> (u16, Value) {
+        self.post(gzip(json.as_bytes()), &[("content-type", "application/json"), ("content-encoding", "gzip")]).await
+    }
+
+    pub async fn post_plain(&self, json: &str) -> (u16, Value) {
+        self.post(json.as_bytes().to_vec(), &[("content-type", "application/json")]).await
+    }
+
+    /// `GET /api/events/{receipt}`.
+    pub async fn event(&self, receipt: &str) -> Value {
+        let resp = self.client.get(self.url(&format!("/api/events/{receipt}"))).send().await.expect("get");
+        resp.json().await.expect("json")
+    }
+
+    /// Waits until every delivery of `receipt` is delivered or failed.
+    pub async fn settled(&self, receipt: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ev = self.event(receipt).await;
+            let done = ev["deliveries"].as_array().is_some_and(|ds| {
+                ds.iter().all(|d| d["state"] == "delivered" || d["state"] == "failed")
+            });
+            if done || Instant::now() > deadline {
+                return ev;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A PagerDuty route pointing at `stub`.
+pub fn pagerduty_route(stub: &StubPagerDuty, extra: &str) -> String {
+    format!(
+        "[[route]]\nname = \"pagerduty\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\n{extra}\n[route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = {:?}\n",
+        stub.url()
+    )
+}
+
+/// Fast retries for tests.
+pub const FAST_RETRY: &str = "[delivery]\nmax_attempts = 4\ninitial_backoff_ms = 50\nmax_backoff_ms = 3000\n";

