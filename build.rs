@@ -15,6 +15,7 @@ use std::process::Command;
 /// (cargo package, file name in OUT_DIR/wasm)
 const GUESTS: &[(&str, &str)] = &[
     ("zt-pagerduty", "pagerduty.wasm"),
+    ("zt-jitbit", "jitbit.wasm"),
     ("zt-test-empty", "empty.wasm"),
     ("zt-test-hostile", "hostile.wasm"),
 ];
@@ -32,6 +33,8 @@ fn main() {
     let guest_target = env::var_os("ZTBRIDGE_GUEST_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
         out.ancestors().nth(4).map(|t| t.join("wasm-guests")).unwrap_or_else(|| out.join("wasm-guests"))
     });
+
+    ensure_wasm_target();
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -69,6 +72,28 @@ fn main() {
             .unwrap_or_else(|e| panic!("copy {} -> {file}: {e}", built.display()));
     }
     println!("cargo:rustc-env=ZTBRIDGE_WASM_DIR={}", wasm_out.display());
+}
+
+/// A fresh checkout must build with no other step: when rustup manages the
+/// toolchain and the wasm32-wasip2 target is missing, add it (seconds).
+/// Set ZTBRIDGE_NO_RUSTUP=1 to forbid that (the build then fails with the
+/// command to run).
+fn ensure_wasm_target() {
+    println!("cargo:rerun-if-env-changed=ZTBRIDGE_NO_RUSTUP");
+    if env::var_os("ZTBRIDGE_NO_RUSTUP").is_some() {
+        return;
+    }
+    let Ok(out) = Command::new("rustup").args(["target", "list", "--installed"]).output() else {
+        return; // no rustup: the toolchain is managed some other way
+    };
+    if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == "wasm32-wasip2") {
+        return;
+    }
+    println!("cargo:warning=installing the wasm32-wasip2 target with rustup (needed to build the built-in transforms)");
+    let ok = Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).status().is_ok_and(|s| s.success());
+    if !ok {
+        println!("cargo:warning=`rustup target add wasm32-wasip2` failed; run it by hand");
+    }
 }
 
 /// Cargo scans a directory given to rerun-if-changed recursively.

@@ -11,5 +11,6 @@ fi
 # Host workspace; build.rs compiles the guest transforms to components.
 cargo test --locked --workspace "$@"
 
-# The shared event model, on the host (it is also compiled into guests).
-cargo test --locked --manifest-path transforms/Cargo.toml -p zt-event --target-dir target/guest-host-tests
+# Guest crates' own unit tests, run on the host: the shared event model and
+# the Jitbit transform's pure helpers.
+cargo test --locked --manifest-path transforms/Cargo.toml -p zt-event -p zt-jitbit --target-dir target/guest-host-tests

@@ -30,6 +30,17 @@ enum Command {
         #[command(subcommand)]
         command: TransformCommand,
     },
+    /// Signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate an Ed25519 key pair for signing transforms.
+    Generate(cmd::keys_generate::Args),
 }
 
 #[derive(Subcommand)]
@@ -37,9 +48,13 @@ enum TransformCommand {
     /// Run a transform on an event without sending anything: prints each
     /// step's requests and the outcome as JSON.
     Run(cmd::transform_run::Args),
-    /// Show what a transform declares: name, version, egress, config keys,
-    /// digest.
+    /// Show what a transform declares: name, version, world, egress,
+    /// config keys, signer key IDs, digest.
     Inspect(cmd::transform_inspect::Args),
+    /// Add a signature to a component.
+    Sign(cmd::transform_sign::Args),
+    /// Check a component's signatures against trusted keys.
+    Verify(cmd::transform_verify::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +63,9 @@ fn main() -> ExitCode {
         Command::Serve { config } => cmd::serve::run(config),
         Command::Transform { command: TransformCommand::Run(args) } => cmd::transform_run::run(args),
         Command::Transform { command: TransformCommand::Inspect(args) } => cmd::transform_inspect::run(args),
+        Command::Transform { command: TransformCommand::Sign(args) } => cmd::transform_sign::run(args),
+        Command::Transform { command: TransformCommand::Verify(args) } => cmd::transform_verify::run(args),
+        Command::Keys { command: KeysCommand::Generate(args) } => cmd::keys_generate::run(args),
     };
     match result {
         Ok(code) => code,

@@ -200,7 +200,7 @@ async fn hostile_transforms_are_stopped_and_reported_while_serving_continues() {
         )
     };
     let config = format!(
-        "{FAST_RETRY}[limits]\nstep_timeout_ms = 300\nfuel_per_step = 50000000000\nmemory_bytes = 16777216\n{}{}{}{}",
+        "{FAST_RETRY}[trust]\nallow_unsigned = true\n[limits]\nstep_timeout_ms = 300\nfuel_per_step = 50000000000\nmemory_bytes = 16777216\n{}{}{}{}",
         pagerduty_route(&pd, ""),
         hostile("looper", "loop"),
         hostile("hoarder", "memory"),
@@ -232,7 +232,7 @@ async fn hostile_transforms_are_stopped_and_reported_while_serving_continues() {
 async fn fuel_bounds_a_loop_before_the_deadline() {
     let pd = StubPagerDuty::start().await;
     let config = format!(
-        "[limits]\nstep_timeout_ms = 60000\nfuel_per_step = 5000000\n{}[[route]]\nname = \"looper\"\ntransform = {:?}\n[route.config]\nmode = \"loop\"\n",
+        "[trust]\nallow_unsigned = true\n[limits]\nstep_timeout_ms = 60000\nfuel_per_step = 5000000\n{}[[route]]\nname = \"looper\"\ntransform = {:?}\n[route.config]\nmode = \"loop\"\n",
         pagerduty_route(&pd, ""),
         wasm_path("hostile")
     );
@@ -248,7 +248,7 @@ async fn fuel_bounds_a_loop_before_the_deadline() {
 async fn egress_outside_the_allow_list_is_refused_and_nothing_is_sent() {
     let pd = StubPagerDuty::start().await;
     let config = format!(
-        "[[route]]\nname = \"sneaky\"\ntransform = {:?}\nallow_http = true\n[route.config]\nmode = \"forbidden\"\nurl = {:?}\n\
+        "[trust]\nallow_unsigned = true\n[[route]]\nname = \"sneaky\"\ntransform = {:?}\nallow_http = true\n[route.config]\nmode = \"forbidden\"\nurl = {:?}\n\
          [[route]]\nname = \"plain\"\ntransform = {:?}\n[route.config]\nmode = \"ok\"\nurl = {:?}\n",
         wasm_path("hostile"),
         pd.url(),
@@ -267,4 +267,40 @@ async fn egress_outside_the_allow_list_is_refused_and_nothing_is_sent() {
     assert!(msgs.iter().any(|m| m.contains("scheme `http`")), "{msgs:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(pd.received().is_empty(), "nothing may be sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_not_followed_and_endless_flows_are_cut() {
+    let pd = StubPagerDuty::start().await;
+    let elsewhere = StubPagerDuty::start().await;
+    // The destination answers with a redirect to another host.
+    pd.script(vec![(307, vec![("location", elsewhere.url())], String::new())]);
+    let config = format!(
+        "[trust]\nallow_unsigned = true\n[limits]\nmax_steps = 5\n\
+         [[route]]\nname = \"redirected\"\ntransform = {:?}\nallow_http = true\n[route.config]\nmode = \"ok\"\nurl = {:?}\n",
+        wasm_path("hostile"),
+        pd.url(),
+    );
+    let server = Server::start(&config).await;
+    let (_, answer) = server.post_gzip(&fixture("events/critical-lockout.json")).await;
+    let record = server.settled(answer["receipt_id"].as_str().unwrap(), WAIT).await;
+    let d = &record["deliveries"][0];
+    assert_eq!(d["attempts"][0]["last_status"], 307, "the transform saw the redirect itself: {record}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(elsewhere.received().is_empty(), "the redirect was followed");
+
+    // A transform that never stops asking is cut at max_steps.
+    let config = format!(
+        "[trust]\nallow_unsigned = true\n[limits]\nmax_steps = 5\n\
+         [[route]]\nname = \"endless\"\ntransform = {:?}\nallow_http = true\n[route.config]\nmode = \"endless\"\nurl = {:?}\n",
+        wasm_path("hostile"),
+        elsewhere.url(),
+    );
+    let server = Server::start(&config).await;
+    let (_, answer) = server.post_gzip(&fixture("events/critical-lockout.json")).await;
+    let record = server.settled(answer["receipt_id"].as_str().unwrap(), WAIT).await;
+    let outcome = &record["deliveries"][0]["attempts"][0]["outcome"];
+    assert_eq!(outcome["kind"], "limit", "{record}");
+    assert!(outcome["message"].as_str().unwrap().contains("max_steps"));
+    assert_eq!(elsewhere.received().len(), 5, "exactly max_steps requests went out");
 }

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::auth::WebhookAuth;
+use crate::config::{Config, ConfigError, TrustConfig};
+use crate::signing::{self, load_public_keys, SigningError, TrustedKeys};
 use crate::dispatch::Dispatcher;
 use crate::engine::{Engine, EngineError};
 use crate::intake::Intake;
@@ -21,6 +23,8 @@ pub struct App {
     pub engine: Arc<Engine>,
     pub intake: Intake,
     pub dispatcher: Arc<Dispatcher>,
+    /// Webhook authentication, when configured.
+    pub auth: Arc<Option<WebhookAuth>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,12 +39,41 @@ pub enum AppError {
     State { dir: String, error: StateError },
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("[trust] keys: {0}")]
+    Trust(#[from] SigningError),
     #[error("no route is enabled: configure at least one (see the README)")]
     NoRoutes,
 }
 
-/// Loads `builtin:NAME` from the embedded set, anything else from a file.
-pub fn load_transform(engine: &Engine, spec: &str, builtins: &Builtins) -> Result<Arc<Transform>, TransformError> {
+/// Which files may load.
+pub enum Trust {
+    /// Only files signed by one of these keys.
+    Keys(TrustedKeys),
+    /// Anything (development switch, dry runs).
+    AnyFile,
+}
+
+impl Trust {
+    /// From the `[trust]` config section.
+    pub fn from_config(cfg: &TrustConfig) -> Result<Trust, SigningError> {
+        if cfg.allow_unsigned {
+            tracing::warn!("DEVELOPMENT MODE: [trust] allow_unsigned = true: transform files load WITHOUT signature checks");
+            return Ok(Trust::AnyFile);
+        }
+        Ok(Trust::Keys(if cfg.keys.is_empty() { TrustedKeys::new() } else { load_public_keys(&cfg.keys)? }))
+    }
+}
+
+/// Loads `builtin:NAME` from the embedded set, anything else from a file
+/// whose signature `trust` accepts (checked before compiling).
+pub fn load_transform(
+    engine: &Engine,
+    spec: &str,
+    builtins: &Builtins,
+    trust: &Trust,
+) -> Result<Arc<Transform>, TransformError> {
     match spec.strip_prefix("builtin:") {
         Some(name) => {
             let bytes = builtins.get(name).ok_or_else(|| TransformError::UnknownBuiltin {
@@ -52,6 +85,18 @@ pub fn load_transform(engine: &Engine, spec: &str, builtins: &Builtins) -> Resul
         None => {
             let bytes = std::fs::read(spec)
                 .map_err(|e| TransformError::Read { origin: spec.to_string(), message: e.to_string() })?;
+            match trust {
+                Trust::AnyFile => {
+                    if signing::signers(&bytes).map(|s| s.is_empty()).unwrap_or(true) {
+                        tracing::warn!(file = spec, "loading an UNSIGNED transform (development mode)");
+                    }
+                }
+                Trust::Keys(keys) => {
+                    let verified = signing::verify(&bytes, keys)
+                        .map_err(|error| TransformError::Untrusted { origin: spec.to_string(), error })?;
+                    tracing::info!(file = spec, signers = ?verified.key_ids, "transform signature verified");
+                }
+            }
             Transform::load(engine, spec, &bytes)
         }
     }
@@ -62,6 +107,11 @@ impl App {
     /// missing is an error (a config file was given); otherwise it is
     /// skipped with a warning (the built-in default configuration).
     pub fn build(config: Config, builtins: &Builtins, strict: bool) -> Result<App, AppError> {
+        let auth = Arc::new(WebhookAuth::from_config(&config.inbound)?);
+        if auth.is_none() && !config.listen.ip().is_loopback() {
+            tracing::warn!(listen = %config.listen, "listening beyond loopback without webhook authentication: set [inbound] token");
+        }
+        let trust = Trust::from_config(&config.trust)?;
         let engine = Arc::new(Engine::new(config.limits.clone())?);
         let data_dir = config.data_dir();
         let state: Arc<dyn StateStore> = Arc::new(
@@ -70,7 +120,7 @@ impl App {
         );
         let mut routes = Vec::new();
         for rc in config.routes.iter().filter(|r| r.enabled) {
-            let transform = load_transform(&engine, &rc.transform, builtins)?;
+            let transform = load_transform(&engine, &rc.transform, builtins, &trust)?;
             match Route::build(rc, transform, &|k| std::env::var(k).ok()) {
                 Ok(route) => {
                     tracing::info!(
@@ -101,6 +151,6 @@ impl App {
         )?;
         let dispatcher = Dispatcher::new(engine.clone(), routes, state, transport, config.delivery.clone());
         let intake = Intake::new(config.intake.clone());
-        Ok(App { config, engine, intake, dispatcher })
+        Ok(App { config, engine, intake, dispatcher, auth })
     }
 }

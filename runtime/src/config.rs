@@ -33,9 +33,44 @@ pub struct Config {
     /// Retries of failed deliveries.
     #[serde(default)]
     pub delivery: RetryPolicy,
+    /// Optional authentication of `POST /webhook`.
+    #[serde(default)]
+    pub inbound: InboundAuth,
+    /// Which transform files may load.
+    #[serde(default)]
+    pub trust: TrustConfig,
     /// Destinations.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+}
+
+/// Trust policy for transforms loaded from files.  Built-in transforms are
+/// part of the binary and trusted with it (their digests are printed at
+/// start); a file must carry a valid signature by one of `keys`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Public key files, or directories of `*.pub` files.
+    #[serde(default)]
+    pub keys: Vec<PathBuf>,
+    /// Development only: load unsigned (or untrusted) files.  Logged as a
+    /// warning at every start.
+    #[serde(default)]
+    pub allow_unsigned: bool,
+}
+
+/// Authentication of incoming webhooks.  Superna can send a static custom
+/// header; ztbridge compares it in constant time.  With `token` unset every
+/// webhook is accepted (keep `listen` on loopback then).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundAuth {
+    /// The shared secret.  `{ env = "..." }` or `{ file = "..." }` keep it
+    /// out of the file.
+    pub token: Option<ConfigValue>,
+    /// Header carrying it.  Default `Authorization`, as `Bearer <token>`;
+    /// any other header carries the bare token (e.g. `X-Ztbridge-Token`).
+    pub header: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +183,8 @@ impl Config {
             limits: Limits::default(),
             intake: IntakeLimits::default(),
             delivery: RetryPolicy::default(),
+            inbound: InboundAuth::default(),
+            trust: TrustConfig::default(),
             routes,
         }
     }

@@ -95,8 +95,8 @@ impl Engine {
             .max_memory_size(limits.memory_bytes)
             // Keep a warm slot's first pages resident: no page faults for
             // small guests (this is most of the per-event cost otherwise).
-            .linear_memory_keep_resident(1 << 20)
-            .table_keep_resident(64 << 10);
+            .linear_memory_keep_resident(0)
+            .table_keep_resident(0);
 
         let mut config = Config::new();
         config

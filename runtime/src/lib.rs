@@ -8,6 +8,8 @@
 //! * [`server`]: the axum HTTP server (`POST /webhook`, `GET /healthz`);
 //!   exposes a single [`server::run`]. Handlers are thin: they call
 //!   [`intake`] and hand the result to the [`dispatch`]er.
+//! * [`auth`]: optional webhook authentication (bearer token or shared
+//!   header, constant-time), a tower middleware on `/webhook`.
 //! * [`intake`]: turns a request into an accepted event or a clear 4xx:
 //!   content type, body size, gzip (sniffed, bounded while inflating), JSON.
 //! * [`dispatch`]: takes accepted events and runs every matching route's
@@ -34,6 +36,7 @@
 //! * [`time`]: RFC 3339 timestamps without a date crate.
 
 pub mod app;
+pub mod auth;
 pub mod bindings;
 pub mod config;
 pub mod dispatch;
@@ -49,6 +52,7 @@ pub mod server;
 pub mod state;
 pub mod time;
 pub mod transform;
+pub mod signing;
 
 /// Built-in transforms: name -> component bytes (embedded by the binary).
 pub type Builtins = std::collections::BTreeMap<String, std::sync::Arc<[u8]>>;

@@ -84,11 +84,12 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 /// The router, for `run` and for tests that drive it directly.
 pub fn router(app: Arc<App>) -> Router {
-    // Slightly above the intake limit so the extractor's own refusal and
-    // the intake's agree on what "too large" means.
+    // The extractor refuses bodies over the intake limit before reading
+    // them whole.
     let body_limit = app.intake.limits.max_body_bytes;
+    let webhook_route = post(webhook).route_layer(axum::middleware::from_fn_with_state(app.auth.clone(), crate::auth::require));
     Router::new()
-        .route("/webhook", post(webhook))
+        .route("/webhook", webhook_route)
         .route("/healthz", get(healthz))
         .route("/api/events/{receipt_id}", get(event_status))
         .fallback(not_found)

@@ -56,6 +56,8 @@ pub enum TransformError {
     Describe { origin: String, error: SandboxError },
     #[error("{origin}: cannot read: {message}")]
     Read { origin: String, message: String },
+    #[error("{origin}: refused: {error}")]
+    Untrusted { origin: String, error: crate::signing::SigningError },
     #[error("unknown built-in transform `{name}` (built-ins: {known})")]
     UnknownBuiltin { name: String, known: String },
 }

@@ -1,8 +1,11 @@
 //! One module per command.
 
+pub mod keys_generate;
 pub mod serve;
 pub mod transform_inspect;
 pub mod transform_run;
+pub mod transform_sign;
+pub mod transform_verify;
 
 use ztbridge_runtime::config::LogFormat;
 

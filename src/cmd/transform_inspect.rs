@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use ztbridge_runtime::app::load_transform;
+use ztbridge_runtime::app::{load_transform, Trust};
+use ztbridge_runtime::signing;
 use ztbridge_runtime::engine::{Engine, Limits};
 
 use crate::builtin;
@@ -15,7 +16,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let engine = Engine::new(Limits::default())?;
-    let t = load_transform(&engine, &args.transform, &builtin::all())?;
+    let t = load_transform(&engine, &args.transform, &builtin::all(), &Trust::AnyFile)?;
+    let signers = match args.transform.strip_prefix("builtin:") {
+        Some(_) => serde_json::json!("built-in (trusted with the binary)"),
+        None => serde_json::json!(signing::signers(&std::fs::read(&args.transform)?)?),
+    };
     let out = serde_json::json!({
         "source": t.source,
         "digest": t.digest,
@@ -25,6 +30,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "description": t.info.description,
         "egress": t.info.egress,
         "config": t.info.config,
+        "signers": signers,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use serde_json::Value;
-use ztbridge_runtime::app::load_transform;
+use ztbridge_runtime::app::{load_transform, Trust};
 use ztbridge_runtime::bindings::types::{Event, Header, HttpResponse};
 use ztbridge_runtime::config::{ConfigValue, RouteConfig};
 use ztbridge_runtime::engine::{Engine, Limits};
@@ -46,6 +46,11 @@ pub struct Args {
     /// Allow http:// URLs as a route with `allow_http = true` would.
     #[arg(long)]
     pub allow_http: bool,
+    /// Verify the file's signature against these public keys first (files
+    /// or directories; repeatable).  Without it any file runs: nothing is
+    /// sent in a dry run.
+    #[arg(long)]
+    pub trusted: Vec<PathBuf>,
     /// Delivery attempt number given to the transform.
     #[arg(long, default_value_t = 1)]
     pub attempt: u32,
@@ -110,7 +115,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     let engine = Arc::new(Engine::new(Limits::default())?);
-    let transform = load_transform(&engine, &args.transform, &builtin::all())?;
+    let trust = if args.trusted.is_empty() {
+        Trust::AnyFile
+    } else {
+        Trust::Keys(ztbridge_runtime::signing::load_public_keys(&args.trusted)?)
+    };
+    let transform = load_transform(&engine, &args.transform, &builtin::all(), &trust)?;
     let name = args.route.clone().unwrap_or_else(|| transform.info.name.clone());
     let route_config = RouteConfig {
         name: name.clone(),

