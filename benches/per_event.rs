@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ztbridge_runtime::bindings::types::Event;
+use ztbridge_runtime::bindings::types::{Event, HttpResponse, Step};
 use ztbridge_runtime::engine::{Engine, Limits};
 use ztbridge_runtime::redact::Redactor;
 use ztbridge_runtime::sandbox::{FlowContext, Sandbox};
@@ -24,25 +24,42 @@ struct Case {
     transform: Arc<Transform>,
     config: Arc<BTreeMap<String, String>>,
     event: Event,
+    /// Canned responses fed back step by step (empty: only `start`).
+    responses: Vec<Vec<HttpResponse>>,
+    state: Arc<dyn StateStore>,
 }
 
-fn one(engine: &Engine, case: &Case, state: &Arc<dyn StateStore>) {
-    let ctx = FlowContext::new(Arc::from(case.name), case.config.clone(), state.clone(), Arc::new(Redactor::default()));
+fn one(engine: &Engine, case: &Case) {
+    let ctx = FlowContext::new(Arc::from("route"), case.config.clone(), case.state.clone(), Arc::new(Redactor::default()));
     let mut sandbox = Sandbox::new(engine, &case.transform, ctx).expect("instantiate");
-    let step = sandbox.start(&case.event).expect("start");
-    assert!(step.is_ok(), "{} failed: {step:?}", case.name);
+    let mut step = sandbox.start(&case.event).expect("start");
+    for responses in &case.responses {
+        match step {
+            Ok(Step::Send(_)) => step = sandbox.resume(responses).expect("resume"),
+            other => panic!("{}: flow ended early: {other:?}", case.name),
+        }
+    }
+    match step {
+        Ok(_) if case.responses.is_empty() => {}
+        Ok(Step::Done(_)) => {}
+        other => panic!("{}: unexpected end {other:?}", case.name),
+    }
+}
+
+fn ok(status: u16, body: &str) -> Vec<HttpResponse> {
+    vec![HttpResponse { status, headers: vec![], body: body.to_string() }]
 }
 
 /// Median microseconds per event over `batches` batches of `per_batch`.
-fn measure(engine: &Engine, case: &Case, state: &Arc<dyn StateStore>, batches: usize, per_batch: usize) -> f64 {
+fn measure(engine: &Engine, case: &Case, batches: usize, per_batch: usize) -> f64 {
     for _ in 0..per_batch {
-        one(engine, case, state); // warm the pool slots and caches
+        one(engine, case); // warm the pool slots and caches
     }
     let mut samples: Vec<f64> = (0..batches)
         .map(|_| {
             let t = Instant::now();
             for _ in 0..per_batch {
-                one(engine, case, state);
+                one(engine, case);
             }
             t.elapsed().as_secs_f64() * 1e6 / per_batch as f64
         })
@@ -57,6 +74,15 @@ fn main() {
     let per_batch = (iters / batches).max(1);
     let engine = Engine::new(Limits::default()).expect("engine");
     let state: Arc<dyn StateStore> = Arc::new(MemoryState::default());
+    // Jitbit update: the category and the ticket are already known.
+    let known: Arc<dyn StateStore> = Arc::new(MemoryState::with(
+        "route",
+        [
+            ("category:storage security event".to_string(), "7".to_string()),
+            ("ticket:RSW-20250611-000123".to_string(), "1001".to_string()),
+        ]
+        .into(),
+    ));
     let load = |file: &str| {
         let bytes = std::fs::read(format!("{WASM_DIR}/{file}")).expect("component");
         let t = Instant::now();
@@ -69,21 +95,56 @@ fn main() {
 
     let (empty, empty_compile_ms, empty_size) = load("empty.wasm");
     let (pd, pd_compile_ms, pd_size) = load("pagerduty.wasm");
+    let (jb, jb_compile_ms, jb_size) = load("jitbit.wasm");
+    let jitbit_config: Arc<BTreeMap<String, String>> = Arc::new(
+        [("url".to_string(), "https://acme.jitbit.com/helpdesk/api".to_string()), ("token".to_string(), "t0ken-t0ken".to_string())].into(),
+    );
+    let categories = r#"[{"CategoryID":7,"Name":"Storage Security Event","SectionID":1,"Section":"Helpdesk","NameWithSection":"Helpdesk / Storage Security Event","ForTechsOnly":false}]"#;
     let cases = [
-        Case { name: "empty (floor)", transform: empty, config: Arc::new(BTreeMap::new()), event: event.clone() },
+        Case {
+            name: "empty (floor)",
+            transform: empty,
+            config: Arc::new(BTreeMap::new()),
+            event: event.clone(),
+            responses: vec![],
+            state: state.clone(),
+        },
         Case {
             name: "pagerduty",
+            transform: pd.clone(),
+            config: Arc::new([("routing_key".to_string(), "R0UTINGKEY0123456789abcdef012345".to_string())].into()),
+            event: event.clone(),
+            responses: vec![],
+            state: state.clone(),
+        },
+        Case {
+            name: "pagerduty+202",
             transform: pd,
             config: Arc::new([("routing_key".to_string(), "R0UTINGKEY0123456789abcdef012345".to_string())].into()),
-            event,
+            event: event.clone(),
+            responses: vec![ok(202, r#"{"status":"success","message":"Event processed","dedup_key":"x"}"#)],
+            state: state.clone(),
         },
+        Case {
+            name: "jitbit new",
+            transform: jb.clone(),
+            config: jitbit_config.clone(),
+            event: event.clone(),
+            responses: vec![ok(200, categories), ok(200, "[]"), ok(200, "1001")],
+            state: state.clone(),
+        },
+        Case { name: "jitbit update", transform: jb, config: jitbit_config, event, responses: vec![ok(200, "")], state: known },
     ];
     println!("per-event cost: fresh Store + instantiate (InstancePre) + start(); {iters} events per case, median of {batches} batches");
-    println!("component sizes: empty {empty_size} B (compile {empty_compile_ms:.1} ms), pagerduty {pd_size} B (compile {pd_compile_ms:.1} ms)");
-    let floor = measure(&engine, &cases[0], &state, batches, per_batch);
+    println!(
+        "component sizes: empty {empty_size} B (compile {empty_compile_ms:.1} ms), pagerduty {pd_size} B (compile {pd_compile_ms:.1} ms), jitbit {jb_size} B (compile {jb_compile_ms:.1} ms)"
+    );
+    println!("rows: empty = start() answering done; pagerduty = start() building the request; pagerduty+202 = start + resume(202);");
+    println!("      jitbit new = categories + search + create (4 calls); jitbit update = comment on a known ticket (2 calls)");
+    let floor = measure(&engine, &cases[0], batches, per_batch);
     println!("{:<16} {:>9.2} us/event  (1.00x floor)", cases[0].name, floor);
     for case in &cases[1..] {
-        let us = measure(&engine, case, &state, batches, per_batch);
+        let us = measure(&engine, case, batches, per_batch);
         println!("{:<16} {:>9.2} us/event  ({:.2}x floor)", case.name, us, us / floor);
     }
 }

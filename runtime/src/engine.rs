@@ -93,10 +93,14 @@ impl Engine {
             .max_tables_per_component(4)
             .total_stacks(slots)
             .max_memory_size(limits.memory_bytes)
-            // Keep a warm slot's first pages resident: no page faults for
-            // small guests (this is most of the per-event cost otherwise).
-            .linear_memory_keep_resident(0)
-            .table_keep_resident(0);
+            // Reset a used slot by rewriting only the pages the guest
+            // dirtied (found with Linux's PAGEMAP_SCAN, 6.7+) instead of
+            // unmapping them: the next instance then takes no page faults.
+            // Where the ioctl is missing, the first 64 KiB are memset and
+            // the rest madvised.
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            .linear_memory_keep_resident(64 << 10)
+            .table_keep_resident(64 << 10);
 
         let mut config = Config::new();
         config
