@@ -31,7 +31,9 @@ async fn webhook_token_is_required_when_configured() {
     pd.wait_for(1, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(pd.received().len(), 1, "refused webhooks are not delivered");
-    // Health stays open.
+    // The API needs the token too; health stays open.
+    let r = server.client.get(server.url("/api/events/anything")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
     let r = server.client.get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
@@ -164,4 +166,40 @@ async fn a_thousand_bad_bodies_each_get_a_4xx_json_answer() {
     pd.wait_for(1, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(pd.received().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_backlog_answers_503_with_retry_after() {
+    let config = format!(
+        "[trust]\nallow_unsigned = true\n[limits]\nstep_timeout_ms = 1500\n[delivery]\nmax_pending = 1\n\
+         [[route]]\nname = \"slow\"\ntransform = {:?}\n[route.config]\nmode = \"loop\"\n",
+        wasm_path("hostile")
+    );
+    let server = Server::start(&config).await;
+    let body = fixture("events/critical-lockout.json");
+    let (s, _) = server.post_plain(&body).await;
+    assert_eq!(s, 202);
+    let resp = server
+        .client
+        .post(server.url("/webhook"))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "30");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"], "overloaded");
+    // Once the first delivery ends (the deadline stops the loop), webhooks
+    // are accepted again.
+    let mut status = 0;
+    for _ in 0..100 {
+        status = server.post_plain(&body).await.0;
+        if status == 202 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 202);
 }

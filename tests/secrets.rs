@@ -81,7 +81,15 @@ async fn secrets_never_reach_logs_store_or_api() {
     assert_eq!(got[1].json()["routing_key"], ROUTING_KEY);
     let mut api = String::new();
     for _ in 0..400 {
-        api = client.get(format!("{base}/api/events/{receipt}")).send().await.unwrap().text().await.unwrap();
+        api = client
+            .get(format!("{base}/api/events/{receipt}"))
+            .header("authorization", format!("Bearer {INBOUND}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         if api.contains("\"delivered\"") && api.contains("\"failed\"") {
             break;
         }

@@ -121,6 +121,7 @@ fn hostile_component_from_a_file_is_contained() {
     let (code, report, _) = ztbridge(&["transform", "run", &wasm_path("hostile"), "--event", &event, "--config", "mode=huge"]);
     assert_eq!(code, 1);
     assert_eq!(report["outcome"]["kind"], "limit", "{}", report["outcome"]);
+    assert!(report["outcome"]["message"].as_str().unwrap().contains("max_request_body_bytes"), "{}", report["outcome"]);
 
     // Secrets never appear in the output, even when the transform logs them.
     let (code, report, stderr) = ztbridge(&[

@@ -304,3 +304,34 @@ async fn redirects_are_not_followed_and_endless_flows_are_cut() {
     assert!(outcome["message"].as_str().unwrap().contains("max_steps"));
     assert_eq!(elsewhere.received().len(), 5, "exactly max_steps requests went out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_of_one_alert_never_overtake_each_other() {
+    let pd = StubPagerDuty::start().await;
+    let server = Server::start(&format!("{FAST_RETRY}{}", pagerduty_route(&pd, ""))).await;
+    // The trigger fails twice and is retried with back-off; the resolve,
+    // posted right behind it, must wait for it.
+    pd.script(vec![(500, vec![], "down".into()), (503, vec![], "down".into())]);
+    let (s1, _) = server.post_gzip(&fixture("events/critical-lockout.json")).await;
+    let (s2, _) = server.post_gzip(&fixture("events/critical-access-restored.json")).await;
+    // Another alert is not held up by the first one's retries.
+    let (s3, _) = server.post_gzip(&fixture("events/major-delayed-lockout-snake-case.json")).await;
+    assert_eq!((s1, s2, s3), (202, 202, 202));
+    let got = pd.wait_for(5, WAIT).await;
+    let seq: Vec<(String, String)> = got
+        .iter()
+        .map(|r| {
+            let v = r.json();
+            (v["dedup_key"].as_str().unwrap().to_string(), v["event_action"].as_str().unwrap().to_string())
+        })
+        .collect();
+    // Scripted failures go to whichever request comes first, so count: the
+    // alert's trigger failed at least once, and its resolve went out only
+    // after a trigger was retried, never in between.
+    let first: Vec<&str> = seq.iter().filter(|(k, _)| k.contains("000123")).map(|(_, a)| a.as_str()).collect();
+    let triggers = first.iter().take_while(|a| **a == "trigger").count();
+    assert!(triggers >= 2 && first[triggers..] == ["resolve"], "{seq:?}");
+    let other = seq.iter().position(|(k, _)| k.contains("000456")).unwrap();
+    let resolve = seq.iter().position(|(_, a)| a == "resolve").unwrap();
+    assert!(other < resolve, "the other alert went first, not behind the retries: {seq:?}");
+}

@@ -203,10 +203,20 @@ impl Config {
             }
         }
         let l = &self.limits;
-        if l.fuel_per_step == 0 || l.step_timeout_ms == 0 || l.memory_bytes < (1 << 20) || l.max_steps == 0 {
-            return Err(ConfigError::Invalid(
-                "limits: fuel_per_step, step_timeout_ms and max_steps must be positive, memory_bytes at least 1 MiB".into(),
-            ));
+        let checks: [(bool, &str); 10] = [
+            (l.fuel_per_step > 0, "limits.fuel_per_step must be positive"),
+            ((1..=600_000).contains(&l.step_timeout_ms), "limits.step_timeout_ms must be 1..=600000"),
+            ((1 << 20..=4 << 30).contains(&l.memory_bytes), "limits.memory_bytes must be 1 MiB..=4 GiB"),
+            ((1..=1000).contains(&l.max_steps), "limits.max_steps must be 1..=1000"),
+            ((1..=10_000).contains(&l.max_instances), "limits.max_instances must be 1..=10000"),
+            ((100..=3_600_000).contains(&l.request_timeout_ms), "limits.request_timeout_ms must be 100..=3600000"),
+            ((1..=100).contains(&self.delivery.max_attempts), "delivery.max_attempts must be 1..=100"),
+            (self.delivery.max_backoff_ms <= 86_400_000, "delivery.max_backoff_ms must be at most a day"),
+            ((1024..=(1 << 30)).contains(&self.intake.max_decoded_bytes), "intake.max_decoded_bytes must be 1 KiB..=1 GiB"),
+            ((1024..=(1 << 30)).contains(&self.intake.max_body_bytes), "intake.max_body_bytes must be 1 KiB..=1 GiB"),
+        ];
+        if let Some((_, why)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err(ConfigError::Invalid((*why).to_string()));
         }
         Ok(())
     }

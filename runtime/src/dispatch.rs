@@ -9,11 +9,12 @@
 //! this module's bookkeeping without changing its callers.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
 use crate::bindings::types;
@@ -34,11 +35,14 @@ pub struct RetryPolicy {
     pub initial_backoff_ms: u64,
     /// Upper bound of one delay (Retry-After included).
     pub max_backoff_ms: u64,
+    /// Deliveries waiting or running at once; past it `/webhook` answers
+    /// 503 with Retry-After instead of accepting what it cannot keep.
+    pub max_pending: usize,
 }
 
 impl Default for RetryPolicy {
     fn default() -> RetryPolicy {
-        RetryPolicy { max_attempts: 8, initial_backoff_ms: 1_000, max_backoff_ms: 300_000 }
+        RetryPolicy { max_attempts: 8, initial_backoff_ms: 1_000, max_backoff_ms: 300_000, max_pending: 10_000 }
     }
 }
 
@@ -52,7 +56,7 @@ impl RetryPolicy {
         }
         .min(self.max_backoff_ms);
         let jitter = if base == 0 { 0 } else { jitter(salt) % (base / 5 + 1) };
-        Duration::from_millis((base + jitter).min(self.max_backoff_ms.max(base)))
+        Duration::from_millis(base.saturating_add(jitter).min(self.max_backoff_ms.max(base)))
     }
 }
 
@@ -132,6 +136,13 @@ pub struct Dispatcher {
     /// Bounds flows running at once to the engine's instance slots.
     permits: Arc<Semaphore>,
     journal: Mutex<Journal>,
+    /// Per (route, Superna event ID): the completion signal of the latest
+    /// delivery, which the next one waits for.  Updates of one alert are
+    /// delivered in arrival order (a resolve never overtakes its trigger,
+    /// a comment never its ticket); different alerts run concurrently.
+    order: Mutex<HashMap<(Arc<str>, String), watch::Receiver<bool>>>,
+    /// Deliveries accepted and not finished (waiting, running, retrying).
+    pending: AtomicUsize,
 }
 
 impl Dispatcher {
@@ -151,11 +162,14 @@ impl Dispatcher {
             retry,
             permits: Arc::new(Semaphore::new(slots)),
             journal: Mutex::new(Journal::default()),
+            order: Mutex::new(HashMap::new()),
+            pending: AtomicUsize::new(0),
         })
     }
 
-    pub fn routes(&self) -> &[Arc<Route>] {
-        &self.routes
+    /// Whether another event may be accepted (see `max_pending`).
+    pub fn has_room(&self) -> bool {
+        self.pending.load(Ordering::Relaxed) < self.retry.max_pending
     }
 
     /// Starts delivery of `event` on every route whose filter takes it;
@@ -168,16 +182,37 @@ impl Dispatcher {
         if matched.is_empty() {
             tracing::info!(receipt_id = %event.receipt_id, event_id = ?event.event.id(), "no route takes this event (filters)");
         }
+        let order_key = event.event.id().unwrap_or_else(|| event.receipt_id.clone());
         for route in matched {
             let span = tracing::info_span!(
                 "event",
-                event_id = %event.event.id().unwrap_or_else(|| "-".into()),
+                event_id = %display_id(event.event.id().as_deref()),
                 receipt_id = %event.receipt_id,
                 route = %route.name,
             );
+            let key = (route.name.clone(), order_key.clone());
+            let (done_tx, done_rx) = watch::channel(false);
+            let previous = self.order().insert(key.clone(), done_rx.clone());
+            self.pending.fetch_add(1, Ordering::Relaxed);
             let this = self.clone();
             let ev = event.clone();
-            tokio::spawn(async move { this.deliver(route, ev).await }.instrument(span));
+            tokio::spawn(
+                async move {
+                    if let Some(mut previous) = previous {
+                        // Err: the earlier delivery's task is gone; go on.
+                        let _ = previous.wait_for(|done| *done).await;
+                    }
+                    this.clone().deliver(route, ev).await;
+                    let _ = done_tx.send(true);
+                    let mut order = this.order();
+                    if order.get(&key).is_some_and(|rx| rx.same_channel(&done_rx)) {
+                        order.remove(&key);
+                    }
+                    drop(order);
+                    this.pending.fetch_sub(1, Ordering::Relaxed);
+                }
+                .instrument(span),
+            );
         }
         names
     }
@@ -236,6 +271,10 @@ impl Dispatcher {
         }
     }
 
+    fn order(&self) -> std::sync::MutexGuard<'_, HashMap<(Arc<str>, String), watch::Receiver<bool>>> {
+        self.order.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
         self.journal.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -244,7 +283,7 @@ impl Dispatcher {
         let record = EventRecord {
             receipt_id: event.receipt_id.clone(),
             received_at: event.received_at.clone(),
-            event_id: event.event.id(),
+            event_id: event.event.id().map(|id| display_id(Some(&id))),
             severity: event.event.severity().name(),
             state: event.event.state(),
             deliveries: routes
@@ -286,13 +325,22 @@ impl Dispatcher {
     }
 }
 
+/// An event ID fit for logs and answers: at most 128 characters.
+pub fn display_id(id: Option<&str>) -> String {
+    match id {
+        None => "-".into(),
+        Some(id) if id.chars().count() <= 128 => id.to_string(),
+        Some(id) => format!("{}…", id.chars().take(127).collect::<String>()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn backoff_grows_and_honours_retry_after() {
-        let p = RetryPolicy { max_attempts: 5, initial_backoff_ms: 100, max_backoff_ms: 10_000 };
+        let p = RetryPolicy { max_attempts: 5, initial_backoff_ms: 100, max_backoff_ms: 10_000, max_pending: 10 };
         let d2 = p.delay(2, None, 1).as_millis();
         let d4 = p.delay(4, None, 1).as_millis();
         assert!((100..=120).contains(&d2), "{d2}");

@@ -93,7 +93,7 @@ impl Policy {
     }
 
     pub fn check(&self, url: &str) -> Result<Url, EgressError> {
-        let parsed = Url::parse(url).map_err(|_| EgressError::BadUrl(url.chars().take(200).collect()))?;
+        let parsed = Url::parse(url).map_err(|_| EgressError::BadUrl(url.chars().take(40).collect::<String>() + "…"))?;
         let scheme = parsed.scheme();
         if !(scheme == "https" || (scheme == "http" && self.allow_http)) {
             return Err(EgressError::Scheme { scheme: scheme.into(), url: strip_query(&parsed) });
@@ -110,11 +110,16 @@ impl Policy {
     }
 }
 
-/// A URL without its query (queries may carry data; keep messages short).
+/// Scheme, host and port only: paths, queries and user info may carry
+/// data or credentials and never go into messages.
 fn strip_query(u: &Url) -> String {
-    let mut u = u.clone();
-    u.set_query(None);
-    u.to_string()
+    match u.host_str() {
+        Some(h) => match u.port() {
+            Some(p) => format!("{}://{h}:{p}/…", u.scheme()),
+            None => format!("{}://{h}/…", u.scheme()),
+        },
+        None => format!("{}:…", u.scheme()),
+    }
 }
 
 #[cfg(test)]

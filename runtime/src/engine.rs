@@ -84,13 +84,15 @@ impl Engine {
         let mut pool = PoolingAllocationConfig::default();
         let slots = limits.max_instances.max(1);
         pool.total_component_instances(slots)
-            // Rust std guests have one core instance plus WASI shims; leave room.
-            .total_core_instances(slots * 4)
+            // Rust std guests have one core instance plus WASI shims; other
+            // languages more.  Size the pool for the per-component maximum so
+            // running out of slots cannot happen below `max_instances`.
+            .total_core_instances(slots.saturating_mul(16))
             .max_core_instances_per_component(16)
-            .total_memories(slots * 2)
+            .total_memories(slots.saturating_mul(2))
             .max_memories_per_component(2)
-            .total_tables(slots * 4)
-            .max_tables_per_component(4)
+            .total_tables(slots.saturating_mul(16))
+            .max_tables_per_component(16)
             .total_stacks(slots)
             .max_memory_size(limits.memory_bytes)
             // Reset a used slot by rewriting only the pages the guest

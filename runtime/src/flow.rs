@@ -128,6 +128,9 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+/// Outcome messages kept (the rest is cut with a note).
+const MAX_OUTCOME_BYTES: usize = 4096;
+
 /// Runs `f` on the blocking pool (wasm calls and SQLite commits block).
 async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, String> {
     tokio::task::spawn_blocking(f).await.map_err(|e| format!("host task failed: {e}"))
@@ -181,11 +184,13 @@ pub async fn run<T: Transport>(
 
     let limits = engine.limits.clone();
     report.outcome = loop {
-        // Commit what the step wrote before acting on it.
+        // Commit what the step wrote before acting on it; a step the
+        // sandbox stopped did not return, so its writes are dropped.
         if let Some((retryable, message)) = sandbox.take_state_error() {
             break Outcome::failed(FailureKind::State, retryable, message);
         }
         let writes = sandbox.take_state_writes();
+        let writes = if result.is_err() { BTreeMap::new() } else { writes };
         if !writes.is_empty() {
             let (st, name, w) = (state.clone(), route.name.clone(), writes.clone());
             match blocking(move || st.apply(&name, &w)).await {
@@ -201,11 +206,13 @@ pub async fn run<T: Transport>(
                 break Outcome::Failed {
                     kind: FailureKind::Transform,
                     retryable: f.retryable,
-                    message: route.redactor.apply(&f.message),
+                    message: route.redactor.apply(&excerpt(&f.message, MAX_OUTCOME_BYTES)),
                     retry_after_seconds: f.retry_after_seconds,
                 };
             }
-            Ok(Ok(Step::Done(message))) => break Outcome::Done { message: route.redactor.apply(&message) },
+            Ok(Ok(Step::Done(message))) => {
+                break Outcome::Done { message: route.redactor.apply(&excerpt(&message, MAX_OUTCOME_BYTES)) };
+            }
             Ok(Ok(Step::Send(requests))) => requests,
         };
 
@@ -297,6 +304,23 @@ fn check_requests(route: &Route, limits: &crate::engine::Limits, requests: &[Htt
         ));
     }
     for req in requests {
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&req.method.as_str()) {
+            return Err(Outcome::failed(
+                FailureKind::Limit,
+                false,
+                format!("request method {:?} is not one of GET, POST, PUT, PATCH, DELETE", excerpt(&req.method, 16)),
+            ));
+        }
+        if let Some(h) = req.headers.iter().find(|h| {
+            reqwest::header::HeaderName::from_bytes(h.name.as_bytes()).is_err()
+                || reqwest::header::HeaderValue::from_str(&h.value).is_err()
+        }) {
+            return Err(Outcome::failed(
+                FailureKind::Limit,
+                false,
+                format!("request header {:?} is not a valid HTTP header name and value", excerpt(&h.name, 64)),
+            ));
+        }
         if req.body.len() > limits.max_request_body_bytes {
             return Err(Outcome::failed(
                 FailureKind::Limit,
@@ -316,8 +340,9 @@ fn check_requests(route: &Route, limits: &crate::engine::Limits, requests: &[Htt
             ));
         }
         if let Err(e) = route.egress.check(&req.url) {
-            tracing::error!(route = %route.name, transform_digest = %route.transform.digest, "{e}");
-            return Err(Outcome::failed(FailureKind::Egress, false, e.to_string()));
+            let message = route.redactor.apply(&e.to_string());
+            tracing::error!(route = %route.name, transform_digest = %route.transform.digest, "{message}");
+            return Err(Outcome::failed(FailureKind::Egress, false, message));
         }
     }
     Ok(())

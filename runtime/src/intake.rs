@@ -176,8 +176,14 @@ impl Intake {
             return Err(IntakeError::NotObject(kind));
         }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        // A random part so receipt IDs cannot be enumerated (RandomState
+        // is seeded from the OS per process and per thread).
+        let random = {
+            use std::hash::BuildHasher;
+            std::collections::hash_map::RandomState::new().hash_one((seq, self.boot)) as u32
+        };
         Ok(Accepted {
-            receipt_id: format!("r{:x}-{seq:06x}", self.boot),
+            receipt_id: format!("r{:x}-{seq:06x}-{random:08x}", self.boot),
             received_at: crate::time::now_rfc3339(),
             body: Arc::from(text),
             event: Arc::new(zt_event::Event::from_value(value)),
@@ -190,7 +196,7 @@ impl Intake {
         let limit = self.limits.max_decoded_bytes;
         let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
         flate2::read::MultiGzDecoder::new(body)
-            .take(limit as u64 + 1)
+            .take((limit as u64).saturating_add(1))
             .read_to_end(&mut out)
             .map_err(|e| IntakeError::BadGzip(e.to_string()))?;
         if out.len() > limit {

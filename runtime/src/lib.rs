@@ -5,8 +5,9 @@
 //!
 //! A webhook travels through these modules, in this order:
 //!
-//! * [`server`]: the axum HTTP server (`POST /webhook`, `GET /healthz`);
-//!   exposes a single [`server::run`]. Handlers are thin: they call
+//! * [`server`]: the axum HTTP server (`POST /webhook`, `GET /healthz`,
+//!   `GET /api/events/{receipt}`); [`server::run`] serves, [`server::router`]
+//!   is the same service for in-process use. Handlers are thin: they call
 //!   [`intake`] and hand the result to the [`dispatch`]er.
 //! * [`auth`]: optional webhook authentication (bearer token or shared
 //!   header, constant-time), a tower middleware on `/webhook`.

@@ -76,7 +76,7 @@ impl FlowContext {
     fn push_log(&mut self, level: &'static str, message: &str, fields: Vec<(String, String)>) {
         let message = self.redactor.apply(message);
         let fields: Vec<(String, String)> =
-            fields.into_iter().map(|(k, v)| (k, self.redactor.apply(&v))).collect();
+            fields.into_iter().map(|(k, v)| (self.redactor.apply(&k), self.redactor.apply(&v))).collect();
         let route = &*self.route;
         let rendered: String = fields.iter().map(|(k, v)| format!(" {k}={v:?}")).collect();
         match level {
@@ -147,7 +147,11 @@ impl ztbridge::transform::host::Host for HostState {
             LogLevel::Error => "error",
         };
         let message: String = message.chars().take(4096).collect();
-        let fields = fields.into_iter().take(32).map(|f| (f.key, f.value.chars().take(1024).collect())).collect();
+        let fields = fields
+            .into_iter()
+            .take(32)
+            .map(|f| (f.key.chars().take(64).collect(), f.value.chars().take(1024).collect()))
+            .collect();
         self.ctx.push_log(level, &message, fields);
     }
 
@@ -184,6 +188,13 @@ impl ztbridge::transform::host::Host for HostState {
     }
 
     fn state_delete(&mut self, key: String) {
+        if key.len() > MAX_KEY_BYTES || self.ctx.pending.len() >= 1000 {
+            self.ctx.state_error.get_or_insert((
+                false,
+                format!("state-delete refused: keys are limited to {MAX_KEY_BYTES} bytes and 1000 writes per step"),
+            ));
+            return;
+        }
         self.ctx.pending.insert(key, None);
     }
 }

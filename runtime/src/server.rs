@@ -36,10 +36,24 @@ async fn webhook(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<B
         }
         Err(rej) => return error(rej.status(), "unreadable_body", rej.body_text()),
     };
-    match app.intake.accept(&headers, &body) {
+    if !app.dispatcher.has_room() {
+        tracing::warn!("webhook refused: delivery backlog full (delivery.max_pending)");
+        let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "delivery backlog is full; retry later");
+        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("30"));
+        return resp;
+    }
+    // Inflating and parsing up to intake.max_decoded_bytes is CPU work:
+    // keep it off the async workers.
+    let intake_app = app.clone();
+    let decoded = tokio::task::spawn_blocking(move || intake_app.intake.accept(&headers, &body)).await;
+    let decoded = match decoded {
+        Ok(d) => d,
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "intake task failed"),
+    };
+    match decoded {
         Ok(event) => {
             let receipt_id = event.receipt_id.clone();
-            let event_id = event.event.id();
+            let event_id = event.event.id().map(|id| crate::dispatch::display_id(Some(&id)));
             if event_id.is_none() {
                 tracing::warn!(%receipt_id, "webhook has no recognisable event ID: updates cannot be correlated");
             }
@@ -70,7 +84,7 @@ async fn event_status(State(app): State<Arc<App>>, Path(receipt_id): Path<String
 }
 
 async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "not_found", "no such endpoint (POST /webhook, GET /healthz)")
+    error(StatusCode::NOT_FOUND, "not_found", "no such endpoint (POST /webhook, GET /healthz, GET /api/events/{receipt_id})")
 }
 
 async fn method_not_allowed() -> Response {
@@ -87,15 +101,18 @@ pub fn router(app: Arc<App>) -> Router {
     // The extractor refuses bodies over the intake limit before reading
     // them whole.
     let body_limit = app.intake.limits.max_body_bytes;
-    let webhook_route = post(webhook).route_layer(axum::middleware::from_fn_with_state(app.auth.clone(), crate::auth::require));
+    // The webhook token also guards the API (delivery records).
+    let auth = || axum::middleware::from_fn_with_state(app.auth.clone(), crate::auth::require);
     Router::new()
-        .route("/webhook", webhook_route)
+        .route("/webhook", post(webhook).route_layer(auth()))
         .route("/healthz", get(healthz))
-        .route("/api/events/{receipt_id}", get(event_status))
+        .route("/api/events/{receipt_id}", get(event_status).route_layer(auth()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
+        // A client that trickles its body is cut off.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(std::time::Duration::from_secs(30)))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(app)
 }

