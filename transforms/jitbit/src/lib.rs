@@ -571,8 +571,11 @@ fn file_hash(path: &str) -> String {
     text::sha256_hex(path.as_bytes())[..12].to_string()
 }
 
+/// At most 32 items of 100 bytes: even if every byte is a control
+/// character (escaped as 6 in JSON) the summary stays well under the host's
+/// 64 KiB state value limit.
 fn bounded_list(items: Vec<String>) -> Vec<String> {
-    items.into_iter().take(MAX_REMEMBERED_ITEMS).map(|s| text::truncate(&s, 200)).collect()
+    items.into_iter().take(MAX_REMEMBERED_ITEMS).map(|s| text::truncate(&s, 100)).collect()
 }
 
 impl Summary {

@@ -86,11 +86,10 @@ impl Guest for PagerDuty {
         if !resolve {
             body.insert("payload".into(), payload(ev, &input, &severity_map, &default_source));
         }
-        let mut body = Value::Object(body);
-        fit_custom_details(&mut body);
+        let body = fit_custom_details(Value::Object(body));
 
         *PENDING.lock().unwrap_or_else(|p| p.into_inner()) = Some(Pending { action, dedup_key });
-        Ok(send(vec![Request::post(&url).json(&body)]))
+        Ok(send(vec![Request::post(&url).body("application/json", body)]))
     }
 
     fn resume(responses: Vec<HttpResponse>) -> Result<Step, Failure> {
@@ -215,21 +214,27 @@ fn payload(ev: Event, input: &EventInput, severity_map: &[(String, String)], def
     Value::Object(p)
 }
 
+/// The request body as JSON text, within PagerDuty's size limit.
+fn fit_custom_details(mut body: Value) -> String {
+    // Serialised once; in the common case that text is the request body.
+    let text = serde_json::to_string(&body).unwrap_or_default();
+    if text.len() <= MAX_REQUEST_BYTES {
+        return text;
+    }
+    shrink_custom_details(&mut body, text.len());
+    serde_json::to_string(&body).unwrap_or_default()
+}
+
 /// Shrinks `payload.custom_details.received_event` until the request fits
 /// PagerDuty's limit, and records what was cut in
-/// `custom_details.ztbridge_truncated`.
-fn fit_custom_details(body: &mut Value) {
-    let size = json_len(body);
-    if size <= MAX_REQUEST_BYTES {
-        return;
-    }
-    // Rare path from here on: the event is huge.
+/// `custom_details.ztbridge_truncated`.  Rare: the event is huge.
+fn shrink_custom_details(body: &mut Value, size: usize) {
     let Some(details) = body.pointer_mut("/payload/custom_details").and_then(Value::as_object_mut) else {
         return;
     };
     let Some(original) = details.remove("received_event") else { return };
     let original_len = json_len(&original);
-    let without = size - original_len;
+    let without = size.saturating_sub(original_len);
     let budget = MAX_REQUEST_BYTES.saturating_sub(without + 512);
 
     // Halve list and string lengths until the event fits; the structure and
