@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: the host workspace (unit, end-to-end, CLI) and the
 # guest-side crates' own unit tests.  Installs the wasm target it needs.
+# Ends with one line totalling every cargo test result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,9 +9,17 @@ if command -v rustup >/dev/null; then
     rustup target add wasm32-wasip2 >/dev/null
 fi
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
 # Host workspace; build.rs compiles the guest transforms to components.
-cargo test --locked --workspace "$@"
+cargo test --locked --workspace "$@" 2>&1 | tee -a "$log"
 
 # Guest crates' own unit tests, run on the host: the shared event model and
 # the Jitbit transform's pure helpers.
-cargo test --locked --manifest-path transforms/Cargo.toml -p zt-event -p zt-jitbit --target-dir target/guest-host-tests
+cargo test --locked --manifest-path transforms/Cargo.toml -p zt-event -p zt-jitbit --lib \
+    --target-dir target/guest-host-tests 2>&1 | tee -a "$log"
+
+# pipefail made any failing cargo above exit already; total what ran.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
+     END { printf "ztbridge: %d passed, %d failed\n", p, f }' "$log"

@@ -4,18 +4,10 @@
 
 mod common;
 
-use std::process::Command;
 
 use common::*;
 use serde_json::{json, Value};
 
-fn ztbridge(args: &[&str]) -> (i32, Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ztbridge")).args(args).env("RUST_LOG", "warn").output().expect("run ztbridge");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-    (out.status.code().unwrap_or(-1), json, stderr)
-}
 
 fn write_temp(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     let p = dir.path().join(name);

@@ -4,21 +4,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
 use ztbridge_runtime::app::App;
 use ztbridge_runtime::config::Config;
 
-fn ztbridge(args: &[&str]) -> (i32, Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ztbridge")).args(args).output().expect("run ztbridge");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    (out.status.code().unwrap_or(-1), serde_json::from_str(&stdout).unwrap_or(Value::Null), stderr)
-}
 
 struct Keys {
     dir: tempfile::TempDir,

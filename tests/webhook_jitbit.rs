@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::jitbit::*;
@@ -362,13 +361,6 @@ async fn an_event_without_an_id_still_gets_a_ticket() {
 
 // --- The dry run through the real binary --------------------------------
 
-fn ztbridge(args: &[&str]) -> (i32, Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ztbridge")).args(args).env("RUST_LOG", "warn").output().expect("run ztbridge");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-    (out.status.code().unwrap_or(-1), json, stderr)
-}
 
 fn path(rel: &str) -> String {
     format!("{}/tests/{rel}", env!("CARGO_MANIFEST_DIR"))

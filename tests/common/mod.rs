@@ -51,6 +51,19 @@ pub fn builtins() -> Builtins {
     b
 }
 
+/// Runs the real binary: exit code, stdout as JSON (or null), stderr.
+pub fn ztbridge(args: &[&str]) -> (i32, Value, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ztbridge"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run ztbridge");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), json, stderr)
+}
+
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).expect("gzip");

@@ -36,8 +36,9 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 use ztbridge_sdk::event::{Event, Severity, StateKind};
+use ztbridge_sdk::config::key;
 use ztbridge_sdk::{
-    config, export, failure, join_url, log, send, single, state, text, ConfigKey, EventInput,
+    config, export, failure, join_url, log, send, single, state, text, EventInput,
     Failure, Guest, HttpResponse, Info, LogLevel, Request, Step,
 };
 
@@ -191,16 +192,6 @@ struct Flow {
 static FLOW: Mutex<Option<Flow>> = Mutex::new(None);
 
 struct Jitbit;
-
-fn key(name: &str, description: &str, required: bool, secret: bool, default: Option<&str>) -> ConfigKey {
-    ConfigKey {
-        name: name.into(),
-        description: description.into(),
-        required,
-        secret,
-        default_value: default.map(str::to_string),
-    }
-}
 
 impl Guest for Jitbit {
     fn describe() -> Info {

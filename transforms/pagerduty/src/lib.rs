@@ -14,8 +14,9 @@ use std::sync::Mutex;
 
 use serde_json::{json, Map, Value};
 use ztbridge_sdk::event::{self, Event, StateKind};
+use ztbridge_sdk::config::key;
 use ztbridge_sdk::{
-    config, export, failure, log, send, single, text, ConfigKey, EventInput, Failure, Guest,
+    config, export, failure, log, send, single, text, EventInput, Failure, Guest,
     HttpResponse, Info, Request, Step,
 };
 
@@ -34,16 +35,6 @@ struct Pending {
 static PENDING: Mutex<Option<Pending>> = Mutex::new(None);
 
 struct PagerDuty;
-
-fn key(name: &str, description: &str, required: bool, secret: bool, default: Option<&str>) -> ConfigKey {
-    ConfigKey {
-        name: name.into(),
-        description: description.into(),
-        required,
-        secret,
-        default_value: default.map(str::to_string),
-    }
-}
 
 impl Guest for PagerDuty {
     fn describe() -> Info {

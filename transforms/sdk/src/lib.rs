@@ -61,7 +61,18 @@ pub mod log {
 /// The route's configuration.
 pub mod config {
     use super::bindings::ztbridge::transform::host;
-    use super::{failure, Failure};
+    use super::{failure, ConfigKey, Failure};
+
+    /// A config key declaration for `describe`.
+    pub fn key(name: &str, description: &str, required: bool, secret: bool, default: Option<&str>) -> ConfigKey {
+        ConfigKey {
+            name: name.into(),
+            description: description.into(),
+            required,
+            secret,
+            default_value: default.map(str::to_string),
+        }
+    }
 
     /// The value of `key`, or its declared default; `None` when unset or
     /// empty.
