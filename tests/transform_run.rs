@@ -115,6 +115,13 @@ fn hostile_component_from_a_file_is_contained() {
     assert_eq!(report["outcome"]["kind"], "limit", "{}", report["outcome"]);
     assert!(report["outcome"]["message"].as_str().unwrap().contains("max_request_body_bytes"), "{}", report["outcome"]);
 
+    // Output larger than the host's per-call copy budget is refused while
+    // being copied out of the guest, before it can use host memory.
+    let (code, report, _) = ztbridge(&["transform", "run", &wasm_path("hostile"), "--event", &event, "--config", "mode=flood"]);
+    assert_eq!(code, 1);
+    assert_eq!(report["outcome"]["kind"], "sandbox", "{}", report["outcome"]);
+    assert!(report["outcome"]["message"].as_str().unwrap().contains("too much data"), "{}", report["outcome"]);
+
     // Secrets never appear in the output, even when the transform logs them.
     let (code, report, stderr) = ztbridge(&[
         "transform", "run", &wasm_path("hostile"), "--event", &event, "--config", "mode=leak-secret", "--config", "secret=s3cr3t-v4lue",

@@ -205,7 +205,7 @@ async fn hostile_transforms_are_stopped_and_reported_while_serving_continues() {
         hostile("looper", "loop"),
         hostile("hoarder", "memory"),
         hostile("trapper", "trap"),
-    );
+    ) + &hostile("bloater", "huge");
     let server = Server::start(&config).await;
     let (status, answer) = server.post_gzip(&fixture("events/critical-lockout.json")).await;
     assert_eq!(status, 202);
@@ -222,6 +222,10 @@ async fn hostile_transforms_are_stopped_and_reported_while_serving_continues() {
         assert!(msg.contains(expect), "{route}: {msg}");
         assert_eq!(d["attempts"][0]["outcome"]["kind"], "sandbox");
     }
+    let bloater = by_route("bloater");
+    assert_eq!(bloater["state"], "failed", "{bloater}");
+    assert_eq!(bloater["attempts"][0]["outcome"]["kind"], "limit", "{bloater}");
+    assert!(bloater["attempts"][0]["outcome"]["message"].as_str().unwrap().contains("max_request_body_bytes"));
     // The server still serves: another event goes through.
     let (status, _) = server.post_gzip(&fixture("events/major-delayed-lockout-snake-case.json")).await;
     assert_eq!(status, 202);

@@ -216,6 +216,17 @@ pub enum SandboxError {
     Instantiate(String),
 }
 
+/// Bytes one call may lift into the host: a generous multiple of the
+/// largest legitimate step (every request at the body limit).
+fn hostcall_budget(limits: &crate::engine::Limits) -> usize {
+    limits
+        .max_requests_per_step
+        .saturating_add(1)
+        .saturating_mul(limits.max_request_body_bytes.saturating_add(64 << 10))
+        .saturating_mul(2)
+        .clamp(4 << 20, 256 << 20)
+}
+
 /// A fresh instance of a transform for one flow.
 pub struct Sandbox {
     store: Store<HostState>,
@@ -248,6 +259,11 @@ impl Sandbox {
         };
         let mut store = Store::new(&engine.wasm, state);
         store.limiter(|s| &mut s.limiter);
+        // Bounds what one call may copy from the guest into the host (a
+        // step's requests, a log line): wasmtime charges every lifted byte,
+        // aliased strings included, so a guest cannot make the host allocate
+        // more than this however it lays out its answer.
+        store.set_hostcall_fuel(hostcall_budget(limits));
         store.epoch_deadline_trap();
         let mut sandbox = Sandbox {
             store,

