@@ -180,7 +180,8 @@ impl Dispatcher {
         let names: Vec<String> = matched.iter().map(|r| r.name.to_string()).collect();
         self.journal_insert(&event, &names);
         if matched.is_empty() {
-            tracing::info!(receipt_id = %event.receipt_id, event_id = ?event.event.id(), "no route takes this event (filters)");
+            let event_id = display_id(event.event.id().as_deref());
+            tracing::info!(receipt_id = %event.receipt_id, %event_id, "no route takes this event (filters)");
         }
         let order_key = event.event.id().unwrap_or_else(|| event.receipt_id.clone());
         for route in matched {
