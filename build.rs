@@ -30,16 +30,28 @@ fn main() {
 
     // target/<profile>/build/ztbridge-<hash>/out -> target/wasm-guests, shared
     // by every profile so the guests are built once.
-    let guest_target = env::var_os("ZTBRIDGE_GUEST_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        out.ancestors().nth(4).map(|t| t.join("wasm-guests")).unwrap_or_else(|| out.join("wasm-guests"))
-    });
+    let guest_target = env::var_os("ZTBRIDGE_GUEST_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            out.ancestors()
+                .nth(4)
+                .map(|t| t.join("wasm-guests"))
+                .unwrap_or_else(|| out.join("wasm-guests"))
+        });
 
     ensure_wasm_target();
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root.join("transforms"))
-        .args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&guest_target);
     for (pkg, _) in GUESTS {
         cmd.args(["-p", pkg]);
@@ -47,16 +59,29 @@ fn main() {
     // A clean environment for the nested build.
     for (key, _) in env::vars_os() {
         let Some(key) = key.to_str() else { continue };
-        let keep = key == "CARGO_HOME" || key.starts_with("CARGO_NET_") || key.starts_with("CARGO_REGISTRIES_")
+        let keep = key == "CARGO_HOME"
+            || key.starts_with("CARGO_NET_")
+            || key.starts_with("CARGO_REGISTRIES_")
             || key == "CARGO_MAKEFLAGS";
-        let outer = key.starts_with("CARGO_") || key.starts_with("RUSTC") || key.starts_with("RUSTFLAGS")
-            || key == "RUSTDOC" || key == "TARGET" || key == "HOST" || key == "OUT_DIR" || key == "PROFILE"
-            || key == "OPT_LEVEL" || key == "DEBUG" || key == "NUM_JOBS" || key == "CARGO_ENCODED_RUSTFLAGS";
+        let outer = key.starts_with("CARGO_")
+            || key.starts_with("RUSTC")
+            || key.starts_with("RUSTFLAGS")
+            || key == "RUSTDOC"
+            || key == "TARGET"
+            || key == "HOST"
+            || key == "OUT_DIR"
+            || key == "PROFILE"
+            || key == "OPT_LEVEL"
+            || key == "DEBUG"
+            || key == "NUM_JOBS"
+            || key == "CARGO_ENCODED_RUSTFLAGS";
         if outer && !keep {
             cmd.env_remove(key);
         }
     }
-    let status = cmd.status().unwrap_or_else(|e| panic!("could not run cargo for the guest transforms: {e}"));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("could not run cargo for the guest transforms: {e}"));
     if !status.success() {
         panic!(
             "building the guest transforms in transforms/ failed (cargo's output is above). \
@@ -67,7 +92,9 @@ fn main() {
     let wasm_out = out.join("wasm");
     std::fs::create_dir_all(&wasm_out).expect("create OUT_DIR/wasm");
     for (pkg, file) in GUESTS {
-        let built = guest_target.join("wasm32-wasip2/release").join(format!("{}.wasm", pkg.replace('-', "_")));
+        let built = guest_target
+            .join("wasm32-wasip2/release")
+            .join(format!("{}.wasm", pkg.replace('-', "_")));
         std::fs::copy(&built, wasm_out.join(file))
             .unwrap_or_else(|e| panic!("copy {} -> {file}: {e}", built.display()));
     }
@@ -83,14 +110,25 @@ fn ensure_wasm_target() {
     if env::var_os("ZTBRIDGE_NO_RUSTUP").is_some() {
         return;
     }
-    let Ok(out) = Command::new("rustup").args(["target", "list", "--installed"]).output() else {
+    let Ok(out) = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+    else {
         return; // no rustup: the toolchain is managed some other way
     };
-    if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == "wasm32-wasip2") {
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == "wasm32-wasip2")
+    {
         return;
     }
-    println!("cargo:warning=installing the wasm32-wasip2 target with rustup (needed to build the built-in transforms)");
-    let ok = Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).status().is_ok_and(|s| s.success());
+    println!(
+        "cargo:warning=installing the wasm32-wasip2 target with rustup (needed to build the built-in transforms)"
+    );
+    let ok = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .status()
+        .is_ok_and(|s| s.success());
     if !ok {
         println!("cargo:warning=`rustup target add wasm32-wasip2` failed; run it by hand");
     }

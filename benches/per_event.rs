@@ -30,7 +30,12 @@ struct Case {
 }
 
 fn one(engine: &Engine, case: &Case) {
-    let ctx = FlowContext::new(Arc::from("route"), case.config.clone(), case.state.clone(), Arc::new(Redactor::default()));
+    let ctx = FlowContext::new(
+        Arc::from("route"),
+        case.config.clone(),
+        case.state.clone(),
+        Arc::new(Redactor::default()),
+    );
     let mut sandbox = Sandbox::new(engine, &case.transform, ctx).expect("instantiate");
     let mut step = sandbox.start(&case.event).expect("start");
     for responses in &case.responses {
@@ -47,7 +52,11 @@ fn one(engine: &Engine, case: &Case) {
 }
 
 fn ok(status: u16, body: &str) -> Vec<HttpResponse> {
-    vec![HttpResponse { status, headers: vec![], body: body.to_string() }]
+    vec![HttpResponse {
+        status,
+        headers: vec![],
+        body: body.to_string(),
+    }]
 }
 
 /// Median microseconds per event over `batches` batches of `per_batch`.
@@ -69,7 +78,10 @@ fn measure(engine: &Engine, case: &Case, batches: usize, per_batch: usize) -> f6
 }
 
 fn main() {
-    let iters: usize = std::env::var("ZTBRIDGE_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let iters: usize = std::env::var("ZTBRIDGE_BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let batches = 20;
     let per_batch = (iters / batches).max(1);
     let engine = Engine::new(Limits::default()).expect("engine");
@@ -78,7 +90,10 @@ fn main() {
     let known: Arc<dyn StateStore> = Arc::new(MemoryState::with(
         "route",
         [
-            ("category:storage security event".to_string(), "7".to_string()),
+            (
+                "category:storage security event".to_string(),
+                "7".to_string(),
+            ),
             ("ticket:RSW-20250611-000123".to_string(), "1001".to_string()),
         ]
         .into(),
@@ -89,15 +104,30 @@ fn main() {
         let tr = Transform::load(&engine, file, &bytes).expect("load");
         (tr, t.elapsed().as_secs_f64() * 1e3, bytes.len())
     };
-    let body = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/events/critical-lockout.json"))
-        .expect("fixture");
-    let event = Event { body, receipt_id: "bench".into(), received_at: "2025-06-11T10:15:04Z".into(), attempt: 1 };
+    let body = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/events/critical-lockout.json"
+    ))
+    .expect("fixture");
+    let event = Event {
+        body,
+        receipt_id: "bench".into(),
+        received_at: "2025-06-11T10:15:04Z".into(),
+        attempt: 1,
+    };
 
     let (empty, empty_compile_ms, empty_size) = load("empty.wasm");
     let (pd, pd_compile_ms, pd_size) = load("pagerduty.wasm");
     let (jb, jb_compile_ms, jb_size) = load("jitbit.wasm");
     let jitbit_config: Arc<BTreeMap<String, String>> = Arc::new(
-        [("url".to_string(), "https://acme.jitbit.com/helpdesk/api".to_string()), ("token".to_string(), "t0ken-t0ken".to_string())].into(),
+        [
+            (
+                "url".to_string(),
+                "https://acme.jitbit.com/helpdesk/api".to_string(),
+            ),
+            ("token".to_string(), "t0ken-t0ken".to_string()),
+        ]
+        .into(),
     );
     let categories = r#"[{"CategoryID":7,"Name":"Storage Security Event","SectionID":1,"Section":"Helpdesk","NameWithSection":"Helpdesk / Storage Security Event","ForTechsOnly":false}]"#;
     let cases = [
@@ -112,7 +142,13 @@ fn main() {
         Case {
             name: "pagerduty",
             transform: pd.clone(),
-            config: Arc::new([("routing_key".to_string(), "R0UTINGKEY0123456789abcdef012345".to_string())].into()),
+            config: Arc::new(
+                [(
+                    "routing_key".to_string(),
+                    "R0UTINGKEY0123456789abcdef012345".to_string(),
+                )]
+                .into(),
+            ),
             event: event.clone(),
             responses: vec![],
             state: state.clone(),
@@ -120,9 +156,18 @@ fn main() {
         Case {
             name: "pagerduty+202",
             transform: pd,
-            config: Arc::new([("routing_key".to_string(), "R0UTINGKEY0123456789abcdef012345".to_string())].into()),
+            config: Arc::new(
+                [(
+                    "routing_key".to_string(),
+                    "R0UTINGKEY0123456789abcdef012345".to_string(),
+                )]
+                .into(),
+            ),
             event: event.clone(),
-            responses: vec![ok(202, r#"{"status":"success","message":"Event processed","dedup_key":"x"}"#)],
+            responses: vec![ok(
+                202,
+                r#"{"status":"success","message":"Event processed","dedup_key":"x"}"#,
+            )],
             state: state.clone(),
         },
         Case {
@@ -133,18 +178,39 @@ fn main() {
             responses: vec![ok(200, categories), ok(200, "[]"), ok(200, "1001")],
             state: state.clone(),
         },
-        Case { name: "jitbit update", transform: jb, config: jitbit_config, event, responses: vec![ok(200, "")], state: known },
+        Case {
+            name: "jitbit update",
+            transform: jb,
+            config: jitbit_config,
+            event,
+            responses: vec![ok(200, "")],
+            state: known,
+        },
     ];
-    println!("per-event cost: fresh Store + instantiate (InstancePre) + start(); {iters} events per case, median of {batches} batches");
+    println!(
+        "per-event cost: fresh Store + instantiate (InstancePre) + start(); {iters} events per case, median of {batches} batches"
+    );
     println!(
         "component sizes: empty {empty_size} B (compile {empty_compile_ms:.1} ms), pagerduty {pd_size} B (compile {pd_compile_ms:.1} ms), jitbit {jb_size} B (compile {jb_compile_ms:.1} ms)"
     );
-    println!("rows: empty = start() answering done; pagerduty = start() building the request; pagerduty+202 = start + resume(202);");
-    println!("      jitbit new = categories + search + create (4 calls); jitbit update = comment on a known ticket (2 calls)");
+    println!(
+        "rows: empty = start() answering done; pagerduty = start() building the request; pagerduty+202 = start + resume(202);"
+    );
+    println!(
+        "      jitbit new = categories + search + create (4 calls); jitbit update = comment on a known ticket (2 calls)"
+    );
     let floor = measure(&engine, &cases[0], batches, per_batch);
-    println!("{:<16} {:>9.2} us/event  (1.00x floor)", cases[0].name, floor);
+    println!(
+        "{:<16} {:>9.2} us/event  (1.00x floor)",
+        cases[0].name, floor
+    );
     for case in &cases[1..] {
         let us = measure(&engine, case, batches, per_batch);
-        println!("{:<16} {:>9.2} us/event  ({:.2}x floor)", case.name, us, us / floor);
+        println!(
+            "{:<16} {:>9.2} us/event  ({:.2}x floor)",
+            case.name,
+            us,
+            us / floor
+        );
     }
 }

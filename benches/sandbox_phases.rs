@@ -18,26 +18,52 @@ fn main() {
     let t = Transform::load(&engine, "e", &bytes).unwrap();
     let state: Arc<dyn StateStore> = Arc::new(MemoryState::default());
     let cfg = Arc::new(BTreeMap::new());
-    let ev = Event { body: "{}".into(), receipt_id: "x".into(), received_at: "y".into(), attempt: 1 };
-    let n: usize = std::env::var("ZTBRIDGE_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let ev = Event {
+        body: "{}".into(),
+        receipt_id: "x".into(),
+        received_at: "y".into(),
+        attempt: 1,
+    };
+    let n: usize = std::env::var("ZTBRIDGE_BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     for round in 0..2 {
         let (mut tn, mut ts, mut td) = (0f64, 0f64, 0f64);
         for _ in 0..n {
             let a = Instant::now();
-            let ctx = FlowContext::new(Arc::from("r"), cfg.clone(), state.clone(), Arc::new(Redactor::default()));
+            let ctx = FlowContext::new(
+                Arc::from("r"),
+                cfg.clone(),
+                state.clone(),
+                Arc::new(Redactor::default()),
+            );
             let mut s = Sandbox::new(&engine, &t, ctx).unwrap();
             let b = Instant::now();
             let _ = s.start(&ev).unwrap();
             let c = Instant::now();
             drop(s);
             let d = Instant::now();
-            tn += (b - a).as_secs_f64(); ts += (c - b).as_secs_f64(); td += (d - c).as_secs_f64();
+            tn += (b - a).as_secs_f64();
+            ts += (c - b).as_secs_f64();
+            td += (d - c).as_secs_f64();
         }
         let f = 1e6 / n as f64;
-        println!("round {round}: new {:.2} us, start {:.2} us, drop {:.2} us", tn * f, ts * f, td * f);
+        println!(
+            "round {round}: new {:.2} us, start {:.2} us, drop {:.2} us",
+            tn * f,
+            ts * f,
+            td * f
+        );
     }
     // WasiCtx build alone
     let a = Instant::now();
-    for _ in 0..n { let w = wasmtime_wasi::WasiCtxBuilder::new().build(); drop(w); }
-    println!("WasiCtx build+drop {:.2} us", a.elapsed().as_secs_f64() * 1e6 / n as f64);
+    for _ in 0..n {
+        let w = wasmtime_wasi::WasiCtxBuilder::new().build();
+        drop(w);
+    }
+    println!(
+        "WasiCtx build+drop {:.2} us",
+        a.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
 }

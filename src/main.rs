@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ztbridge", version, about = "Superna Zero Trust webhooks to PagerDuty and Jitbit through WebAssembly-sandboxed transforms")]
+#[command(
+    name = "ztbridge",
+    version,
+    about = "Superna Zero Trust webhooks to PagerDuty and Jitbit through WebAssembly-sandboxed transforms"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,11 +65,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => cmd::serve::run(config),
-        Command::Transform { command: TransformCommand::Run(args) } => cmd::transform_run::run(args),
-        Command::Transform { command: TransformCommand::Inspect(args) } => cmd::transform_inspect::run(args),
-        Command::Transform { command: TransformCommand::Sign(args) } => cmd::transform_sign::run(args),
-        Command::Transform { command: TransformCommand::Verify(args) } => cmd::transform_verify::run(args),
-        Command::Keys { command: KeysCommand::Generate(args) } => cmd::keys_generate::run(args),
+        Command::Transform {
+            command: TransformCommand::Run(args),
+        } => cmd::transform_run::run(args),
+        Command::Transform {
+            command: TransformCommand::Inspect(args),
+        } => cmd::transform_inspect::run(args),
+        Command::Transform {
+            command: TransformCommand::Sign(args),
+        } => cmd::transform_sign::run(args),
+        Command::Transform {
+            command: TransformCommand::Verify(args),
+        } => cmd::transform_verify::run(args),
+        Command::Keys {
+            command: KeysCommand::Generate(args),
+        } => cmd::keys_generate::run(args),
     };
     match result {
         Ok(code) => code,

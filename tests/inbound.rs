@@ -14,38 +14,78 @@ const TOKEN: &str = "test-webhook-token-0123456789";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_token_is_required_when_configured() {
     let pd = StubPagerDuty::start().await;
-    let server = Server::start(&format!("[inbound]\ntoken = {TOKEN:?}\n{}", pagerduty_route(&pd, ""))).await;
+    let server = Server::start(&format!(
+        "[inbound]\ntoken = {TOKEN:?}\n{}",
+        pagerduty_route(&pd, "")
+    ))
+    .await;
     let body = fixture("events/critical-lockout.json").into_bytes();
     let json = ("content-type", "application/json");
 
     let (s, v) = server.post(body.clone(), &[json]).await;
     assert_eq!((s, v["error"].as_str()), (401, Some("unauthorized")), "{v}");
     let wrong = format!("Bearer {TOKEN}x");
-    let (s, _) = server.post(body.clone(), &[json, ("authorization", &wrong)]).await;
+    let (s, _) = server
+        .post(body.clone(), &[json, ("authorization", &wrong)])
+        .await;
     assert_eq!(s, 401);
-    let (s, _) = server.post(body.clone(), &[json, ("authorization", TOKEN)]).await;
+    let (s, _) = server
+        .post(body.clone(), &[json, ("authorization", TOKEN)])
+        .await;
     assert_eq!(s, 401, "the Bearer scheme is required in Authorization");
     let right = format!("Bearer {TOKEN}");
-    let (s, v) = server.post(body.clone(), &[json, ("authorization", &right)]).await;
+    let (s, v) = server
+        .post(body.clone(), &[json, ("authorization", &right)])
+        .await;
     assert_eq!(s, 202, "{v}");
     pd.wait_for(1, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(pd.received().len(), 1, "refused webhooks are not delivered");
     // The API needs the token too; health stays open.
-    let r = server.client.get(server.url("/api/events/anything")).send().await.unwrap();
+    let r = server
+        .client
+        .get(server.url("/api/events/anything"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = server.client.get(server.url("/healthz")).send().await.unwrap();
+    let r = server
+        .client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_header_token() {
     let pd = StubPagerDuty::start().await;
-    let server = Server::start(&format!("[inbound]\ntoken = {TOKEN:?}\nheader = \"X-Superna-Token\"\n{}", pagerduty_route(&pd, ""))).await;
+    let server = Server::start(&format!(
+        "[inbound]\ntoken = {TOKEN:?}\nheader = \"X-Superna-Token\"\n{}",
+        pagerduty_route(&pd, "")
+    ))
+    .await;
     let body = fixture("events/critical-lockout.json").into_bytes();
-    let (s, _) = server.post(body.clone(), &[("content-type", "application/json"), ("x-superna-token", "nope")]).await;
+    let (s, _) = server
+        .post(
+            body.clone(),
+            &[
+                ("content-type", "application/json"),
+                ("x-superna-token", "nope"),
+            ],
+        )
+        .await;
     assert_eq!(s, 401);
-    let (s, _) = server.post(body, &[("content-type", "application/json"), ("x-superna-token", TOKEN)]).await;
+    let (s, _) = server
+        .post(
+            body,
+            &[
+                ("content-type", "application/json"),
+                ("x-superna-token", TOKEN),
+            ],
+        )
+        .await;
     assert_eq!(s, 202);
 }
 
@@ -71,17 +111,46 @@ fn corpus() -> Vec<(String, Vec<u8>, &'static str, Option<&'static str>)> {
     let json = "application/json";
     // Every truncation of a real gzip body.
     for n in 0..gz.len() - 1 {
-        c.push((format!("truncated gzip {n}"), gz[..n].to_vec(), json, Some("gzip")));
+        c.push((
+            format!("truncated gzip {n}"),
+            gz[..n].to_vec(),
+            json,
+            Some("gzip"),
+        ));
     }
     // Every truncation of the JSON itself (a prefix is never valid JSON here).
     for n in (0..good.len() - 1).step_by(3) {
-        c.push((format!("truncated json {n}"), good.as_bytes()[..n].to_vec(), json, None));
+        c.push((
+            format!("truncated json {n}"),
+            good.as_bytes()[..n].to_vec(),
+            json,
+            None,
+        ));
     }
     // A gzip bomb: 10 MB of zeros.
-    c.push(("gzip bomb".into(), gzip(&vec![0u8; 10 << 20]), json, Some("gzip")));
-    c.push(("gzip bomb of spaces".into(), gzip(&vec![b' '; 10 << 20]), json, Some("gzip")));
+    c.push((
+        "gzip bomb".into(),
+        gzip(&vec![0u8; 10 << 20]),
+        json,
+        Some("gzip"),
+    ));
+    c.push((
+        "gzip bomb of spaces".into(),
+        gzip(&vec![b' '; 10 << 20]),
+        json,
+        Some("gzip"),
+    ));
     // Invalid UTF-8 in various places.
-    for (i, bad) in [&b"\xff"[..], b"\xc3\x28", b"\xe2\x82", b"\xf0\x28\x8c\xbc", b"\xed\xa0\x80"].iter().enumerate() {
+    for (i, bad) in [
+        &b"\xff"[..],
+        b"\xc3\x28",
+        b"\xe2\x82",
+        b"\xf0\x28\x8c\xbc",
+        b"\xed\xa0\x80",
+    ]
+    .iter()
+    .enumerate()
+    {
         let mut b = b"{\"user\": \"".to_vec();
         b.extend_from_slice(bad);
         b.extend_from_slice(b"\"}");
@@ -96,27 +165,79 @@ fn corpus() -> Vec<(String, Vec<u8>, &'static str, Option<&'static str>)> {
         c.push((format!("deep object {depth}"), obj.into_bytes(), json, None));
     }
     // Wrong types at the top level.
-    for v in ["[]", "[1,2]", "\"text\"", "42", "-1.5e300", "null", "true", "false", "[{\"id\":\"x\"}]"] {
+    for v in [
+        "[]",
+        "[1,2]",
+        "\"text\"",
+        "42",
+        "-1.5e300",
+        "null",
+        "true",
+        "false",
+        "[{\"id\":\"x\"}]",
+    ] {
         c.push((format!("wrong type {v}"), v.as_bytes().to_vec(), json, None));
-        c.push((format!("wrong type gz {v}"), gzip(v.as_bytes()), json, Some("gzip")));
+        c.push((
+            format!("wrong type gz {v}"),
+            gzip(v.as_bytes()),
+            json,
+            Some("gzip"),
+        ));
     }
     // Empty and whitespace.
     for v in ["", " ", "\n\t ", "\u{feff}"] {
         c.push((format!("empty {v:?}"), v.as_bytes().to_vec(), json, None));
-        c.push((format!("empty gz {v:?}"), gzip(v.as_bytes()), json, Some("gzip")));
+        c.push((
+            format!("empty gz {v:?}"),
+            gzip(v.as_bytes()),
+            json,
+            Some("gzip"),
+        ));
     }
     // Huge (over the 2 MiB body limit).
-    c.push(("huge".into(), format!("{{\"pad\":\"{}\"}}", "x".repeat(3 << 20)).into_bytes(), json, None));
+    c.push((
+        "huge".into(),
+        format!("{{\"pad\":\"{}\"}}", "x".repeat(3 << 20)).into_bytes(),
+        json,
+        None,
+    ));
     // Trailing garbage, bad escapes, lone surrogates in escapes, NaN...
-    for v in ["{} x", "{}{}", "{\"a\":1,}", "{'a':1}", "{\"a\":\"\\x\"}", "{\"a\":NaN}", "{\"a\":01}", "{\"a\" 1}", "{\"a\":\"\u{0}\"}"] {
+    for v in [
+        "{} x",
+        "{}{}",
+        "{\"a\":1,}",
+        "{'a':1}",
+        "{\"a\":\"\\x\"}",
+        "{\"a\":NaN}",
+        "{\"a\":01}",
+        "{\"a\" 1}",
+        "{\"a\":\"\u{0}\"}",
+    ] {
         c.push((format!("bad json {v:?}"), v.as_bytes().to_vec(), json, None));
     }
     // Wrong content types and encodings on a good body.
-    for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", "application/jsonx", "json", ""] {
-        c.push((format!("content type {ct:?}"), good.clone().into_bytes(), ct, None));
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+        "application/jsonx",
+        "json",
+        "",
+    ] {
+        c.push((
+            format!("content type {ct:?}"),
+            good.clone().into_bytes(),
+            ct,
+            None,
+        ));
     }
     for ce in ["br", "deflate", "compress", "zstd", "gzip, br"] {
-        c.push((format!("encoding {ce}"), good.clone().into_bytes(), json, Some(ce)));
+        c.push((
+            format!("encoding {ce}"),
+            good.clone().into_bytes(),
+            json,
+            Some(ce),
+        ));
     }
     // Random bytes, labelled gzip or not.
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
@@ -143,7 +264,10 @@ async fn a_thousand_bad_bodies_each_get_a_4xx_json_answer() {
     // A fresh connection per request: after refusing an oversized body
     // without reading it the server closes the connection, and a pooled
     // connection would race with that close.
-    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     for (label, body, ct, ce) in &corpus {
         let mut req = client.post(server.url("/webhook")).body(body.clone());
         if !ct.is_empty() {
@@ -152,20 +276,39 @@ async fn a_thousand_bad_bodies_each_get_a_4xx_json_answer() {
         if let Some(ce) = ce {
             req = req.header("content-encoding", *ce);
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{label}: connection failed: {e}"));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{label}: connection failed: {e}"));
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        assert!((400..500).contains(&status), "{label}: answered {status} {text}");
-        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{label}: not JSON: {text:?}"));
-        let code = v["error"].as_str().unwrap_or_else(|| panic!("{label}: no error code: {v}"));
-        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{label}: {v}");
+        assert!(
+            (400..500).contains(&status),
+            "{label}: answered {status} {text}"
+        );
+        let v: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{label}: not JSON: {text:?}"));
+        let code = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{label}: no error code: {v}"));
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{label}: {v}"
+        );
         *by_code.entry(code.to_string()).or_default() += 1;
     }
     println!("{} bad bodies refused: {by_code:?}", corpus.len());
     // The gzip bomb was refused as too large, not inflated whole.
-    assert!(by_code.get("decompressed_too_large").is_some_and(|n| *n >= 2), "{by_code:?}");
+    assert!(
+        by_code
+            .get("decompressed_too_large")
+            .is_some_and(|n| *n >= 2),
+        "{by_code:?}"
+    );
     // Still serving, and nothing bad reached PagerDuty.
-    let (status, _) = server.post_gzip(&fixture("events/critical-lockout.json")).await;
+    let (status, _) = server
+        .post_gzip(&fixture("events/critical-lockout.json"))
+        .await;
     assert_eq!(status, 202);
     pd.wait_for(1, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;

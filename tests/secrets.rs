@@ -14,7 +14,11 @@ const INBOUND: &str = "inbound-token-SECRET-0123456789";
 const LEAKY: &str = "transform-config-SECRET-xyz";
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,7 +26,11 @@ async fn secrets_never_reach_logs_store_or_api() {
     let pd = StubPagerDuty::start().await;
     // The stub echoes nothing secret; make it fail once with a body that
     // quotes the routing key, as a careless destination might.
-    pd.script(vec![(500, vec![], format!("internal error for key {ROUTING_KEY}"))]);
+    pd.script(vec![(
+        500,
+        vec![],
+        format!("internal error for key {ROUTING_KEY}"),
+    )]);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = format!(
@@ -53,13 +61,18 @@ async fn secrets_never_reach_logs_store_or_api() {
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     let up = wait_until(Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
     })
     .await;
     if up.is_none() {
         let _ = child.kill();
         let err = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
-        panic!("server did not start: {}", &err[err.len().saturating_sub(3000)..]);
+        panic!(
+            "server did not start: {}",
+            &err[err.len().saturating_sub(3000)..]
+        );
     }
     let resp = client
         .post(format!("{base}/webhook"))
@@ -74,7 +87,11 @@ async fn secrets_never_reach_logs_store_or_api() {
     let answer: serde_json::Value = resp.json().await.unwrap();
     let receipt = answer["receipt_id"].as_str().unwrap().to_string();
     // A refused webhook with a wrong token is logged too.
-    let _ = client.post(format!("{base}/webhook")).header("authorization", format!("Bearer {INBOUND}-wrong")).send().await;
+    let _ = client
+        .post(format!("{base}/webhook"))
+        .header("authorization", format!("Bearer {INBOUND}-wrong"))
+        .send()
+        .await;
 
     // PagerDuty got the key (it must), after one failure and a retry.
     let got = pd.wait_for(2, Duration::from_secs(20)).await;
@@ -95,14 +112,24 @@ async fn secrets_never_reach_logs_store_or_api() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(api.contains("\"delivered\"") && api.contains("\"failed\""), "{api}");
+    assert!(
+        api.contains("\"delivered\"") && api.contains("\"failed\""),
+        "{api}"
+    );
 
     let _ = child.kill();
     let _ = child.wait();
     let logs = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap()
         + &std::fs::read_to_string(dir.path().join("stdout.log")).unwrap();
-    assert!(logs.contains("delivered"), "logs were captured: {}", &logs[..logs.len().min(2000)]);
-    assert!(logs.contains("[redacted]"), "the leaky transform's secret was redacted, not dropped silently");
+    assert!(
+        logs.contains("delivered"),
+        "logs were captured: {}",
+        &logs[..logs.len().min(2000)]
+    );
+    assert!(
+        logs.contains("[redacted]"),
+        "the leaky transform's secret was redacted, not dropped silently"
+    );
 
     let mut store = Vec::new();
     for entry in walk(&dir.path().join("data")) {
@@ -112,8 +139,14 @@ async fn secrets_never_reach_logs_store_or_api() {
     let store = String::from_utf8_lossy(&store);
     for secret in [ROUTING_KEY, INBOUND, LEAKY] {
         assert!(!logs.contains(secret), "secret {secret} found in the logs");
-        assert!(!api.contains(secret), "secret {secret} found in the API answer");
-        assert!(!store.contains(secret), "secret {secret} found in the data directory");
+        assert!(
+            !api.contains(secret),
+            "secret {secret} found in the API answer"
+        );
+        assert!(
+            !store.contains(secret),
+            "secret {secret} found in the data directory"
+        );
     }
 }
 

@@ -11,7 +11,6 @@ use common::*;
 use ztbridge_runtime::app::App;
 use ztbridge_runtime::config::Config;
 
-
 struct Keys {
     dir: tempfile::TempDir,
     trusted_id: String,
@@ -21,11 +20,15 @@ impl Keys {
     fn new() -> Keys {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().to_str().unwrap();
-        let (code, trusted, err) = ztbridge(&["keys", "generate", "--out", out, "--name", "trusted"]);
+        let (code, trusted, err) =
+            ztbridge(&["keys", "generate", "--out", out, "--name", "trusted"]);
         assert_eq!(code, 0, "{err}");
         let (code, _, err) = ztbridge(&["keys", "generate", "--out", out, "--name", "stranger"]);
         assert_eq!(code, 0, "{err}");
-        Keys { trusted_id: trusted["key_id"].as_str().unwrap().to_string(), dir }
+        Keys {
+            trusted_id: trusted["key_id"].as_str().unwrap().to_string(),
+            dir,
+        }
     }
     fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
@@ -35,7 +38,13 @@ impl Keys {
         let p = self.path(name);
         std::fs::copy(wasm_path("hostile"), &p).unwrap();
         if let Some(s) = signer {
-            let (code, _, err) = ztbridge(&["transform", "sign", &p, "--key", &self.path(&format!("{s}.key"))]);
+            let (code, _, err) = ztbridge(&[
+                "transform",
+                "sign",
+                &p,
+                "--key",
+                &self.path(&format!("{s}.key")),
+            ]);
             assert_eq!(code, 0, "{err}");
         }
         p
@@ -57,28 +66,67 @@ fn build_app(keys: &Keys, file: &str, target: &str) -> Result<App, String> {
 fn cli_signs_verifies_and_inspects() {
     let keys = Keys::new();
     let signed = keys.component("signed.wasm", Some("trusted"));
-    let (code, v, _) = ztbridge(&["transform", "verify", &signed, "--trusted", &keys.path("trusted.pub")]);
+    let (code, v, _) = ztbridge(&[
+        "transform",
+        "verify",
+        &signed,
+        "--trusted",
+        &keys.path("trusted.pub"),
+    ]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["trusted_signers"][0], keys.trusted_id.as_str());
     // A directory of keys works too.
-    let (code, _, _) = ztbridge(&["transform", "verify", &signed, "--trusted", keys.dir.path().to_str().unwrap()]);
+    let (code, _, _) = ztbridge(&[
+        "transform",
+        "verify",
+        &signed,
+        "--trusted",
+        keys.dir.path().to_str().unwrap(),
+    ]);
     assert_eq!(code, 0);
     // Two signers are both listed.
-    let (code, _, err) = ztbridge(&["transform", "sign", &signed, "--key", &keys.path("stranger.key")]);
+    let (code, _, err) = ztbridge(&[
+        "transform",
+        "sign",
+        &signed,
+        "--key",
+        &keys.path("stranger.key"),
+    ]);
     assert_eq!(code, 0, "{err}");
     let (code, info, _) = ztbridge(&["transform", "inspect", &signed]);
     assert_eq!(code, 0);
     assert_eq!(info["signers"].as_array().unwrap().len(), 2, "{info}");
     assert_eq!(info["name"], "hostile");
-    assert!(info["egress"].as_array().unwrap().iter().any(|e| e == "allowed.example"));
-    let (code, v, _) = ztbridge(&["transform", "verify", &signed, "--trusted", &keys.path("trusted.pub")]);
+    assert!(
+        info["egress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "allowed.example")
+    );
+    let (code, v, _) = ztbridge(&[
+        "transform",
+        "verify",
+        &signed,
+        "--trusted",
+        &keys.path("trusted.pub"),
+    ]);
     assert_eq!(code, 0, "{v}");
 
     let unsigned = keys.component("unsigned.wasm", None);
-    let (code, v, stderr) = ztbridge(&["transform", "verify", &unsigned, "--trusted", &keys.path("trusted.pub")]);
+    let (code, v, stderr) = ztbridge(&[
+        "transform",
+        "verify",
+        &unsigned,
+        "--trusted",
+        &keys.path("trusted.pub"),
+    ]);
     assert_eq!(code, 1);
     assert_eq!(v["trusted"], false);
-    assert!(stderr.contains("unsigned.wasm") && stderr.contains("not signed"), "{stderr}");
+    assert!(
+        stderr.contains("unsigned.wasm") && stderr.contains("not signed"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,33 +136,58 @@ async fn the_service_loads_only_trusted_intact_files() {
     let target = pd.url();
 
     let unsigned = keys.component("unsigned.wasm", None);
-    let err = build_app(&keys, &unsigned, &target).err().expect("unsigned must be refused");
-    assert!(err.contains("unsigned.wasm") && err.contains("not signed"), "{err}");
+    let err = build_app(&keys, &unsigned, &target)
+        .err()
+        .expect("unsigned must be refused");
+    assert!(
+        err.contains("unsigned.wasm") && err.contains("not signed"),
+        "{err}"
+    );
 
     let stranger = keys.component("stranger.wasm", Some("stranger"));
-    let err = build_app(&keys, &stranger, &target).err().expect("unknown signer must be refused");
-    assert!(err.contains("stranger.wasm") && err.to_lowercase().contains("key"), "{err}");
+    let err = build_app(&keys, &stranger, &target)
+        .err()
+        .expect("unknown signer must be refused");
+    assert!(
+        err.contains("stranger.wasm") && err.to_lowercase().contains("key"),
+        "{err}"
+    );
 
     let flipped = keys.component("flipped.wasm", Some("trusted"));
     let mut bytes = std::fs::read(&flipped).unwrap();
     let at = bytes.len() * 2 / 3;
     bytes[at] ^= 0x01;
     std::fs::write(&flipped, &bytes).unwrap();
-    let err = build_app(&keys, &flipped, &target).err().expect("a flipped byte must be refused");
-    assert!(err.contains("flipped.wasm") && err.contains("tampered"), "{err}");
+    let err = build_app(&keys, &flipped, &target)
+        .err()
+        .expect("a flipped byte must be refused");
+    assert!(
+        err.contains("flipped.wasm") && err.contains("tampered"),
+        "{err}"
+    );
 
     let stripped = keys.component("stripped.wasm", Some("trusted"));
-    let bytes = ztbridge_runtime::signing::strip_signatures(&std::fs::read(&stripped).unwrap()).unwrap();
+    let bytes =
+        ztbridge_runtime::signing::strip_signatures(&std::fs::read(&stripped).unwrap()).unwrap();
     std::fs::write(&stripped, &bytes).unwrap();
-    let err = build_app(&keys, &stripped, &target).err().expect("a stripped file must be refused");
-    assert!(err.contains("stripped.wasm") && err.contains("not signed"), "{err}");
+    let err = build_app(&keys, &stripped, &target)
+        .err()
+        .expect("a stripped file must be refused");
+    assert!(
+        err.contains("stripped.wasm") && err.contains("not signed"),
+        "{err}"
+    );
 
     // The correctly signed file loads and delivers.
     let good = keys.component("good.wasm", Some("trusted"));
     let app = Arc::new(build_app(&keys, &good, &target).expect("signed file loads"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(ztbridge_runtime::server::run(listener, app, std::future::pending()));
+    tokio::spawn(ztbridge_runtime::server::run(
+        listener,
+        app,
+        std::future::pending(),
+    ));
     let resp = reqwest::Client::new()
         .post(format!("http://{addr}/webhook"))
         .header("content-type", "application/json")

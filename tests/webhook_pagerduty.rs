@@ -17,13 +17,19 @@ async fn gzip_and_plain_webhooks_reach_pagerduty_valid_and_correlated() {
     let server = Server::start(&format!("{FAST_RETRY}{}", pagerduty_route(&pd, ""))).await;
 
     // New alert, gzip as Superna sends it.
-    let (status, answer) = server.post_gzip(&fixture("events/critical-lockout.json")).await;
+    let (status, answer) = server
+        .post_gzip(&fixture("events/critical-lockout.json"))
+        .await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["event_id"], "RSW-20250611-000123");
     assert_eq!(answer["routes"], serde_json::json!(["pagerduty"]));
     let first = pd.wait_for(1, WAIT).await;
     let trigger = first[0].json();
-    assert!(pagerduty_problems(&trigger).is_empty(), "{:?}", pagerduty_problems(&trigger));
+    assert!(
+        pagerduty_problems(&trigger).is_empty(),
+        "{:?}",
+        pagerduty_problems(&trigger)
+    );
     assert_eq!(trigger["event_action"], "trigger");
     assert_eq!(trigger["routing_key"], ROUTING_KEY);
     assert_eq!(trigger["payload"]["severity"], "critical");
@@ -37,27 +43,51 @@ async fn gzip_and_plain_webhooks_reach_pagerduty_valid_and_correlated() {
     let sent_event = &trigger["payload"]["custom_details"]["received_event"];
     let original: Value = serde_json::from_str(&fixture("events/critical-lockout.json")).unwrap();
     assert_eq!(sent_event, &original);
-    assert!(trigger["links"][0]["href"].as_str().unwrap().starts_with("https://eyeglass.corp.example/"));
+    assert!(
+        trigger["links"][0]["href"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://eyeglass.corp.example/")
+    );
     let dedup = trigger["dedup_key"].as_str().unwrap().to_string();
     assert!(dedup.contains("RSW-20250611-000123"));
 
     // Its state changes: plain JSON this time; an end state resolves the
     // same alert.
-    let (status, _) = server.post_plain(&fixture("events/critical-access-restored.json")).await;
+    let (status, _) = server
+        .post_plain(&fixture("events/critical-access-restored.json"))
+        .await;
     assert_eq!(status, 202);
     let all = pd.wait_for(2, WAIT).await;
     let resolve = all[1].json();
-    assert!(pagerduty_problems(&resolve).is_empty(), "{:?}", pagerduty_problems(&resolve));
+    assert!(
+        pagerduty_problems(&resolve).is_empty(),
+        "{:?}",
+        pagerduty_problems(&resolve)
+    );
     assert_eq!(resolve["event_action"], "resolve");
-    assert_eq!(resolve["dedup_key"], dedup.as_str(), "an update must keep the dedup_key");
+    assert_eq!(
+        resolve["dedup_key"],
+        dedup.as_str(),
+        "an update must keep the dedup_key"
+    );
 
     // The delivery record says what happened.
-    let (_, answer) = server.post_gzip(&fixture("events/critical-lockout.json")).await;
-    let record = server.settled(answer["receipt_id"].as_str().unwrap(), WAIT).await;
+    let (_, answer) = server
+        .post_gzip(&fixture("events/critical-lockout.json"))
+        .await;
+    let record = server
+        .settled(answer["receipt_id"].as_str().unwrap(), WAIT)
+        .await;
     let d = &record["deliveries"][0];
     assert_eq!(d["state"], "delivered", "{record}");
     assert_eq!(d["attempts"][0]["last_status"], 202);
-    assert!(d["attempts"][0]["transform_digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(
+        d["attempts"][0]["transform_digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,42 +98,79 @@ async fn every_fixture_is_delivered_schema_valid() {
     for (name, body) in &fixtures {
         let (status, answer) = server.post_gzip(body).await;
         assert_eq!(status, 202, "{name}: {answer}");
-        let record = server.settled(answer["receipt_id"].as_str().unwrap(), WAIT).await;
-        assert_eq!(record["deliveries"][0]["state"], "delivered", "{name}: {record}");
+        let record = server
+            .settled(answer["receipt_id"].as_str().unwrap(), WAIT)
+            .await;
+        assert_eq!(
+            record["deliveries"][0]["state"], "delivered",
+            "{name}: {record}"
+        );
     }
     let received = pd.wait_for(fixtures.len(), WAIT).await;
     for r in &received {
         let v = r.json();
-        assert!(pagerduty_problems(&v).is_empty(), "{}: {:?}", r.body, pagerduty_problems(&v));
+        assert!(
+            pagerduty_problems(&v).is_empty(),
+            "{}: {:?}",
+            r.body,
+            pagerduty_problems(&v)
+        );
     }
     // The event without an ID still went out, keyed by its body hash.
-    let no_id = received.iter().map(Received::json).find(|v| {
-        v["payload"]["custom_details"]["received_event"]["user"] == "10.40.0.12"
-    });
+    let no_id = received
+        .iter()
+        .map(Received::json)
+        .find(|v| v["payload"]["custom_details"]["received_event"]["user"] == "10.40.0.12");
     let no_id = no_id.expect("the event without an ID was delivered");
-    assert!(no_id["dedup_key"].as_str().unwrap().starts_with("superna-zt-body-"));
+    assert!(
+        no_id["dedup_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("superna-zt-body-")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn severity_filter_and_state_mapping() {
     let pd = StubPagerDuty::start().await;
-    let server = Server::start(&format!("{FAST_RETRY}{}", pagerduty_route(&pd, "severities = [\"critical\", \"major\"]"))).await;
-    let (status, answer) = server.post_gzip(&fixture("events/warning-monitor.json")).await;
+    let server = Server::start(&format!(
+        "{FAST_RETRY}{}",
+        pagerduty_route(&pd, "severities = [\"critical\", \"major\"]")
+    ))
+    .await;
+    let (status, answer) = server
+        .post_gzip(&fixture("events/warning-monitor.json"))
+        .await;
     assert_eq!(status, 202);
-    assert_eq!(answer["routes"], serde_json::json!([]), "warnings are filtered out");
-    let (_, answer) = server.post_gzip(&fixture("events/major-delayed-lockout-snake-case.json")).await;
+    assert_eq!(
+        answer["routes"],
+        serde_json::json!([]),
+        "warnings are filtered out"
+    );
+    let (_, answer) = server
+        .post_gzip(&fixture("events/major-delayed-lockout-snake-case.json"))
+        .await;
     assert_eq!(answer["routes"], serde_json::json!(["pagerduty"]));
     let got = pd.wait_for(1, WAIT).await;
     let v = got[0].json();
     assert_eq!(v["payload"]["severity"], "error", "Major maps to error");
-    assert_eq!(v["payload"]["timestamp"], "2025-06-12T10:15:00Z", "epoch ms became RFC 3339");
+    assert_eq!(
+        v["payload"]["timestamp"], "2025-06-12T10:15:00Z",
+        "epoch ms became RFC 3339"
+    );
     // A false positive on that event resolves it.
-    let (_, answer) = server.post_gzip(&fixture("events/false-positive.json")).await;
+    let (_, answer) = server
+        .post_gzip(&fixture("events/false-positive.json"))
+        .await;
     assert_eq!(answer["routes"], serde_json::json!(["pagerduty"]));
     let got = pd.wait_for(2, WAIT).await;
     assert_eq!(got[1].json()["event_action"], "resolve");
     assert_eq!(got[1].json()["dedup_key"], v["dedup_key"]);
-    assert_eq!(pd.received().len(), 2, "the warning never reached PagerDuty");
+    assert_eq!(
+        pd.received().len(),
+        2,
+        "the warning never reached PagerDuty"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,10 +178,17 @@ async fn bad_requests_get_clear_json_errors() {
     let pd = StubPagerDuty::start().await;
     let server = Server::start(&pagerduty_route(&pd, "")).await;
     let json = [("content-type", "application/json")];
-    let gz = [("content-type", "application/json"), ("content-encoding", "gzip")];
+    let gz = [
+        ("content-type", "application/json"),
+        ("content-encoding", "gzip"),
+    ];
 
     let (s, v) = server.post(b"{\"id\": ".to_vec(), &json).await;
-    assert_eq!((s, v["error"].as_str()), (400, Some("malformed_json")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("malformed_json")),
+        "{v}"
+    );
     assert!(v["message"].as_str().unwrap().contains("line 1"), "{v}");
 
     let mut truncated = gzip(fixture("events/critical-lockout.json").as_bytes());
@@ -125,20 +199,41 @@ async fn bad_requests_get_clear_json_errors() {
     let (s, v) = server.post(b"\x00\x01binary".to_vec(), &gz).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("bad_gzip")), "{v}");
 
-    let (s, v) = server.post(fixture("events/critical-lockout.json").into_bytes(), &[("content-type", "text/plain")]).await;
-    assert_eq!((s, v["error"].as_str()), (415, Some("unsupported_content_type")), "{v}");
+    let (s, v) = server
+        .post(
+            fixture("events/critical-lockout.json").into_bytes(),
+            &[("content-type", "text/plain")],
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (415, Some("unsupported_content_type")),
+        "{v}"
+    );
 
-    let (s, v) = server.post(fixture("events/critical-lockout.json").into_bytes(), &[]).await;
+    let (s, v) = server
+        .post(fixture("events/critical-lockout.json").into_bytes(), &[])
+        .await;
     assert_eq!(s, 415, "{v}");
 
     // A body labelled gzip that is plain JSON is accepted.
-    let (s, v) = server.post(fixture("events/critical-lockout.json").into_bytes(), &gz).await;
+    let (s, v) = server
+        .post(fixture("events/critical-lockout.json").into_bytes(), &gz)
+        .await;
     assert_eq!(s, 202, "{v}");
 
     // Wrong method and unknown path answer JSON too.
-    let r = server.client.get(server.url("/webhook")).send().await.unwrap();
+    let r = server
+        .client
+        .get(server.url("/webhook"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"], "method_not_allowed");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "method_not_allowed"
+    );
     let r = server.client.get(server.url("/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "not_found");
@@ -156,38 +251,80 @@ async fn destination_errors_retry_or_fail_as_documented() {
 
     // 429 with Retry-After: 1, then a 500, then the stub's normal 202.
     pd.script(vec![
-        (429, vec![("retry-after", "1".into())], "{\"status\":\"throttled\"}".into()),
+        (
+            429,
+            vec![("retry-after", "1".into())],
+            "{\"status\":\"throttled\"}".into(),
+        ),
         (500, vec![], "oops".into()),
     ]);
-    let (_, answer) = server.post_gzip(&fixture("events/critical-lockout.json")).await;
-    let record = server.settled(answer["receipt_id"].as_str().unwrap(), WAIT).await;
+    let (_, answer) = server
+        .post_gzip(&fixture("events/critical-lockout.json"))
+        .await;
+    let record = server
+        .settled(answer["receipt_id"].as_str().unwrap(), WAIT)
+        .await;
     let d = &record["deliveries"][0];
     assert_eq!(d["state"], "delivered", "{record}");
-    let statuses: Vec<u64> = d["attempts"].as_array().unwrap().iter().map(|a| a["last_status"].as_u64().unwrap()).collect();
+    let statuses: Vec<u64> = d["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["last_status"].as_u64().unwrap())
+        .collect();
     assert_eq!(statuses, vec![429, 500, 202]);
     let got = pd.received();
     assert_eq!(got.len(), 3);
     let waited = got[1].at.duration_since(got[0].at);
-    assert!(waited >= Duration::from_millis(990), "Retry-After: 1 was not honoured ({waited:?})");
-    assert_eq!(got[0].json()["dedup_key"], got[2].json()["dedup_key"], "retries keep the dedup_key");
+    assert!(
+        waited >= Duration::from_millis(990),
+        "Retry-After: 1 was not honoured ({waited:?})"
+    );
+    assert_eq!(
+        got[0].json()["dedup_key"],
+        got[2].json()["dedup_key"],
+        "retries keep the dedup_key"
+    );
 
     // 400 is not retried; the reason is recorded.
-    pd.script(vec![(400, vec![], "{\"status\":\"invalid event\",\"errors\":[\"bad things\"]}".into())]);
-    let (_, answer) = server.post_gzip(&fixture("events/critical-lockout.json")).await;
-    let record = server.settled(answer["receipt_id"].as_str().unwrap(), WAIT).await;
+    pd.script(vec![(
+        400,
+        vec![],
+        "{\"status\":\"invalid event\",\"errors\":[\"bad things\"]}".into(),
+    )]);
+    let (_, answer) = server
+        .post_gzip(&fixture("events/critical-lockout.json"))
+        .await;
+    let record = server
+        .settled(answer["receipt_id"].as_str().unwrap(), WAIT)
+        .await;
     let d = &record["deliveries"][0];
     assert_eq!(d["state"], "failed", "{record}");
-    assert_eq!(d["attempts"].as_array().unwrap().len(), 1, "400 must not be retried");
+    assert_eq!(
+        d["attempts"].as_array().unwrap().len(),
+        1,
+        "400 must not be retried"
+    );
     let msg = d["attempts"][0]["outcome"]["message"].as_str().unwrap();
     assert!(msg.contains("400") && msg.contains("bad things"), "{msg}");
     assert_eq!(d["attempts"][0]["outcome"]["retryable"], false);
 
     // 401 is a configuration problem: not retried either.
     pd.script(vec![(401, vec![], "unauthorized".into())]);
-    let (_, answer) = server.post_gzip(&fixture("events/critical-lockout.json")).await;
-    let record = server.settled(answer["receipt_id"].as_str().unwrap(), WAIT).await;
+    let (_, answer) = server
+        .post_gzip(&fixture("events/critical-lockout.json"))
+        .await;
+    let record = server
+        .settled(answer["receipt_id"].as_str().unwrap(), WAIT)
+        .await;
     assert_eq!(record["deliveries"][0]["state"], "failed");
-    assert_eq!(record["deliveries"][0]["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        record["deliveries"][0]["attempts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,27 +344,55 @@ async fn hostile_transforms_are_stopped_and_reported_while_serving_continues() {
         hostile("trapper", "trap"),
     ) + &hostile("bloater", "huge");
     let server = Server::start(&config).await;
-    let (status, answer) = server.post_gzip(&fixture("events/critical-lockout.json")).await;
+    let (status, answer) = server
+        .post_gzip(&fixture("events/critical-lockout.json"))
+        .await;
     assert_eq!(status, 202);
-    let record = server.settled(answer["receipt_id"].as_str().unwrap(), WAIT).await;
+    let record = server
+        .settled(answer["receipt_id"].as_str().unwrap(), WAIT)
+        .await;
     let by_route = |name: &str| {
-        record["deliveries"].as_array().unwrap().iter().find(|d| d["route"] == name).cloned().expect("route")
+        record["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["route"] == name)
+            .cloned()
+            .expect("route")
     };
     assert_eq!(by_route("pagerduty")["state"], "delivered", "{record}");
-    for (route, expect) in [("looper", "deadline exceeded"), ("hoarder", "memory limit"), ("trapper", "hostile transform panicking")] {
+    for (route, expect) in [
+        ("looper", "deadline exceeded"),
+        ("hoarder", "memory limit"),
+        ("trapper", "hostile transform panicking"),
+    ] {
         let d = by_route(route);
         assert_eq!(d["state"], "failed", "{route}: {d}");
-        assert_eq!(d["attempts"].as_array().unwrap().len(), 1, "{route}: sandbox failures are not retried");
+        assert_eq!(
+            d["attempts"].as_array().unwrap().len(),
+            1,
+            "{route}: sandbox failures are not retried"
+        );
         let msg = d["attempts"][0]["outcome"]["message"].as_str().unwrap();
         assert!(msg.contains(expect), "{route}: {msg}");
         assert_eq!(d["attempts"][0]["outcome"]["kind"], "sandbox");
     }
     let bloater = by_route("bloater");
     assert_eq!(bloater["state"], "failed", "{bloater}");
-    assert_eq!(bloater["attempts"][0]["outcome"]["kind"], "limit", "{bloater}");
-    assert!(bloater["attempts"][0]["outcome"]["message"].as_str().unwrap().contains("max_request_body_bytes"));
+    assert_eq!(
+        bloater["attempts"][0]["outcome"]["kind"], "limit",
+        "{bloater}"
+    );
+    assert!(
+        bloater["attempts"][0]["outcome"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_request_body_bytes")
+    );
     // The server still serves: another event goes through.
-    let (status, _) = server.post_gzip(&fixture("events/major-delayed-lockout-snake-case.json")).await;
+    let (status, _) = server
+        .post_gzip(&fixture("events/major-delayed-lockout-snake-case.json"))
+        .await;
     assert_eq!(status, 202);
     pd.wait_for(2, WAIT).await;
 }
@@ -241,9 +406,19 @@ async fn fuel_bounds_a_loop_before_the_deadline() {
         wasm_path("hostile")
     );
     let server = Server::start(&config).await;
-    let (_, answer) = server.post_gzip(&fixture("events/critical-lockout.json")).await;
-    let record = server.settled(answer["receipt_id"].as_str().unwrap(), WAIT).await;
-    let d = record["deliveries"].as_array().unwrap().iter().find(|d| d["route"] == "looper").cloned().unwrap();
+    let (_, answer) = server
+        .post_gzip(&fixture("events/critical-lockout.json"))
+        .await;
+    let record = server
+        .settled(answer["receipt_id"].as_str().unwrap(), WAIT)
+        .await;
+    let d = record["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["route"] == "looper")
+        .cloned()
+        .unwrap();
     let msg = d["attempts"][0]["outcome"]["message"].as_str().unwrap();
     assert!(msg.contains("fuel exhausted"), "{msg}");
 }
@@ -260,13 +435,22 @@ async fn egress_outside_the_allow_list_is_refused_and_nothing_is_sent() {
         pd.url(),
     );
     let server = Server::start(&config).await;
-    let (_, answer) = server.post_gzip(&fixture("events/critical-lockout.json")).await;
-    let record = server.settled(answer["receipt_id"].as_str().unwrap(), WAIT).await;
+    let (_, answer) = server
+        .post_gzip(&fixture("events/critical-lockout.json"))
+        .await;
+    let record = server
+        .settled(answer["receipt_id"].as_str().unwrap(), WAIT)
+        .await;
     for d in record["deliveries"].as_array().unwrap() {
         assert_eq!(d["state"], "failed", "{d}");
         assert_eq!(d["attempts"][0]["outcome"]["kind"], "egress", "{d}");
     }
-    let msgs: Vec<&str> = record["deliveries"].as_array().unwrap().iter().map(|d| d["attempts"][0]["outcome"]["message"].as_str().unwrap()).collect();
+    let msgs: Vec<&str> = record["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["attempts"][0]["outcome"]["message"].as_str().unwrap())
+        .collect();
     assert!(msgs.iter().any(|m| m.contains("evil.example")), "{msgs:?}");
     assert!(msgs.iter().any(|m| m.contains("scheme `http`")), "{msgs:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -278,7 +462,11 @@ async fn redirects_are_not_followed_and_endless_flows_are_cut() {
     let pd = StubPagerDuty::start().await;
     let elsewhere = StubPagerDuty::start().await;
     // The destination answers with a redirect to another host.
-    pd.script(vec![(307, vec![("location", elsewhere.url())], String::new())]);
+    pd.script(vec![(
+        307,
+        vec![("location", elsewhere.url())],
+        String::new(),
+    )]);
     let config = format!(
         "[trust]\nallow_unsigned = true\n[limits]\nmax_steps = 5\n\
          [[route]]\nname = \"redirected\"\ntransform = {:?}\nallow_http = true\n[route.config]\nmode = \"ok\"\nurl = {:?}\n",
@@ -286,10 +474,17 @@ async fn redirects_are_not_followed_and_endless_flows_are_cut() {
         pd.url(),
     );
     let server = Server::start(&config).await;
-    let (_, answer) = server.post_gzip(&fixture("events/critical-lockout.json")).await;
-    let record = server.settled(answer["receipt_id"].as_str().unwrap(), WAIT).await;
+    let (_, answer) = server
+        .post_gzip(&fixture("events/critical-lockout.json"))
+        .await;
+    let record = server
+        .settled(answer["receipt_id"].as_str().unwrap(), WAIT)
+        .await;
     let d = &record["deliveries"][0];
-    assert_eq!(d["attempts"][0]["last_status"], 307, "the transform saw the redirect itself: {record}");
+    assert_eq!(
+        d["attempts"][0]["last_status"], 307,
+        "the transform saw the redirect itself: {record}"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(elsewhere.received().is_empty(), "the redirect was followed");
 
@@ -301,12 +496,20 @@ async fn redirects_are_not_followed_and_endless_flows_are_cut() {
         elsewhere.url(),
     );
     let server = Server::start(&config).await;
-    let (_, answer) = server.post_gzip(&fixture("events/critical-lockout.json")).await;
-    let record = server.settled(answer["receipt_id"].as_str().unwrap(), WAIT).await;
+    let (_, answer) = server
+        .post_gzip(&fixture("events/critical-lockout.json"))
+        .await;
+    let record = server
+        .settled(answer["receipt_id"].as_str().unwrap(), WAIT)
+        .await;
     let outcome = &record["deliveries"][0]["attempts"][0]["outcome"];
     assert_eq!(outcome["kind"], "limit", "{record}");
     assert!(outcome["message"].as_str().unwrap().contains("max_steps"));
-    assert_eq!(elsewhere.received().len(), 5, "exactly max_steps requests went out");
+    assert_eq!(
+        elsewhere.received().len(),
+        5,
+        "exactly max_steps requests went out"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,27 +518,46 @@ async fn updates_of_one_alert_never_overtake_each_other() {
     let server = Server::start(&format!("{FAST_RETRY}{}", pagerduty_route(&pd, ""))).await;
     // The trigger fails twice and is retried with back-off; the resolve,
     // posted right behind it, must wait for it.
-    pd.script(vec![(500, vec![], "down".into()), (503, vec![], "down".into())]);
-    let (s1, _) = server.post_gzip(&fixture("events/critical-lockout.json")).await;
-    let (s2, _) = server.post_gzip(&fixture("events/critical-access-restored.json")).await;
+    pd.script(vec![
+        (500, vec![], "down".into()),
+        (503, vec![], "down".into()),
+    ]);
+    let (s1, _) = server
+        .post_gzip(&fixture("events/critical-lockout.json"))
+        .await;
+    let (s2, _) = server
+        .post_gzip(&fixture("events/critical-access-restored.json"))
+        .await;
     // Another alert is not held up by the first one's retries.
-    let (s3, _) = server.post_gzip(&fixture("events/major-delayed-lockout-snake-case.json")).await;
+    let (s3, _) = server
+        .post_gzip(&fixture("events/major-delayed-lockout-snake-case.json"))
+        .await;
     assert_eq!((s1, s2, s3), (202, 202, 202));
     let got = pd.wait_for(5, WAIT).await;
     let seq: Vec<(String, String)> = got
         .iter()
         .map(|r| {
             let v = r.json();
-            (v["dedup_key"].as_str().unwrap().to_string(), v["event_action"].as_str().unwrap().to_string())
+            (
+                v["dedup_key"].as_str().unwrap().to_string(),
+                v["event_action"].as_str().unwrap().to_string(),
+            )
         })
         .collect();
     // Scripted failures go to whichever request comes first, so count: the
     // alert's trigger failed at least once, and its resolve went out only
     // after a trigger was retried, never in between.
-    let first: Vec<&str> = seq.iter().filter(|(k, _)| k.contains("000123")).map(|(_, a)| a.as_str()).collect();
+    let first: Vec<&str> = seq
+        .iter()
+        .filter(|(k, _)| k.contains("000123"))
+        .map(|(_, a)| a.as_str())
+        .collect();
     let triggers = first.iter().take_while(|a| **a == "trigger").count();
     assert!(triggers >= 2 && first[triggers..] == ["resolve"], "{seq:?}");
     let other = seq.iter().position(|(k, _)| k.contains("000456")).unwrap();
     let resolve = seq.iter().position(|(_, a)| a == "resolve").unwrap();
-    assert!(other < resolve, "the other alert went first, not behind the retries: {seq:?}");
+    assert!(
+        other < resolve,
+        "the other alert went first, not behind the retries: {seq:?}"
+    );
 }

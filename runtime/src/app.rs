@@ -4,17 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::Builtins;
 use crate::auth::WebhookAuth;
 use crate::config::{Config, ConfigError, TrustConfig};
-use crate::signing::{self, load_public_keys, SigningError, TrustedKeys};
 use crate::dispatch::Dispatcher;
 use crate::engine::{Engine, EngineError};
 use crate::intake::Intake;
 use crate::outbound::{HttpTransport, TransportError};
 use crate::route::{Route, RouteError};
+use crate::signing::{self, SigningError, TrustedKeys, load_public_keys};
 use crate::state::{SqliteState, StateError, StateStore};
 use crate::transform::{Transform, TransformError};
-use crate::Builtins;
 
 /// The service's shared state, handed to the HTTP handlers.
 pub struct App {
@@ -59,10 +59,16 @@ impl Trust {
     /// From the `[trust]` config section.
     pub fn from_config(cfg: &TrustConfig) -> Result<Trust, SigningError> {
         if cfg.allow_unsigned {
-            tracing::warn!("DEVELOPMENT MODE: [trust] allow_unsigned = true: transform files load WITHOUT signature checks");
+            tracing::warn!(
+                "DEVELOPMENT MODE: [trust] allow_unsigned = true: transform files load WITHOUT signature checks"
+            );
             return Ok(Trust::AnyFile);
         }
-        Ok(Trust::Keys(if cfg.keys.is_empty() { TrustedKeys::new() } else { load_public_keys(&cfg.keys)? }))
+        Ok(Trust::Keys(if cfg.keys.is_empty() {
+            TrustedKeys::new()
+        } else {
+            load_public_keys(&cfg.keys)?
+        }))
     }
 }
 
@@ -76,24 +82,38 @@ pub fn load_transform(
 ) -> Result<Arc<Transform>, TransformError> {
     match spec.strip_prefix("builtin:") {
         Some(name) => {
-            let bytes = builtins.get(name).ok_or_else(|| TransformError::UnknownBuiltin {
-                name: name.to_string(),
-                known: builtins.keys().cloned().collect::<Vec<_>>().join(", "),
-            })?;
+            let bytes = builtins
+                .get(name)
+                .ok_or_else(|| TransformError::UnknownBuiltin {
+                    name: name.to_string(),
+                    known: builtins.keys().cloned().collect::<Vec<_>>().join(", "),
+                })?;
             Transform::load(engine, spec, bytes)
         }
         None => {
-            let bytes = std::fs::read(spec)
-                .map_err(|e| TransformError::Read { origin: spec.to_string(), message: e.to_string() })?;
+            let bytes = std::fs::read(spec).map_err(|e| TransformError::Read {
+                origin: spec.to_string(),
+                message: e.to_string(),
+            })?;
             match trust {
                 Trust::AnyFile => {
-                    if signing::signers(&bytes).map(|s| s.is_empty()).unwrap_or(true) {
-                        tracing::warn!(file = spec, "loading an UNSIGNED transform (development mode)");
+                    if signing::signers(&bytes)
+                        .map(|s| s.is_empty())
+                        .unwrap_or(true)
+                    {
+                        tracing::warn!(
+                            file = spec,
+                            "loading an UNSIGNED transform (development mode)"
+                        );
                     }
                 }
                 Trust::Keys(keys) => {
-                    let verified = signing::verify(&bytes, keys)
-                        .map_err(|error| TransformError::Untrusted { origin: spec.to_string(), error })?;
+                    let verified = signing::verify(&bytes, keys).map_err(|error| {
+                        TransformError::Untrusted {
+                            origin: spec.to_string(),
+                            error,
+                        }
+                    })?;
                     tracing::info!(file = spec, signers = ?verified.key_ids, "transform signature verified");
                 }
             }
@@ -114,10 +134,12 @@ impl App {
         let trust = Trust::from_config(&config.trust)?;
         let engine = Arc::new(Engine::new(config.limits.clone())?);
         let data_dir = config.data_dir();
-        let state: Arc<dyn StateStore> = Arc::new(
-            SqliteState::open(&data_dir)
-                .map_err(|error| AppError::State { dir: data_dir.display().to_string(), error })?,
-        );
+        let state: Arc<dyn StateStore> = Arc::new(SqliteState::open(&data_dir).map_err(
+            |error| AppError::State {
+                dir: data_dir.display().to_string(),
+                error,
+            },
+        )?);
         let mut routes = Vec::new();
         for rc in config.routes.iter().filter(|r| r.enabled) {
             let transform = load_transform(&engine, &rc.transform, builtins, &trust)?;
@@ -143,14 +165,28 @@ impl App {
             return Err(AppError::NoRoutes);
         }
         if routes.is_empty() {
-            tracing::warn!("no route is enabled: webhooks are accepted and validated but go nowhere (set ZTBRIDGE_PAGERDUTY_ROUTING_KEY or pass --config)");
+            tracing::warn!(
+                "no route is enabled: webhooks are accepted and validated but go nowhere (set ZTBRIDGE_PAGERDUTY_ROUTING_KEY or pass --config)"
+            );
         }
         let transport = HttpTransport::new(
             Duration::from_millis(config.limits.request_timeout_ms),
             config.limits.max_response_body_bytes,
         )?;
-        let dispatcher = Dispatcher::new(engine.clone(), routes, state, transport, config.delivery.clone());
+        let dispatcher = Dispatcher::new(
+            engine.clone(),
+            routes,
+            state,
+            transport,
+            config.delivery.clone(),
+        );
         let intake = Intake::new(config.intake.clone());
-        Ok(App { config, engine, intake, dispatcher, auth })
+        Ok(App {
+            config,
+            engine,
+            intake,
+            dispatcher,
+            auth,
+        })
     }
 }

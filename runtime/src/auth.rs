@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderName, StatusCode};
+use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -27,28 +27,48 @@ pub struct WebhookAuth {
 
 impl std::fmt::Debug for WebhookAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookAuth").field("header", &self.header).finish_non_exhaustive()
+        f.debug_struct("WebhookAuth")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
     }
 }
 
 impl WebhookAuth {
     /// `None` when no token is configured.
     pub fn from_config(cfg: &InboundAuth) -> Result<Option<WebhookAuth>, ConfigError> {
-        let Some(token) = &cfg.token else { return Ok(None) };
+        let Some(token) = &cfg.token else {
+            return Ok(None);
+        };
         let token = token.resolve("inbound", "token")?;
         if token.trim().len() < 16 {
-            return Err(ConfigError::Invalid("inbound.token must be at least 16 characters".into()));
+            return Err(ConfigError::Invalid(
+                "inbound.token must be at least 16 characters".into(),
+            ));
         }
-        let name = cfg.header.as_deref().unwrap_or("authorization").trim().to_ascii_lowercase();
-        let header = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| ConfigError::Invalid(format!("inbound.header `{name}` is not a valid header name")))?;
+        let name = cfg
+            .header
+            .as_deref()
+            .unwrap_or("authorization")
+            .trim()
+            .to_ascii_lowercase();
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "inbound.header `{name}` is not a valid header name"
+            ))
+        })?;
         let bearer = header == header::AUTHORIZATION;
-        Ok(Some(WebhookAuth { header, bearer, expected: Sha256::digest(token.trim().as_bytes()).into() }))
+        Ok(Some(WebhookAuth {
+            header,
+            bearer,
+            expected: Sha256::digest(token.trim().as_bytes()).into(),
+        }))
     }
 
     /// Whether the request carries the token.
     pub fn allows(&self, headers: &axum::http::HeaderMap) -> bool {
-        let Some(value) = headers.get(&self.header) else { return false };
+        let Some(value) = headers.get(&self.header) else {
+            return false;
+        };
         let value = value.as_bytes();
         let presented = if self.bearer {
             match value.get(..7) {
@@ -64,7 +84,11 @@ impl WebhookAuth {
 }
 
 /// Tower middleware: 401 JSON unless the token matches.
-pub async fn require(State(auth): State<Arc<Option<WebhookAuth>>>, request: Request, next: Next) -> Response {
+pub async fn require(
+    State(auth): State<Arc<Option<WebhookAuth>>>,
+    request: Request,
+    next: Next,
+) -> Response {
     match auth.as_ref() {
         Some(a) if !a.allows(request.headers()) => {
             tracing::warn!(header = %a.header, "webhook refused: missing or wrong token");
@@ -74,7 +98,10 @@ pub async fn require(State(auth): State<Arc<Option<WebhookAuth>>>, request: Requ
             });
             let mut resp = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
             if a.bearer {
-                resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
             }
             resp
         }
@@ -90,16 +117,22 @@ mod tests {
 
     fn headers(name: &str, value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        h.insert(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
         h
     }
 
     #[test]
     fn bearer_and_custom_header() {
         let token = "0123456789abcdef-token";
-        let bearer = WebhookAuth::from_config(&InboundAuth { token: Some(ConfigValue::Text(token.into())), header: None })
-            .unwrap()
-            .unwrap();
+        let bearer = WebhookAuth::from_config(&InboundAuth {
+            token: Some(ConfigValue::Text(token.into())),
+            header: None,
+        })
+        .unwrap()
+        .unwrap();
         assert!(bearer.allows(&headers("authorization", &format!("Bearer {token}"))));
         assert!(bearer.allows(&headers("authorization", &format!("bearer {token}"))));
         assert!(!bearer.allows(&headers("authorization", token)));
@@ -119,7 +152,10 @@ mod tests {
 
     #[test]
     fn short_tokens_are_refused() {
-        let r = WebhookAuth::from_config(&InboundAuth { token: Some(ConfigValue::Text("short".into())), header: None });
+        let r = WebhookAuth::from_config(&InboundAuth {
+            token: Some(ConfigValue::Text("short".into())),
+            header: None,
+        });
         assert!(r.is_err());
     }
 }

@@ -141,20 +141,28 @@ pub enum ConfigError {
     #[error("config: {0}")]
     Invalid(String),
     #[error("route `{route}`: config key `{key}`: {message}")]
-    Value { route: String, key: String, message: String },
+    Value {
+        route: String,
+        key: String,
+        message: String,
+    },
 }
 
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Read { path: path.display().to_string(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         Config::parse(&text, &path.display().to_string())
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.into(), message: e.to_string() })?;
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.into(),
+            message: e.to_string(),
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -169,7 +177,11 @@ impl Config {
                 name: name.clone(),
                 transform: format!("builtin:{name}"),
                 enabled: true,
-                severities: if name == "pagerduty" { vec!["critical".into(), "major".into()] } else { vec![] },
+                severities: if name == "pagerduty" {
+                    vec!["critical".into(), "major".into()]
+                } else {
+                    vec![]
+                },
                 states: vec![],
                 allow_http: false,
                 egress: None,
@@ -192,28 +204,63 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::BTreeSet::new();
         for r in &self.routes {
-            if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            if r.name.is_empty()
+                || !r
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 return Err(ConfigError::Invalid(format!(
                     "route name `{}` must be non-empty ASCII letters, digits, `-` or `_`",
                     r.name
                 )));
             }
             if !seen.insert(r.name.to_ascii_lowercase()) {
-                return Err(ConfigError::Invalid(format!("route name `{}` is used twice", r.name)));
+                return Err(ConfigError::Invalid(format!(
+                    "route name `{}` is used twice",
+                    r.name
+                )));
             }
         }
         let l = &self.limits;
         let checks: [(bool, &str); 10] = [
             (l.fuel_per_step > 0, "limits.fuel_per_step must be positive"),
-            ((1..=600_000).contains(&l.step_timeout_ms), "limits.step_timeout_ms must be 1..=600000"),
-            ((1 << 20..=4 << 30).contains(&l.memory_bytes), "limits.memory_bytes must be 1 MiB..=4 GiB"),
-            ((1..=1000).contains(&l.max_steps), "limits.max_steps must be 1..=1000"),
-            ((1..=10_000).contains(&l.max_instances), "limits.max_instances must be 1..=10000"),
-            ((100..=3_600_000).contains(&l.request_timeout_ms), "limits.request_timeout_ms must be 100..=3600000"),
-            ((1..=100).contains(&self.delivery.max_attempts), "delivery.max_attempts must be 1..=100"),
-            (self.delivery.max_backoff_ms <= 86_400_000, "delivery.max_backoff_ms must be at most a day"),
-            ((1024..=(1 << 30)).contains(&self.intake.max_decoded_bytes), "intake.max_decoded_bytes must be 1 KiB..=1 GiB"),
-            ((1024..=(1 << 30)).contains(&self.intake.max_body_bytes), "intake.max_body_bytes must be 1 KiB..=1 GiB"),
+            (
+                (1..=600_000).contains(&l.step_timeout_ms),
+                "limits.step_timeout_ms must be 1..=600000",
+            ),
+            (
+                (1 << 20..=4 << 30).contains(&l.memory_bytes),
+                "limits.memory_bytes must be 1 MiB..=4 GiB",
+            ),
+            (
+                (1..=1000).contains(&l.max_steps),
+                "limits.max_steps must be 1..=1000",
+            ),
+            (
+                (1..=10_000).contains(&l.max_instances),
+                "limits.max_instances must be 1..=10000",
+            ),
+            (
+                (100..=3_600_000).contains(&l.request_timeout_ms),
+                "limits.request_timeout_ms must be 100..=3600000",
+            ),
+            (
+                (1..=100).contains(&self.delivery.max_attempts),
+                "delivery.max_attempts must be 1..=100",
+            ),
+            (
+                self.delivery.max_backoff_ms <= 86_400_000,
+                "delivery.max_backoff_ms must be at most a day",
+            ),
+            (
+                (1024..=(1 << 30)).contains(&self.intake.max_decoded_bytes),
+                "intake.max_decoded_bytes must be 1 KiB..=1 GiB",
+            ),
+            (
+                (1024..=(1 << 30)).contains(&self.intake.max_body_bytes),
+                "intake.max_body_bytes must be 1 KiB..=1 GiB",
+            ),
         ];
         if let Some((_, why)) = checks.iter().find(|(ok, _)| !ok) {
             return Err(ConfigError::Invalid((*why).to_string()));
@@ -235,24 +282,36 @@ impl Config {
 pub fn env_name(route: &str, key: &str) -> String {
     format!("ZTBRIDGE_{route}_{key}")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
 impl ConfigValue {
     /// The value as text, reading the environment or a file as declared.
     pub fn resolve(&self, route: &str, key: &str) -> Result<String, ConfigError> {
-        let err = |message: String| ConfigError::Value { route: route.into(), key: key.into(), message };
+        let err = |message: String| ConfigError::Value {
+            route: route.into(),
+            key: key.into(),
+            message,
+        };
         match self {
             ConfigValue::Text(s) => Ok(s.clone()),
             ConfigValue::Integer(i) => Ok(i.to_string()),
             ConfigValue::Float(f) => Ok(f.to_string()),
             ConfigValue::Bool(b) => Ok(b.to_string()),
-            ConfigValue::Env { env } => {
-                std::env::var(env).map_err(|_| err(format!("environment variable `{env}` is not set")))
-            }
+            ConfigValue::Env { env } => std::env::var(env)
+                .map_err(|_| err(format!("environment variable `{env}` is not set"))),
             ConfigValue::File { file } => {
-                let path = match (file.is_relative(), std::env::var_os("CREDENTIALS_DIRECTORY")) {
+                let path = match (
+                    file.is_relative(),
+                    std::env::var_os("CREDENTIALS_DIRECTORY"),
+                ) {
                     (true, Some(dir)) => PathBuf::from(dir).join(file),
                     _ => file.clone(),
                 };
@@ -280,12 +339,18 @@ mod tests {
     fn rejects_unknown_keys_and_duplicate_routes() {
         assert!(Config::parse("listn = \"x\"", "t").is_err());
         let dup = "[[route]]\nname='a'\ntransform='builtin:x'\n[[route]]\nname='A'\ntransform='builtin:y'\n";
-        assert!(matches!(Config::parse(dup, "t"), Err(ConfigError::Invalid(_))));
+        assert!(matches!(
+            Config::parse(dup, "t"),
+            Err(ConfigError::Invalid(_))
+        ));
     }
 
     #[test]
     fn env_names() {
-        assert_eq!(env_name("pagerduty", "routing_key"), "ZTBRIDGE_PAGERDUTY_ROUTING_KEY");
+        assert_eq!(
+            env_name("pagerduty", "routing_key"),
+            "ZTBRIDGE_PAGERDUTY_ROUTING_KEY"
+        );
         assert_eq!(env_name("pd-eu", "url"), "ZTBRIDGE_PD_EU_URL");
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
 use crate::bindings::types;
@@ -42,7 +42,12 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> RetryPolicy {
-        RetryPolicy { max_attempts: 8, initial_backoff_ms: 1_000, max_backoff_ms: 300_000, max_pending: 10_000 }
+        RetryPolicy {
+            max_attempts: 8,
+            initial_backoff_ms: 1_000,
+            max_backoff_ms: 300_000,
+            max_pending: 10_000,
+        }
     }
 }
 
@@ -52,11 +57,20 @@ impl RetryPolicy {
     pub fn delay(&self, next: u32, retry_after_seconds: Option<u32>, salt: u64) -> Duration {
         let base = match retry_after_seconds {
             Some(s) => u64::from(s) * 1000,
-            None => self.initial_backoff_ms.saturating_mul(1u64 << (next.saturating_sub(2)).min(20)),
+            None => self
+                .initial_backoff_ms
+                .saturating_mul(1u64 << (next.saturating_sub(2)).min(20)),
         }
         .min(self.max_backoff_ms);
-        let jitter = if base == 0 { 0 } else { jitter(salt) % (base / 5 + 1) };
-        Duration::from_millis(base.saturating_add(jitter).min(self.max_backoff_ms.max(base)))
+        let jitter = if base == 0 {
+            0
+        } else {
+            jitter(salt) % (base / 5 + 1)
+        };
+        Duration::from_millis(
+            base.saturating_add(jitter)
+                .min(self.max_backoff_ms.max(base)),
+        )
     }
 }
 
@@ -176,7 +190,12 @@ impl Dispatcher {
     /// returns those routes' names.
     pub fn submit(self: &Arc<Self>, event: Accepted) -> Vec<String> {
         let event = Arc::new(event);
-        let matched: Vec<Arc<Route>> = self.routes.iter().filter(|r| r.filter.accepts(&event.event)).cloned().collect();
+        let matched: Vec<Arc<Route>> = self
+            .routes
+            .iter()
+            .filter(|r| r.filter.accepts(&event.event))
+            .cloned()
+            .collect();
         let names: Vec<String> = matched.iter().map(|r| r.name.to_string()).collect();
         self.journal_insert(&event, &names);
         if matched.is_empty() {
@@ -219,7 +238,10 @@ impl Dispatcher {
     }
 
     async fn deliver(self: Arc<Self>, route: Arc<Route>, event: Arc<Accepted>) {
-        let salt = event.receipt_id.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+        let salt = event
+            .receipt_id
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
         for attempt in 1..=self.retry.max_attempts.max(1) {
             let input = types::Event {
                 body: event.body.to_string(),
@@ -232,7 +254,11 @@ impl Dispatcher {
                 self.set_state(&event.receipt_id, &route.name, DeliveryState::InFlight);
                 flow::run(&self.engine, &route, &self.state, input, &self.transport).await
             };
-            let last_status = report.steps.last().and_then(|s| s.responses.last()).map(|r| r.status);
+            let last_status = report
+                .steps
+                .last()
+                .and_then(|s| s.responses.last())
+                .map(|r| r.status);
             let record = Attempt {
                 attempt,
                 at: crate::time::now_rfc3339(),
@@ -246,10 +272,20 @@ impl Dispatcher {
             let (retryable, retry_after) = match &report.outcome {
                 Outcome::Done { message } => {
                     tracing::info!(attempt, fuel = report.fuel_used, ms = report.duration_ms, transform_digest = %report.transform_digest, "delivered: {message}");
-                    self.finish(&event.receipt_id, &route.name, record, DeliveryState::Delivered);
+                    self.finish(
+                        &event.receipt_id,
+                        &route.name,
+                        record,
+                        DeliveryState::Delivered,
+                    );
                     return;
                 }
-                Outcome::Failed { retryable, message, retry_after_seconds, kind } => {
+                Outcome::Failed {
+                    retryable,
+                    message,
+                    retry_after_seconds,
+                    kind,
+                } => {
                     tracing::warn!(attempt, ?kind, retryable, transform_digest = %report.transform_digest, "delivery failed: {message}");
                     (*retryable, *retry_after_seconds)
                 }
@@ -260,19 +296,38 @@ impl Dispatcher {
             };
             if !retryable || attempt == self.retry.max_attempts {
                 if retryable {
-                    tracing::error!(attempts = attempt, "giving up: retry attempts exhausted (delivery.max_attempts)");
+                    tracing::error!(
+                        attempts = attempt,
+                        "giving up: retry attempts exhausted (delivery.max_attempts)"
+                    );
                 }
-                self.finish(&event.receipt_id, &route.name, record, DeliveryState::Failed);
+                self.finish(
+                    &event.receipt_id,
+                    &route.name,
+                    record,
+                    DeliveryState::Failed,
+                );
                 return;
             }
-            self.finish(&event.receipt_id, &route.name, record, DeliveryState::Retrying);
+            self.finish(
+                &event.receipt_id,
+                &route.name,
+                record,
+                DeliveryState::Retrying,
+            );
             let delay = self.retry.delay(attempt + 1, retry_after, salt);
-            tracing::info!(next_attempt = attempt + 1, delay_ms = delay.as_millis() as u64, "will retry");
+            tracing::info!(
+                next_attempt = attempt + 1,
+                delay_ms = delay.as_millis() as u64,
+                "will retry"
+            );
             tokio::time::sleep(delay).await;
         }
     }
 
-    fn order(&self) -> std::sync::MutexGuard<'_, HashMap<(Arc<str>, String), watch::Receiver<bool>>> {
+    fn order(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(Arc<str>, String), watch::Receiver<bool>>> {
         self.order.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -289,7 +344,11 @@ impl Dispatcher {
             state: event.event.state(),
             deliveries: routes
                 .iter()
-                .map(|r| Delivery { route: r.clone(), state: DeliveryState::Pending, attempts: vec![] })
+                .map(|r| Delivery {
+                    route: r.clone(),
+                    state: DeliveryState::Pending,
+                    attempts: vec![],
+                })
                 .collect(),
         };
         let mut j = self.journal();
@@ -304,7 +363,11 @@ impl Dispatcher {
 
     fn with_delivery(&self, receipt: &str, route: &str, f: impl FnOnce(&mut Delivery)) {
         let mut j = self.journal();
-        if let Some(d) = j.records.get_mut(receipt).and_then(|r| r.deliveries.iter_mut().find(|d| d.route == route)) {
+        if let Some(d) = j
+            .records
+            .get_mut(receipt)
+            .and_then(|r| r.deliveries.iter_mut().find(|d| d.route == route))
+        {
             f(d);
         }
     }
@@ -341,7 +404,12 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_honours_retry_after() {
-        let p = RetryPolicy { max_attempts: 5, initial_backoff_ms: 100, max_backoff_ms: 10_000, max_pending: 10 };
+        let p = RetryPolicy {
+            max_attempts: 5,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 10_000,
+            max_pending: 10,
+        };
         let d2 = p.delay(2, None, 1).as_millis();
         let d4 = p.delay(4, None, 1).as_millis();
         assert!((100..=120).contains(&d2), "{d2}");

@@ -48,7 +48,9 @@ pub struct Policy {
 pub enum EgressError {
     #[error("egress denied: `{0}` is not a valid absolute URL")]
     BadUrl(String),
-    #[error("egress denied: scheme `{scheme}` of {url} is not allowed (https only; set allow_http = true on the route for http)")]
+    #[error(
+        "egress denied: scheme `{scheme}` of {url} is not allowed (https only; set allow_http = true on the route for http)"
+    )]
     Scheme { scheme: String, url: String },
     #[error("egress denied: host `{host}` is not in the allow-list [{allowed}]")]
     Host { host: String, allowed: String },
@@ -87,25 +89,41 @@ impl Policy {
             None => declared.join(", "),
             Some(r) => {
                 let r: Vec<String> = r.iter().map(ToString::to_string).collect();
-                format!("{} (narrowed by the route to {})", declared.join(", "), r.join(", "))
+                format!(
+                    "{} (narrowed by the route to {})",
+                    declared.join(", "),
+                    r.join(", ")
+                )
             }
         }
     }
 
     pub fn check(&self, url: &str) -> Result<Url, EgressError> {
-        let parsed = Url::parse(url).map_err(|_| EgressError::BadUrl(url.chars().take(40).collect::<String>() + "…"))?;
+        let parsed = Url::parse(url)
+            .map_err(|_| EgressError::BadUrl(url.chars().take(40).collect::<String>() + "…"))?;
         let scheme = parsed.scheme();
         if !(scheme == "https" || (scheme == "http" && self.allow_http)) {
-            return Err(EgressError::Scheme { scheme: scheme.into(), url: strip_query(&parsed) });
+            return Err(EgressError::Scheme {
+                scheme: scheme.into(),
+                url: strip_query(&parsed),
+            });
         }
-        let host = parsed.host_str().ok_or_else(|| EgressError::BadUrl(strip_query(&parsed)))?;
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| EgressError::BadUrl(strip_query(&parsed)))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let in_declared = self.declared.iter().any(|p| p.matches(host));
-        let in_route = self.route.as_ref().is_none_or(|r| r.iter().any(|p| p.matches(host)));
+        let in_route = self
+            .route
+            .as_ref()
+            .is_none_or(|r| r.iter().any(|p| p.matches(host)));
         if in_declared && in_route {
             Ok(parsed)
         } else {
-            Err(EgressError::Host { host: host.to_string(), allowed: self.describe() })
+            Err(EgressError::Host {
+                host: host.to_string(),
+                allowed: self.describe(),
+            })
         }
     }
 }
@@ -133,18 +151,37 @@ mod tests {
     #[test]
     fn declared_and_config_hosts() {
         let p = Policy::new(
-            &["events.pagerduty.com".into(), "*.jitbit.com".into(), "config:url".into()],
+            &[
+                "events.pagerduty.com".into(),
+                "*.jitbit.com".into(),
+                "config:url".into(),
+            ],
             &cfg("https://tickets.corp.example/api"),
             None,
             false,
         );
         assert!(p.check("https://events.pagerduty.com/v2/enqueue").is_ok());
-        assert!(p.check("https://acme.jitbit.com/helpdesk/api/ticket").is_ok());
+        assert!(
+            p.check("https://acme.jitbit.com/helpdesk/api/ticket")
+                .is_ok()
+        );
         assert!(p.check("https://tickets.corp.example/api/ticket").is_ok());
-        assert!(matches!(p.check("https://jitbit.com/x"), Err(EgressError::Host { .. })));
-        assert!(matches!(p.check("https://evil.example/x"), Err(EgressError::Host { .. })));
-        assert!(matches!(p.check("http://events.pagerduty.com/v2/enqueue"), Err(EgressError::Scheme { .. })));
-        assert!(matches!(p.check("ftp://events.pagerduty.com/"), Err(EgressError::Scheme { .. })));
+        assert!(matches!(
+            p.check("https://jitbit.com/x"),
+            Err(EgressError::Host { .. })
+        ));
+        assert!(matches!(
+            p.check("https://evil.example/x"),
+            Err(EgressError::Host { .. })
+        ));
+        assert!(matches!(
+            p.check("http://events.pagerduty.com/v2/enqueue"),
+            Err(EgressError::Scheme { .. })
+        ));
+        assert!(matches!(
+            p.check("ftp://events.pagerduty.com/"),
+            Err(EgressError::Scheme { .. })
+        ));
         assert!(matches!(p.check("not a url"), Err(EgressError::BadUrl(_))));
     }
 
@@ -157,6 +194,9 @@ mod tests {
             true,
         );
         assert!(p.check("http://127.0.0.1:4000/v2/enqueue").is_ok());
-        assert!(matches!(p.check("https://events.pagerduty.com/v2/enqueue"), Err(EgressError::Host { .. })));
+        assert!(matches!(
+            p.check("https://events.pagerduty.com/v2/enqueue"),
+            Err(EgressError::Host { .. })
+        ));
     }
 }

@@ -6,8 +6,8 @@
 //! bounds its wall-clock time. One thread advances the epoch for the whole
 //! engine; each store sets its deadline in ticks.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};

@@ -31,13 +31,18 @@ pub struct CannedTransport {
 
 impl CannedTransport {
     pub fn new(responses: Vec<HttpResponse>) -> CannedTransport {
-        CannedTransport { responses: Mutex::new(responses.into()) }
+        CannedTransport {
+            responses: Mutex::new(responses.into()),
+        }
     }
 }
 
 impl Transport for CannedTransport {
     async fn send(&self, _req: &HttpRequest) -> Option<HttpResponse> {
-        self.responses.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+        self.responses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
     }
 }
 
@@ -98,7 +103,12 @@ pub enum Outcome {
 
 impl Outcome {
     fn failed(kind: FailureKind, retryable: bool, message: impl Into<String>) -> Outcome {
-        Outcome::Failed { kind, retryable, message: message.into(), retry_after_seconds: None }
+        Outcome::Failed {
+            kind,
+            retryable,
+            message: message.into(),
+            retry_after_seconds: None,
+        }
     }
 
     pub fn is_done(&self) -> bool {
@@ -133,7 +143,9 @@ const MAX_OUTCOME_BYTES: usize = 4096;
 
 /// Runs `f` on the blocking pool (wasm calls and SQLite commits block).
 async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, String> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| format!("host task failed: {e}"))
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("host task failed: {e}"))
 }
 
 type StepResult = Result<Result<Step, types::Failure>, SandboxError>;
@@ -153,14 +165,21 @@ pub async fn run<T: Transport>(
         transform_version: route.transform.info.version.clone(),
         transform_digest: route.transform.digest.clone(),
         steps: vec![],
-        outcome: Outcome::Incomplete { message: "not started".into() },
+        outcome: Outcome::Incomplete {
+            message: "not started".into(),
+        },
         logs: vec![],
         dropped_logs: 0,
         state_writes: BTreeMap::new(),
         fuel_used: 0,
         duration_ms: 0.0,
     };
-    let ctx = FlowContext::new(route.name.clone(), route.config.clone(), state.clone(), route.redactor.clone());
+    let ctx = FlowContext::new(
+        route.name.clone(),
+        route.config.clone(),
+        state.clone(),
+        route.redactor.clone(),
+    );
     let (eng, transform) = (engine.clone(), route.transform.clone());
     let started_sandbox = blocking(move || -> Result<(Sandbox, StepResult), SandboxError> {
         let mut sandbox = Sandbox::new(&eng, &transform, ctx)?;
@@ -190,7 +209,11 @@ pub async fn run<T: Transport>(
             break Outcome::failed(FailureKind::State, retryable, message);
         }
         let writes = sandbox.take_state_writes();
-        let writes = if result.is_err() { BTreeMap::new() } else { writes };
+        let writes = if result.is_err() {
+            BTreeMap::new()
+        } else {
+            writes
+        };
         if !writes.is_empty() {
             let (st, name, w) = (state.clone(), route.name.clone(), writes.clone());
             match blocking(move || st.apply(&name, &w)).await {
@@ -206,12 +229,16 @@ pub async fn run<T: Transport>(
                 break Outcome::Failed {
                     kind: FailureKind::Transform,
                     retryable: f.retryable,
-                    message: route.redactor.apply(&excerpt(&f.message, MAX_OUTCOME_BYTES)),
+                    message: route
+                        .redactor
+                        .apply(&excerpt(&f.message, MAX_OUTCOME_BYTES)),
                     retry_after_seconds: f.retry_after_seconds,
                 };
             }
             Ok(Ok(Step::Done(message))) => {
-                break Outcome::Done { message: route.redactor.apply(&excerpt(&message, MAX_OUTCOME_BYTES)) };
+                break Outcome::Done {
+                    message: route.redactor.apply(&excerpt(&message, MAX_OUTCOME_BYTES)),
+                };
             }
             Ok(Ok(Step::Send(requests))) => requests,
         };
@@ -220,16 +247,25 @@ pub async fn run<T: Transport>(
             break Outcome::failed(
                 FailureKind::Limit,
                 false,
-                format!("the transform asked for more than {} steps (limits.max_steps)", limits.max_steps),
+                format!(
+                    "the transform asked for more than {} steps (limits.max_steps)",
+                    limits.max_steps
+                ),
             );
         }
         if let Err(problem) = check_requests(route, &limits, &requests) {
             // Record what was refused (redacted) so the operator sees it.
-            report.steps.push(StepRecord { requests: record_requests(route, &requests), responses: vec![] });
+            report.steps.push(StepRecord {
+                requests: record_requests(route, &requests),
+                responses: vec![],
+            });
             break problem;
         }
 
-        let mut step = StepRecord { requests: record_requests(route, &requests), responses: vec![] };
+        let mut step = StepRecord {
+            requests: record_requests(route, &requests),
+            responses: vec![],
+        };
         let mut responses = Vec::with_capacity(requests.len());
         let mut missing = None;
         for (i, req) in requests.iter().enumerate() {
@@ -288,9 +324,17 @@ fn ms(since: Instant) -> f64 {
 }
 
 /// Output bounds and the egress allow-list; nothing is sent on failure.
-fn check_requests(route: &Route, limits: &crate::engine::Limits, requests: &[HttpRequest]) -> Result<(), Outcome> {
+fn check_requests(
+    route: &Route,
+    limits: &crate::engine::Limits,
+    requests: &[HttpRequest],
+) -> Result<(), Outcome> {
     if requests.is_empty() {
-        return Err(Outcome::failed(FailureKind::Limit, false, "the transform asked to send an empty list of requests"));
+        return Err(Outcome::failed(
+            FailureKind::Limit,
+            false,
+            "the transform asked to send an empty list of requests",
+        ));
     }
     if requests.len() > limits.max_requests_per_step {
         return Err(Outcome::failed(
@@ -308,7 +352,10 @@ fn check_requests(route: &Route, limits: &crate::engine::Limits, requests: &[Htt
             return Err(Outcome::failed(
                 FailureKind::Limit,
                 false,
-                format!("request method {:?} is not one of GET, POST, PUT, PATCH, DELETE", excerpt(&req.method, 16)),
+                format!(
+                    "request method {:?} is not one of GET, POST, PUT, PATCH, DELETE",
+                    excerpt(&req.method, 16)
+                ),
             ));
         }
         if let Some(h) = req.headers.iter().find(|h| {
@@ -318,7 +365,10 @@ fn check_requests(route: &Route, limits: &crate::engine::Limits, requests: &[Htt
             return Err(Outcome::failed(
                 FailureKind::Limit,
                 false,
-                format!("request header {:?} is not a valid HTTP header name and value", excerpt(&h.name, 64)),
+                format!(
+                    "request header {:?} is not a valid HTTP header name and value",
+                    excerpt(&h.name, 64)
+                ),
             ));
         }
         if req.body.len() > limits.max_request_body_bytes {
@@ -336,7 +386,11 @@ fn check_requests(route: &Route, limits: &crate::engine::Limits, requests: &[Htt
             return Err(Outcome::failed(
                 FailureKind::Limit,
                 false,
-                format!("{} headers exceed {} (limits.max_request_headers)", req.headers.len(), limits.max_request_headers),
+                format!(
+                    "{} headers exceed {} (limits.max_request_headers)",
+                    req.headers.len(),
+                    limits.max_request_headers
+                ),
             ));
         }
         if let Err(e) = route.egress.check(&req.url) {
@@ -360,9 +414,18 @@ fn record_requests(route: &Route, requests: &[HttpRequest]) -> Vec<RequestRecord
                 .iter()
                 .take(64)
                 .map(|h| {
-                    let sensitive = ["authorization", "proxy-authorization", "x-api-key", "cookie"]
-                        .contains(&h.name.to_ascii_lowercase().as_str());
-                    let value = if sensitive { "[redacted]".to_string() } else { route.redactor.apply(&h.value) };
+                    let sensitive = [
+                        "authorization",
+                        "proxy-authorization",
+                        "x-api-key",
+                        "cookie",
+                    ]
+                    .contains(&h.name.to_ascii_lowercase().as_str());
+                    let value = if sensitive {
+                        "[redacted]".to_string()
+                    } else {
+                        route.redactor.apply(&h.value)
+                    };
                     (h.name.clone(), value)
                 })
                 .collect(),

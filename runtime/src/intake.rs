@@ -8,12 +8,12 @@
 //! is checked with a flat scan before parsing.
 
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::Json;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 /// Inbound limits.
@@ -30,7 +30,11 @@ pub struct IntakeLimits {
 
 impl Default for IntakeLimits {
     fn default() -> IntakeLimits {
-        IntakeLimits { max_body_bytes: 2 << 20, max_decoded_bytes: 8 << 20, max_json_depth: 64 }
+        IntakeLimits {
+            max_body_bytes: 2 << 20,
+            max_decoded_bytes: 8 << 20,
+            max_json_depth: 64,
+        }
     }
 }
 
@@ -63,8 +67,12 @@ pub enum IntakeError {
 impl IntakeError {
     pub fn status(&self) -> StatusCode {
         match self {
-            IntakeError::ContentType(_) | IntakeError::Encoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            IntakeError::TooLarge(_) | IntakeError::DecodedTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            IntakeError::ContentType(_) | IntakeError::Encoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            IntakeError::TooLarge(_) | IntakeError::DecodedTooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -134,7 +142,11 @@ impl Intake {
         check_content_type(headers)?;
         let encoding = headers
             .get(header::CONTENT_ENCODING)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_ascii_lowercase())
+            .map(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .unwrap_or_default();
         if body.len() > self.limits.max_body_bytes {
             return Err(IntakeError::TooLarge(self.limits.max_body_bytes));
@@ -145,13 +157,17 @@ impl Intake {
             "gzip" | "x-gzip" => {
                 if looks_like_json(body) {
                     if !self.warned_mislabelled.swap(true, Ordering::Relaxed) {
-                        tracing::warn!("a webhook labelled Content-Encoding: gzip carried plain JSON; accepted (check the header configured in Superna; logged once)");
+                        tracing::warn!(
+                            "a webhook labelled Content-Encoding: gzip carried plain JSON; accepted (check the header configured in Superna; logged once)"
+                        );
                     }
                     body.to_vec()
                 } else if body.is_empty() {
                     return Err(IntakeError::Empty);
                 } else {
-                    return Err(IntakeError::BadGzip("labelled gzip but neither gzip nor JSON".into()));
+                    return Err(IntakeError::BadGzip(
+                        "labelled gzip but neither gzip nor JSON".into(),
+                    ));
                 }
             }
             "" | "identity" => body.to_vec(),
@@ -163,7 +179,8 @@ impl Intake {
             return Err(IntakeError::Empty);
         }
         check_depth(text, self.limits.max_json_depth)?;
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| IntakeError::Json(e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| IntakeError::Json(e.to_string()))?;
         let kind = match &value {
             serde_json::Value::Object(_) => None,
             serde_json::Value::Array(_) => Some("an array"),
@@ -212,16 +229,24 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), IntakeError> {
     };
     let ct = String::from_utf8_lossy(ct.as_bytes()).to_ascii_lowercase();
     let media = ct.split(';').next().unwrap_or("").trim();
-    if media == "application/json" || (media.starts_with("application/") && media.ends_with("+json")) {
+    if media == "application/json"
+        || (media.starts_with("application/") && media.ends_with("+json"))
+    {
         Ok(())
     } else {
-        Err(IntakeError::ContentType(format!("`{}`", media.chars().take(60).collect::<String>())))
+        Err(IntakeError::ContentType(format!(
+            "`{}`",
+            media.chars().take(60).collect::<String>()
+        )))
     }
 }
 
 fn looks_like_json(body: &[u8]) -> bool {
     let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
-    matches!(body.iter().find(|b| !b.is_ascii_whitespace()), Some(b'{' | b'['))
+    matches!(
+        body.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    )
 }
 
 /// Nesting depth of arrays/objects, ignoring brackets inside strings.
@@ -276,33 +301,72 @@ mod tests {
     fn gzip_plain_and_mislabelled() {
         let i = Intake::new(IntakeLimits::default());
         let body = br#"{"id":"RSW-1","severity":"Critical"}"#;
-        let a = i.accept(&headers("application/json", Some("gzip")), &gzip(body)).unwrap();
+        let a = i
+            .accept(&headers("application/json", Some("gzip")), &gzip(body))
+            .unwrap();
         assert_eq!(a.event.id().as_deref(), Some("RSW-1"));
         assert!(a.was_gzip);
-        let b = i.accept(&headers("application/json; charset=utf-8", Some("gzip")), body).unwrap();
+        let b = i
+            .accept(
+                &headers("application/json; charset=utf-8", Some("gzip")),
+                body,
+            )
+            .unwrap();
         assert!(!b.was_gzip);
         assert_ne!(a.receipt_id, b.receipt_id);
-        assert!(i.accept(&headers("application/json", None), &gzip(body)).is_ok(), "unlabelled gzip is sniffed");
+        assert!(
+            i.accept(&headers("application/json", None), &gzip(body))
+                .is_ok(),
+            "unlabelled gzip is sniffed"
+        );
     }
 
     #[test]
     fn refusals() {
-        let i = Intake::new(IntakeLimits { max_body_bytes: 1 << 20, max_decoded_bytes: 1 << 20, max_json_depth: 8 });
+        let i = Intake::new(IntakeLimits {
+            max_body_bytes: 1 << 20,
+            max_decoded_bytes: 1 << 20,
+            max_json_depth: 8,
+        });
         let j = headers("application/json", None);
         let code = |r: Result<Accepted, IntakeError>| r.unwrap_err().code();
-        assert_eq!(code(i.accept(&headers("text/plain", None), b"{}")), "unsupported_content_type");
-        assert_eq!(code(i.accept(&HeaderMap::new(), b"{}")), "unsupported_content_type");
-        assert_eq!(code(i.accept(&headers("application/json", Some("br")), b"{}")), "unsupported_content_encoding");
+        assert_eq!(
+            code(i.accept(&headers("text/plain", None), b"{}")),
+            "unsupported_content_type"
+        );
+        assert_eq!(
+            code(i.accept(&HeaderMap::new(), b"{}")),
+            "unsupported_content_type"
+        );
+        assert_eq!(
+            code(i.accept(&headers("application/json", Some("br")), b"{}")),
+            "unsupported_content_encoding"
+        );
         assert_eq!(code(i.accept(&j, b"{\"a\":")), "malformed_json");
         assert_eq!(code(i.accept(&j, b"")), "empty_body");
         assert_eq!(code(i.accept(&j, b"\xff\xfe{}")), "invalid_utf8");
         assert_eq!(code(i.accept(&j, b"[1]")), "not_an_object");
-        assert_eq!(code(i.accept(&j, "[[[[[[[[[[1]]]]]]]]]]".as_bytes())), "json_too_deep");
+        assert_eq!(
+            code(i.accept(&j, "[[[[[[[[[[1]]]]]]]]]]".as_bytes())),
+            "json_too_deep"
+        );
         assert!(i.accept(&j, br#"{"s":"[[[[[[[[[[[[[[[["}"#).is_ok());
         let g = gzip(br#"{"a":1}"#);
-        assert_eq!(code(i.accept(&headers("application/json", Some("gzip")), &g[..g.len() - 6])), "bad_gzip");
-        assert_eq!(code(i.accept(&headers("application/json", Some("gzip")), b"garbage")), "bad_gzip");
+        assert_eq!(
+            code(i.accept(
+                &headers("application/json", Some("gzip")),
+                &g[..g.len() - 6]
+            )),
+            "bad_gzip"
+        );
+        assert_eq!(
+            code(i.accept(&headers("application/json", Some("gzip")), b"garbage")),
+            "bad_gzip"
+        );
         let bomb = gzip(&vec![b' '; 4 << 20]);
-        assert_eq!(code(i.accept(&headers("application/json", Some("gzip")), &bomb)), "decompressed_too_large");
+        assert_eq!(
+            code(i.accept(&headers("application/json", Some("gzip")), &bomb)),
+            "decompressed_too_large"
+        );
     }
 }

@@ -50,10 +50,10 @@ pub mod redact;
 pub mod route;
 pub mod sandbox;
 pub mod server;
+pub mod signing;
 pub mod state;
 pub mod time;
 pub mod transform;
-pub mod signing;
 
 /// Built-in transforms: name -> component bytes (embedded by the binary).
 pub type Builtins = std::collections::BTreeMap<String, std::sync::Arc<[u8]>>;

@@ -24,7 +24,10 @@ pub struct HttpTransport {
 pub struct TransportError(String);
 
 impl HttpTransport {
-    pub fn new(request_timeout: Duration, max_response_bytes: usize) -> Result<HttpTransport, TransportError> {
+    pub fn new(
+        request_timeout: Duration,
+        max_response_bytes: usize,
+    ) -> Result<HttpTransport, TransportError> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(request_timeout)
@@ -32,7 +35,10 @@ impl HttpTransport {
             .user_agent(concat!("ztbridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| TransportError(e.to_string()))?;
-        Ok(HttpTransport { client, max_response_bytes })
+        Ok(HttpTransport {
+            client,
+            max_response_bytes,
+        })
     }
 
     async fn perform(&self, req: &HttpRequest) -> Result<HttpResponse, String> {
@@ -51,7 +57,10 @@ impl HttpTransport {
             .headers()
             .iter()
             .take(64)
-            .map(|(k, v)| Header { name: k.as_str().to_string(), value: String::from_utf8_lossy(v.as_bytes()).into_owned() })
+            .map(|(k, v)| Header {
+                name: k.as_str().to_string(),
+                value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            })
             .collect();
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| describe_error(&e))? {
@@ -61,7 +70,11 @@ impl HttpTransport {
                 break;
             }
         }
-        Ok(HttpResponse { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+        Ok(HttpResponse {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
     }
 }
 
@@ -90,7 +103,11 @@ impl Transport for HttpTransport {
     async fn send(&self, req: &HttpRequest) -> Option<HttpResponse> {
         Some(match self.perform(req).await {
             Ok(r) => r,
-            Err(reason) => HttpResponse { status: 0, headers: vec![], body: reason },
+            Err(reason) => HttpResponse {
+                status: 0,
+                headers: vec![],
+                body: reason,
+            },
         })
     }
 }

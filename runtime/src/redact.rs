@@ -35,7 +35,14 @@ mod tests {
 
     #[test]
     fn replaces_every_secret() {
-        let r = Redactor::new(["hunter22".to_string(), "abc".to_string(), "R0UT1NGKEY".to_string()]);
-        assert_eq!(r.apply("key=R0UT1NGKEY pw=hunter22 abc"), "key=[redacted] pw=[redacted] abc");
+        let r = Redactor::new([
+            "hunter22".to_string(),
+            "abc".to_string(),
+            "R0UT1NGKEY".to_string(),
+        ]);
+        assert_eq!(
+            r.apply("key=R0UT1NGKEY pw=hunter22 abc"),
+            "key=[redacted] pw=[redacted] abc"
+        );
     }
 }

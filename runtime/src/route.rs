@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::{env_name, ConfigError, RouteConfig};
+use crate::config::{ConfigError, RouteConfig, env_name};
 use crate::egress::Policy;
 use crate::redact::Redactor;
 use crate::transform::Transform;
@@ -20,10 +20,12 @@ pub struct Filter {
 
 impl Filter {
     pub fn accepts(&self, event: &zt_event::Event) -> bool {
-        let severity_ok =
-            self.severities.is_empty() || zt_event::severity_matches(&event.severity(), &self.severities);
+        let severity_ok = self.severities.is_empty()
+            || zt_event::severity_matches(&event.severity(), &self.severities);
         let state_ok = self.states.is_empty()
-            || event.state().is_some_and(|s| zt_event::state_matches(&s, &self.states));
+            || event
+                .state()
+                .is_some_and(|s| zt_event::state_matches(&s, &self.states));
         severity_ok && state_ok
     }
 }
@@ -43,8 +45,14 @@ pub struct Route {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    #[error("route `{route}`: required config key `{key}` is not set (set it in the route's [route.config] or in the environment as {env})")]
-    MissingConfig { route: String, key: String, env: String },
+    #[error(
+        "route `{route}`: required config key `{key}` is not set (set it in the route's [route.config] or in the environment as {env})"
+    )]
+    MissingConfig {
+        route: String,
+        key: String,
+        env: String,
+    },
     #[error(transparent)]
     Value(#[from] ConfigError),
 }
@@ -83,15 +91,27 @@ impl Route {
                 });
             }
         }
-        let redactor = Redactor::new(transform.secret_keys().filter_map(|k| values.get(k).cloned()));
-        let egress = Policy::new(&transform.info.egress, &values, cfg.egress.as_deref(), cfg.allow_http);
+        let redactor = Redactor::new(
+            transform
+                .secret_keys()
+                .filter_map(|k| values.get(k).cloned()),
+        );
+        let egress = Policy::new(
+            &transform.info.egress,
+            &values,
+            cfg.egress.as_deref(),
+            cfg.allow_http,
+        );
         Ok(Route {
             name: Arc::from(cfg.name.as_str()),
             transform,
             config: Arc::new(values),
             redactor: Arc::new(redactor),
             egress,
-            filter: Filter { severities: cfg.severities.clone(), states: cfg.states.clone() },
+            filter: Filter {
+                severities: cfg.severities.clone(),
+                states: cfg.states.clone(),
+            },
         })
     }
 }

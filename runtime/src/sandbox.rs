@@ -75,8 +75,10 @@ impl FlowContext {
 
     fn push_log(&mut self, level: &'static str, message: &str, fields: Vec<(String, String)>) {
         let message = self.redactor.apply(message);
-        let fields: Vec<(String, String)> =
-            fields.into_iter().map(|(k, v)| (self.redactor.apply(&k), self.redactor.apply(&v))).collect();
+        let fields: Vec<(String, String)> = fields
+            .into_iter()
+            .map(|(k, v)| (self.redactor.apply(&k), self.redactor.apply(&v)))
+            .collect();
         let route = &*self.route;
         let rendered: String = fields.iter().map(|(k, v)| format!(" {k}={v:?}")).collect();
         match level {
@@ -87,7 +89,11 @@ impl FlowContext {
             _ => tracing::trace!(target: "transform", route, "{message}{rendered}"),
         }
         if self.logs.len() < MAX_LOG_LINES {
-            self.logs.push(GuestLog { level, message, fields });
+            self.logs.push(GuestLog {
+                level,
+                message,
+                fields,
+            });
         } else {
             self.dropped_logs += 1;
         }
@@ -104,15 +110,28 @@ struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
             self.hit = true;
-            return Err(wasmtime::format_err!("memory limit of {} bytes reached", self.memory_bytes));
+            return Err(wasmtime::format_err!(
+                "memory limit of {} bytes reached",
+                self.memory_bytes
+            ));
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -131,7 +150,10 @@ pub struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -150,7 +172,12 @@ impl ztbridge::transform::host::Host for HostState {
         let fields = fields
             .into_iter()
             .take(32)
-            .map(|f| (f.key.chars().take(64).collect(), f.value.chars().take(1024).collect()))
+            .map(|f| {
+                (
+                    f.key.chars().take(64).collect(),
+                    f.value.chars().take(1024).collect(),
+                )
+            })
             .collect();
         self.ctx.push_log(level, &message, fields);
     }
@@ -181,7 +208,10 @@ impl ztbridge::transform::host::Host for HostState {
             return;
         }
         if self.ctx.pending.len() >= 1000 {
-            self.ctx.state_error.get_or_insert((false, "state-set refused: more than 1000 writes in one step".into()));
+            self.ctx.state_error.get_or_insert((
+                false,
+                "state-set refused: more than 1000 writes in one step".into(),
+            ));
             return;
         }
         self.ctx.pending.insert(key, Some(value));
@@ -246,15 +276,25 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Instantiates `transform` in a fresh store with the engine's limits.
-    pub fn new(engine: &Engine, transform: &Transform, ctx: FlowContext) -> Result<Sandbox, SandboxError> {
+    pub fn new(
+        engine: &Engine,
+        transform: &Transform,
+        ctx: FlowContext,
+    ) -> Result<Sandbox, SandboxError> {
         let limits = &engine.limits;
         let stdout = MemoryOutputPipe::new(limits.max_guest_output_bytes);
         let stderr = MemoryOutputPipe::new(limits.max_guest_output_bytes);
-        let wasi = WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
-            limiter: Limiter { memory_bytes: limits.memory_bytes, hit: false },
+            limiter: Limiter {
+                memory_bytes: limits.memory_bytes,
+                hit: false,
+            },
             ctx,
         };
         let mut store = Store::new(&engine.wasm, state);
@@ -307,11 +347,24 @@ impl Sandbox {
             Some(Trap::OutOfFuel) => SandboxError::OutOfFuel(self.fuel_per_step),
             Some(Trap::Interrupt) => SandboxError::Deadline(self.step_timeout_ms),
             _ => {
-                let stderr = String::from_utf8_lossy(&self.stderr.contents()).trim().to_string();
-                let tail: String = stderr.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
+                let stderr = String::from_utf8_lossy(&self.stderr.contents())
+                    .trim()
+                    .to_string();
+                let tail: String = stderr
+                    .lines()
+                    .rev()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join(" | ");
                 let mut msg = format!("{e:#}");
                 if !tail.is_empty() {
-                    msg.push_str(&format!(" (guest stderr: {})", self.store.data().ctx.redactor.apply(&tail)));
+                    msg.push_str(&format!(
+                        " (guest stderr: {})",
+                        self.store.data().ctx.redactor.apply(&tail)
+                    ));
                 }
                 SandboxError::Trap(msg.chars().take(2000).collect())
             }
@@ -322,7 +375,11 @@ impl Sandbox {
     fn flush_output(&mut self) {
         for (which, pipe) in [(0, self.stdout.clone()), (1, self.stderr.clone())] {
             let bytes = pipe.contents();
-            let seen = if which == 0 { &mut self.logged.0 } else { &mut self.logged.1 };
+            let seen = if which == 0 {
+                &mut self.logged.0
+            } else {
+                &mut self.logged.1
+            };
             if bytes.len() <= *seen {
                 continue;
             }
@@ -331,7 +388,11 @@ impl Sandbox {
             let level = if which == 0 { "info" } else { "warn" };
             let stream = if which == 0 { "stdout" } else { "stderr" };
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                self.store.data_mut().ctx.push_log(level, line, vec![("stream".into(), stream.into())]);
+                self.store.data_mut().ctx.push_log(
+                    level,
+                    line,
+                    vec![("stream".into(), stream.into())],
+                );
             }
         }
     }
@@ -343,7 +404,9 @@ impl Sandbox {
     ) -> Result<R, SandboxError> {
         self.arm();
         let Some(world) = self.world.take() else {
-            return Err(SandboxError::Instantiate("instance is not available".into()));
+            return Err(SandboxError::Instantiate(
+                "instance is not available".into(),
+            ));
         };
         let result = f(&world, &mut self.store);
         self.world = Some(world);
@@ -365,7 +428,10 @@ impl Sandbox {
         self.call(|w, s| w.ztbridge_transform_transform().call_start(s, event))
     }
 
-    pub fn resume(&mut self, responses: &[HttpResponse]) -> Result<Result<Step, Failure>, SandboxError> {
+    pub fn resume(
+        &mut self,
+        responses: &[HttpResponse],
+    ) -> Result<Result<Step, Failure>, SandboxError> {
         self.call(|w, s| w.ztbridge_transform_transform().call_resume(s, responses))
     }
 
@@ -382,7 +448,10 @@ impl Sandbox {
     /// Log lines so far, and how many were dropped.
     pub fn take_logs(&mut self) -> (Vec<GuestLog>, usize) {
         let ctx = &mut self.store.data_mut().ctx;
-        (std::mem::take(&mut ctx.logs), std::mem::take(&mut ctx.dropped_logs))
+        (
+            std::mem::take(&mut ctx.logs),
+            std::mem::take(&mut ctx.dropped_logs),
+        )
     }
 
     /// Fuel used by every call so far.

@@ -24,36 +24,65 @@ use tower_http::trace::TraceLayer;
 use crate::app::App;
 
 fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
-    (status, Json(json!({ "error": code, "message": message.to_string() }))).into_response()
+    (
+        status,
+        Json(json!({ "error": code, "message": message.to_string() })),
+    )
+        .into_response()
 }
 
-async fn webhook(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn webhook(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let body = match body {
         Ok(b) => b,
         Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             let limit = app.intake.limits.max_body_bytes;
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request body exceeds {limit} bytes"));
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body exceeds {limit} bytes"),
+            );
         }
         Err(rej) => return error(rej.status(), "unreadable_body", rej.body_text()),
     };
     if !app.dispatcher.has_room() {
         tracing::warn!("webhook refused: delivery backlog full (delivery.max_pending)");
-        let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "delivery backlog is full; retry later");
-        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("30"));
+        let mut resp = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "delivery backlog is full; retry later",
+        );
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("30"),
+        );
         return resp;
     }
     // Inflating and parsing up to intake.max_decoded_bytes is CPU work:
     // keep it off the async workers.
     let intake_app = app.clone();
-    let decoded = tokio::task::spawn_blocking(move || intake_app.intake.accept(&headers, &body)).await;
+    let decoded =
+        tokio::task::spawn_blocking(move || intake_app.intake.accept(&headers, &body)).await;
     let decoded = match decoded {
         Ok(d) => d,
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "intake task failed"),
+        Err(_) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "intake task failed",
+            );
+        }
     };
     match decoded {
         Ok(event) => {
             let receipt_id = event.receipt_id.clone();
-            let event_id = event.event.id().map(|id| crate::dispatch::display_id(Some(&id)));
+            let event_id = event
+                .event
+                .id()
+                .map(|id| crate::dispatch::display_id(Some(&id)));
             if event_id.is_none() {
                 tracing::warn!(%receipt_id, "webhook has no recognisable event ID: updates cannot be correlated");
             }
@@ -79,21 +108,37 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn event_status(State(app): State<Arc<App>>, Path(receipt_id): Path<String>) -> Response {
     match app.dispatcher.event(&receipt_id) {
         Some(record) => Json(record).into_response(),
-        None => error(StatusCode::NOT_FOUND, "not_found", format!("no recent event with receipt ID {receipt_id}")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no recent event with receipt ID {receipt_id}"),
+        ),
     }
 }
 
 async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "not_found", "no such endpoint (POST /webhook, GET /healthz, GET /api/events/{receipt_id})")
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint (POST /webhook, GET /healthz, GET /api/events/{receipt_id})",
+    )
 }
 
 async fn method_not_allowed() -> Response {
-    error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed here",
+    )
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked; answered 500");
-    error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
 }
 
 /// The router, for `run` and for tests that drive it directly.
@@ -106,13 +151,18 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/webhook", post(webhook).route_layer(auth()))
         .route("/healthz", get(healthz))
-        .route("/api/events/{receipt_id}", get(event_status).route_layer(auth()))
+        .route(
+            "/api/events/{receipt_id}",
+            get(event_status).route_layer(auth()),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
         // A client that trickles its body is cut off.
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(std::time::Duration::from_secs(30)))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            std::time::Duration::from_secs(30),
+        ))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(app)
 }
@@ -126,5 +176,7 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening for webhooks on POST /webhook");
     }
-    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

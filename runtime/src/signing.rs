@@ -89,7 +89,9 @@ pub enum SigningError {
     },
     /// There is no `signature` section: never signed, or the signature
     /// section was stripped (the two cannot be told apart).
-    #[error("not signed: it has no \"signature\" section (it was never signed, or its signature section was stripped)")]
+    #[error(
+        "not signed: it has no \"signature\" section (it was never signed, or its signature section was stripped)"
+    )]
     Unsigned,
     /// The `signature` section exists but cannot be used.
     #[error("malformed signature section: {reason}")]
@@ -167,7 +169,9 @@ fn unknown_key_message(key_ids: &[String], trusted: usize) -> String {
     if trusted == 0 {
         format!("signed by key(s) {ids}, but no key is trusted")
     } else {
-        format!("signed only by unknown key(s) {ids}: none of the {trusted} trusted key(s) signed it")
+        format!(
+            "signed only by unknown key(s) {ids}: none of the {trusted} trusted key(s) signed it"
+        )
     }
 }
 
@@ -184,10 +188,21 @@ pub struct PublicKey {
 
 impl PublicKey {
     fn from_wasmsign2(pk: wasmsign2::PublicKey) -> PublicKey {
-        let inner = wasmsign2::PublicKey { pk: pk.pk, key_id: None };
-        let key_id = inner.clone().attach_default_key_id().key_id.unwrap_or_default();
+        let inner = wasmsign2::PublicKey {
+            pk: pk.pk,
+            key_id: None,
+        };
+        let key_id = inner
+            .clone()
+            .attach_default_key_id()
+            .key_id
+            .unwrap_or_default();
         let key_id_hex = hex::encode(&key_id);
-        PublicKey { inner, key_id, key_id_hex }
+        PublicKey {
+            inner,
+            key_id,
+            key_id_hex,
+        }
     }
 
     /// The key ID, as 24 lowercase hex digits (see the module docs).
@@ -216,8 +231,14 @@ pub struct SecretKey {
 
 impl SecretKey {
     fn from_wasmsign2(sk: wasmsign2::SecretKey) -> SecretKey {
-        let pk = wasmsign2::PublicKey { pk: sk.sk.public_key(), key_id: None };
-        SecretKey { inner: sk, public: PublicKey::from_wasmsign2(pk) }
+        let pk = wasmsign2::PublicKey {
+            pk: sk.sk.public_key(),
+            key_id: None,
+        };
+        SecretKey {
+            inner: sk,
+            public: PublicKey::from_wasmsign2(pk),
+        }
     }
 
     /// The matching public key.
@@ -246,14 +267,21 @@ impl KeyPair {
     pub fn generate() -> KeyPair {
         let kp = wasmsign2::KeyPair::generate();
         let secret = SecretKey::from_wasmsign2(kp.sk);
-        KeyPair { public: secret.public.clone(), secret }
+        KeyPair {
+            public: secret.public.clone(),
+            secret,
+        }
     }
 
     /// Writes the secret key and the public key in `wasmsign2` raw format
     /// (see the module docs). Refuses to overwrite an existing file. The
     /// secret key file is created with mode `0600` on Unix. If the public key
     /// cannot be written, the secret key file just created is removed.
-    pub fn write(&self, secret_path: impl AsRef<Path>, public_path: impl AsRef<Path>) -> Result<(), SigningError> {
+    pub fn write(
+        &self,
+        secret_path: impl AsRef<Path>,
+        public_path: impl AsRef<Path>,
+    ) -> Result<(), SigningError> {
         let (secret_path, public_path) = (secret_path.as_ref(), public_path.as_ref());
         write_new(secret_path, &self.secret.inner.to_bytes(), 0o600)?;
         if let Err(e) = write_new(public_path, &self.public.to_bytes(), 0o644) {
@@ -271,13 +299,21 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SigningError> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
     #[cfg(not(unix))]
     let _ = mode;
-    let err = |source| SigningError::KeyFileWrite { path: path.to_owned(), source };
+    let err = |source| SigningError::KeyFileWrite {
+        path: path.to_owned(),
+        source,
+    };
     let mut file = options.open(path).map_err(err)?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(err)
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(err)
 }
 
 fn read_key_file(path: &Path) -> Result<Vec<u8>, SigningError> {
-    std::fs::read(path).map_err(|source| SigningError::KeyFileRead { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| SigningError::KeyFileRead {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Loads a secret key: `wasmsign2` raw (65 bytes, `0x81` + 64-byte key),
@@ -285,12 +321,18 @@ fn read_key_file(path: &Path) -> Result<Vec<u8>, SigningError> {
 pub fn load_secret_key(path: impl AsRef<Path>) -> Result<SecretKey, SigningError> {
     let path = path.as_ref();
     let bytes = read_key_file(path)?;
-    let malformed = |reason: String| SigningError::MalformedKey { path: path.to_owned(), kind: "secret", reason };
+    let malformed = |reason: String| SigningError::MalformedKey {
+        path: path.to_owned(),
+        kind: "secret",
+        reason,
+    };
     if bytes.is_empty() {
         return Err(malformed("the file is empty".into()));
     }
     if bytes.len() == 33 && bytes[0] == 0x01 {
-        return Err(malformed("this is a public key file (33 bytes starting with 0x01), not a secret key".into()));
+        return Err(malformed(
+            "this is a public key file (33 bytes starting with 0x01), not a secret key".into(),
+        ));
     }
     let sk = wasmsign2::SecretKey::from_any(&bytes).map_err(|_| {
         malformed(format!(
@@ -300,7 +342,11 @@ pub fn load_secret_key(path: impl AsRef<Path>) -> Result<SecretKey, SigningError
     })?;
     sk.sk
         .validate_public_key(&sk.sk.public_key())
-        .map_err(|e| malformed(format!("corrupted key: its public half does not match its seed ({e})")))?;
+        .map_err(|e| {
+            malformed(format!(
+                "corrupted key: its public half does not match its seed ({e})"
+            ))
+        })?;
     Ok(SecretKey::from_wasmsign2(sk))
 }
 
@@ -309,7 +355,11 @@ pub fn load_secret_key(path: impl AsRef<Path>) -> Result<SecretKey, SigningError
 pub fn load_public_key(path: impl AsRef<Path>) -> Result<PublicKey, SigningError> {
     let path = path.as_ref();
     let bytes = read_key_file(path)?;
-    let malformed = |reason: String| SigningError::MalformedKey { path: path.to_owned(), kind: "public", reason };
+    let malformed = |reason: String| SigningError::MalformedKey {
+        path: path.to_owned(),
+        kind: "public",
+        reason,
+    };
     if bytes.is_empty() {
         return Err(malformed("the file is empty".into()));
     }
@@ -324,7 +374,9 @@ pub fn load_public_key(path: impl AsRef<Path>) -> Result<PublicKey, SigningError
             bytes.len()
         ))
     })?;
-    pk.pk.validate().map_err(|e| malformed(format!("not a usable Ed25519 public key ({e})")))?;
+    pk.pk
+        .validate()
+        .map_err(|e| malformed(format!("not a usable Ed25519 public key ({e})")))?;
     Ok(PublicKey::from_wasmsign2(pk))
 }
 
@@ -332,12 +384,17 @@ pub fn load_public_key(path: impl AsRef<Path>) -> Result<PublicKey, SigningError
 /// [`load_public_key`] reads, whatever its name) or a directory, from which
 /// every `*.pub` file is loaded (in name order, not recursively; a directory
 /// without any is an error). The same key given twice is kept once.
-pub fn load_public_keys<P: AsRef<Path>>(paths: impl IntoIterator<Item = P>) -> Result<TrustedKeys, SigningError> {
+pub fn load_public_keys<P: AsRef<Path>>(
+    paths: impl IntoIterator<Item = P>,
+) -> Result<TrustedKeys, SigningError> {
     let mut trusted = TrustedKeys::new();
     for path in paths {
         let path = path.as_ref();
         if path.is_dir() {
-            let read_err = |source| SigningError::KeyFileRead { path: path.to_owned(), source };
+            let read_err = |source| SigningError::KeyFileRead {
+                path: path.to_owned(),
+                source,
+            };
             let mut files = Vec::new();
             for entry in std::fs::read_dir(path).map_err(read_err)? {
                 let file = entry.map_err(read_err)?.path();
@@ -346,7 +403,9 @@ pub fn load_public_keys<P: AsRef<Path>>(paths: impl IntoIterator<Item = P>) -> R
                 }
             }
             if files.is_empty() {
-                return Err(SigningError::NoPublicKeys { path: path.to_owned() });
+                return Err(SigningError::NoPublicKeys {
+                    path: path.to_owned(),
+                });
             }
             files.sort();
             for file in files {
@@ -411,28 +470,49 @@ pub struct Verified {
 /// Refuses (with [`SigningError::Tampered`]) to add a signature next to
 /// existing ones that do not match the content: strip them first
 /// ([`strip_signatures`]) if the component was deliberately changed.
-pub fn sign(wasm: &[u8], secret_key: &SecretKey, key_id: Option<&[u8]>) -> Result<Vec<u8>, SigningError> {
+pub fn sign(
+    wasm: &[u8],
+    secret_key: &SecretKey,
+    key_id: Option<&[u8]>,
+) -> Result<Vec<u8>, SigningError> {
     let parsed = Parsed::new(wasm)?;
     if let Some(data) = parsed.signature_data()? {
         let content_hash = parsed.content_hash();
-        if !data.signed_hashes_set.iter().any(|set| set.hashes.contains(&content_hash)) {
+        if !data
+            .signed_hashes_set
+            .iter()
+            .any(|set| set.hashes.contains(&content_hash))
+        {
             return Err(SigningError::Tampered {
-                reason: "its existing signatures do not match its content (modified after signing); \
+                reason:
+                    "its existing signatures do not match its content (modified after signing); \
                          strip them before signing again"
-                    .into(),
+                        .into(),
                 key_ids: key_ids_of(data.signed_hashes_set.iter()),
             });
         }
     }
     let key_id = key_id.unwrap_or(&secret_key.public.key_id).to_vec();
-    let module = wasmsign2::Module::deserialize(&mut &wasm[..])
-        .map_err(|e| SigningError::MalformedWasm { reason: e.to_string() })?;
-    let (signed, _) = secret_key.inner.sign_multi(module, Some(&key_id), false, false).map_err(|e| match e {
-        wasmsign2::WSError::DuplicateSignature => SigningError::AlreadySigned { key_id: hex::encode(&key_id) },
-        e => SigningError::Sign { reason: e.to_string() },
+    let module = wasmsign2::Module::deserialize(&mut &wasm[..]).map_err(|e| {
+        SigningError::MalformedWasm {
+            reason: e.to_string(),
+        }
     })?;
+    let (signed, _) = secret_key
+        .inner
+        .sign_multi(module, Some(&key_id), false, false)
+        .map_err(|e| match e {
+            wasmsign2::WSError::DuplicateSignature => SigningError::AlreadySigned {
+                key_id: hex::encode(&key_id),
+            },
+            e => SigningError::Sign {
+                reason: e.to_string(),
+            },
+        })?;
     let mut out = Vec::with_capacity(wasm.len() + 128);
-    signed.serialize(&mut out).map_err(|e| SigningError::Sign { reason: e.to_string() })?;
+    signed.serialize(&mut out).map_err(|e| SigningError::Sign {
+        reason: e.to_string(),
+    })?;
     Ok(out)
 }
 
@@ -445,8 +525,14 @@ pub fn sign(wasm: &[u8], secret_key: &SecretKey, key_id: Option<&[u8]>) -> Resul
 pub fn verify(wasm: &[u8], trusted: &TrustedKeys) -> Result<Verified, SigningError> {
     let parsed = Parsed::new(wasm)?;
     let data = parsed.signature_data()?.ok_or(SigningError::Unsigned)?;
-    if data.signed_hashes_set.iter().all(|set| set.signatures.is_empty()) {
-        return Err(SigningError::MalformedSignature { reason: "it holds no signature".into() });
+    if data
+        .signed_hashes_set
+        .iter()
+        .all(|set| set.signatures.is_empty())
+    {
+        return Err(SigningError::MalformedSignature {
+            reason: "it holds no signature".into(),
+        });
     }
 
     // The decision is wasmsign2's: a trusted key must have signed a hash set
@@ -454,25 +540,43 @@ pub fn verify(wasm: &[u8], trusted: &TrustedKeys) -> Result<Verified, SigningErr
     let set = wasmsign2::PublicKeySet::new(trusted.keys.iter().map(|k| k.inner.clone()).collect());
     match set.verify(&mut &wasm[..], None) {
         Ok(valid) => {
-            let key_ids: Vec<String> =
-                trusted.keys.iter().filter(|k| valid.contains(&k.inner)).map(|k| k.key_id_hex.clone()).collect();
+            let key_ids: Vec<String> = trusted
+                .keys
+                .iter()
+                .filter(|k| valid.contains(&k.inner))
+                .map(|k| k.key_id_hex.clone())
+                .collect();
             if key_ids.is_empty() {
                 // Cannot happen (wasmsign2 returns an error instead); never pass silently.
-                return Err(SigningError::UnknownKey { key_ids: key_ids_of(data.signed_hashes_set.iter()), trusted: trusted.len() });
+                return Err(SigningError::UnknownKey {
+                    key_ids: key_ids_of(data.signed_hashes_set.iter()),
+                    trusted: trusted.len(),
+                });
             }
             Ok(Verified { key_ids })
         }
-        Err(wasmsign2::WSError::VerificationFailed) => Err(classify_failure(&parsed, &data, trusted)),
+        Err(wasmsign2::WSError::VerificationFailed) => {
+            Err(classify_failure(&parsed, &data, trusted))
+        }
         Err(wasmsign2::WSError::NoSignatures) => Err(SigningError::Unsigned),
-        Err(e) => Err(SigningError::MalformedSignature { reason: e.to_string() }),
+        Err(e) => Err(SigningError::MalformedSignature {
+            reason: e.to_string(),
+        }),
     }
 }
 
 /// Explains a failed verification (wasmsign2 only says "no valid signature").
-fn classify_failure(parsed: &Parsed, data: &wasmsign2::SignatureData, trusted: &TrustedKeys) -> SigningError {
+fn classify_failure(
+    parsed: &Parsed,
+    data: &wasmsign2::SignatureData,
+    trusted: &TrustedKeys,
+) -> SigningError {
     let content_hash = parsed.content_hash();
-    let matching: Vec<&wasmsign2::SignedHashes> =
-        data.signed_hashes_set.iter().filter(|set| set.hashes.contains(&content_hash)).collect();
+    let matching: Vec<&wasmsign2::SignedHashes> = data
+        .signed_hashes_set
+        .iter()
+        .filter(|set| set.hashes.contains(&content_hash))
+        .collect();
     if matching.is_empty() {
         return SigningError::Tampered {
             reason: "the content does not match what was signed (modified after signing)".into(),
@@ -490,11 +594,16 @@ fn classify_failure(parsed: &Parsed, data: &wasmsign2::SignatureData, trusted: &
         .collect::<Vec<_>>();
     if !claimed.is_empty() {
         return SigningError::Tampered {
-            reason: "a signature naming a trusted key is not valid for that key (signature altered)".into(),
+            reason:
+                "a signature naming a trusted key is not valid for that key (signature altered)"
+                    .into(),
             key_ids: dedup(claimed),
         };
     }
-    SigningError::UnknownKey { key_ids: key_ids_of(matching.into_iter()), trusted: trusted.len() }
+    SigningError::UnknownKey {
+        key_ids: key_ids_of(matching.into_iter()),
+        trusted: trusted.len(),
+    }
 }
 
 /// Key IDs (hex) of every signature, without verifying anything, for
@@ -522,14 +631,20 @@ pub fn strip_signatures(wasm: &[u8]) -> Result<Vec<u8>, SigningError> {
 fn key_ids_of<'a>(sets: impl Iterator<Item = &'a wasmsign2::SignedHashes>) -> Vec<String> {
     dedup(
         sets.flat_map(|set| &set.signatures)
-            .map(|sig| sig.key_id.as_ref().map_or_else(|| NO_KEY_ID.to_string(), hex::encode))
+            .map(|sig| {
+                sig.key_id
+                    .as_ref()
+                    .map_or_else(|| NO_KEY_ID.to_string(), hex::encode)
+            })
             .collect(),
     )
 }
 
 fn dedup(ids: Vec<String>) -> Vec<String> {
     let mut seen = HashSet::new();
-    ids.into_iter().filter(|id| seen.insert(id.clone())).collect()
+    ids.into_iter()
+        .filter(|id| seen.insert(id.clone()))
+        .collect()
 }
 
 /// One top-level section: where it is and, for custom sections, its name.
@@ -551,7 +666,9 @@ struct Parsed<'a> {
 
 impl<'a> Parsed<'a> {
     fn new(wasm: &'a [u8]) -> Result<Parsed<'a>, SigningError> {
-        let not_wasm = |reason: &str| SigningError::NotWasm { reason: reason.into() };
+        let not_wasm = |reason: &str| SigningError::NotWasm {
+            reason: reason.into(),
+        };
         if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
             return Err(not_wasm("it does not start with the \\0asm magic"));
         }
@@ -565,14 +682,17 @@ impl<'a> Parsed<'a> {
         let mut pos = 8;
         let mut index = 0usize;
         while pos < wasm.len() {
-            let span = section_at(wasm, pos)
-                .map_err(|what| SigningError::MalformedWasm { reason: format!("section #{index} at offset {pos}: {what}") })?;
+            let span = section_at(wasm, pos).map_err(|what| SigningError::MalformedWasm {
+                reason: format!("section #{index} at offset {pos}: {what}"),
+            })?;
             if let Some((name, _)) = &span.custom
                 && name == SIGNATURE_SECTION
             {
                 if index != 0 {
                     return Err(SigningError::MalformedSignature {
-                        reason: format!("the \"signature\" section must be the first section, found one as section #{index}"),
+                        reason: format!(
+                            "the \"signature\" section must be the first section, found one as section #{index}"
+                        ),
                     });
                 }
                 signature = Some(span.clone());
@@ -585,8 +705,12 @@ impl<'a> Parsed<'a> {
 
     /// The decoded `signature` section, `None` if there is none.
     fn signature_data(&self) -> Result<Option<wasmsign2::SignatureData>, SigningError> {
-        let Some(section) = &self.signature else { return Ok(None) };
-        let Some((_, payload_at)) = section.custom else { return Ok(None) };
+        let Some(section) = &self.signature else {
+            return Ok(None);
+        };
+        let Some((_, payload_at)) = section.custom else {
+            return Ok(None);
+        };
         let data = wasmsign2::SignatureData::deserialize(&self.wasm[payload_at..section.end]).map_err(|e| {
             SigningError::MalformedSignature {
                 reason: format!("cannot decode it ({e}); only version 1 signatures of WebAssembly content are supported"),
@@ -594,7 +718,10 @@ impl<'a> Parsed<'a> {
         })?;
         if data.hash_function != HASH_SHA256 {
             return Err(SigningError::MalformedSignature {
-                reason: format!("unsupported hash function {:#04x} (only SHA-256, 0x01)", data.hash_function),
+                reason: format!(
+                    "unsupported hash function {:#04x} (only SHA-256, 0x01)",
+                    data.hash_function
+                ),
             });
         }
         Ok(Some(data))
@@ -616,15 +743,25 @@ fn section_at(wasm: &[u8], pos: usize) -> Result<SectionSpan, String> {
     }
     let (size, size_len) = leb_u32(&wasm[pos + 1..]).ok_or("truncated or invalid section size")?;
     let payload = pos + 1 + size_len;
-    let end = payload.checked_add(size as usize).filter(|&end| end <= wasm.len()).ok_or_else(|| {
-        format!("its size ({size} bytes) runs past the end of the file ({} bytes left)", wasm.len() - payload)
-    })?;
+    let end = payload
+        .checked_add(size as usize)
+        .filter(|&end| end <= wasm.len())
+        .ok_or_else(|| {
+            format!(
+                "its size ({size} bytes) runs past the end of the file ({} bytes left)",
+                wasm.len() - payload
+            )
+        })?;
     let custom = if id == 0 {
         let body = &wasm[payload..end];
-        let (name_len, name_len_len) = leb_u32(body).ok_or("custom section: truncated or invalid name length")?;
+        let (name_len, name_len_len) =
+            leb_u32(body).ok_or("custom section: truncated or invalid name length")?;
         let name_end = name_len_len + name_len as usize;
-        let name = body.get(name_len_len..name_end).ok_or("custom section: its name runs past the section")?;
-        let name = std::str::from_utf8(name).map_err(|_| "custom section: its name is not UTF-8".to_string())?;
+        let name = body
+            .get(name_len_len..name_end)
+            .ok_or("custom section: its name runs past the section")?;
+        let name = std::str::from_utf8(name)
+            .map_err(|_| "custom section: its name is not UTF-8".to_string())?;
         Some((name.to_string(), payload + name_end))
     } else {
         None
@@ -674,12 +811,17 @@ mod tests {
 
     /// A tiny valid component with some content to sign.
     fn component() -> Vec<u8> {
-        [EMPTY_COMPONENT, &custom_section("ztbridge-test", b"some content worth signing")].concat()
+        [
+            EMPTY_COMPONENT,
+            &custom_section("ztbridge-test", b"some content worth signing"),
+        ]
+        .concat()
     }
 
     /// A fresh, empty temporary directory for one test.
     fn temp_dir(test: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("ztbridge-signing-{}-{test}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("ztbridge-signing-{}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -696,7 +838,10 @@ mod tests {
     #[test]
     fn wasmsign2_reads_components_and_modules() {
         // wasmsign2 0.2.8 accepts both headers and keeps the component header.
-        for wasm in [component(), [EMPTY_MODULE, &custom_section("x", b"y")].concat()] {
+        for wasm in [
+            component(),
+            [EMPTY_MODULE, &custom_section("x", b"y")].concat(),
+        ] {
             let module = wasmsign2::Module::deserialize(&mut &wasm[..]).unwrap();
             assert_eq!(&module.header[..], &wasm[..8]);
             let signed = sign(&wasm, &KeyPair::generate().secret, None).unwrap();
@@ -714,7 +859,10 @@ mod tests {
         let verified = verify(&signed, &trust(&[&key])).unwrap();
         assert_eq!(verified.key_ids, vec![key.public.key_id().to_string()]);
         assert_eq!(key.public.key_id().len(), 24);
-        assert_eq!(signers(&signed).unwrap(), vec![key.public.key_id().to_string()]);
+        assert_eq!(
+            signers(&signed).unwrap(),
+            vec![key.public.key_id().to_string()]
+        );
         assert!(signers(&wasm).unwrap().is_empty());
 
         // Also for the bare component header and a core module.
@@ -729,19 +877,33 @@ mod tests {
         let key = KeyPair::generate();
         let signed = sign(EMPTY_COMPONENT, &key.secret, None).unwrap();
         let engine = wasmtime::Engine::default();
-        wasmtime::component::Component::new(&engine, &signed).expect("a signed component still compiles");
+        wasmtime::component::Component::new(&engine, &signed)
+            .expect("a signed component still compiles");
     }
 
     #[test]
     fn two_signers_both_reported() {
-        let (a, b, c) = (KeyPair::generate(), KeyPair::generate(), KeyPair::generate());
+        let (a, b, c) = (
+            KeyPair::generate(),
+            KeyPair::generate(),
+            KeyPair::generate(),
+        );
         let once = sign(&component(), &a.secret, None).unwrap();
         let twice = sign(&once, &b.secret, None).unwrap();
         let (ida, idb) = (a.public.key_id().to_string(), b.public.key_id().to_string());
         assert_eq!(signers(&twice).unwrap(), vec![ida.clone(), idb.clone()]);
-        assert_eq!(verify(&twice, &trust(&[&a, &b, &c])).unwrap().key_ids, vec![ida.clone(), idb.clone()]);
-        assert_eq!(verify(&twice, &trust(&[&c, &b])).unwrap().key_ids, vec![idb]);
-        assert_eq!(verify(&twice, &trust(&[&a])).unwrap().key_ids, vec![ida.clone()]);
+        assert_eq!(
+            verify(&twice, &trust(&[&a, &b, &c])).unwrap().key_ids,
+            vec![ida.clone(), idb.clone()]
+        );
+        assert_eq!(
+            verify(&twice, &trust(&[&c, &b])).unwrap().key_ids,
+            vec![idb]
+        );
+        assert_eq!(
+            verify(&twice, &trust(&[&a])).unwrap().key_ids,
+            vec![ida.clone()]
+        );
         // The same key twice: refused, naming it.
         match sign(&twice, &a.secret, None) {
             Err(SigningError::AlreadySigned { key_id }) => assert_eq!(key_id, ida),
@@ -774,7 +936,10 @@ mod tests {
         assert!(err.to_string().contains(signer.public.key_id()), "{err}");
         // Nothing trusted at all.
         let err = verify(&signed, &TrustedKeys::new()).unwrap_err();
-        assert!(matches!(err, SigningError::UnknownKey { trusted: 0, .. }), "{err:?}");
+        assert!(
+            matches!(err, SigningError::UnknownKey { trusted: 0, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -783,8 +948,14 @@ mod tests {
         // which is reported under its own ID.
         let key = KeyPair::generate();
         let signed = sign(&component(), &key.secret, Some(b"release-2025")).unwrap();
-        assert_eq!(signers(&signed).unwrap(), vec![hex::encode(b"release-2025")]);
-        assert_eq!(verify(&signed, &trust(&[&key])).unwrap().key_ids, vec![key.public.key_id().to_string()]);
+        assert_eq!(
+            signers(&signed).unwrap(),
+            vec![hex::encode(b"release-2025")]
+        );
+        assert_eq!(
+            verify(&signed, &trust(&[&key])).unwrap().key_ids,
+            vec![key.public.key_id().to_string()]
+        );
     }
 
     #[test]
@@ -796,12 +967,18 @@ mod tests {
         tampered[last] ^= 0x01; // inside "some content worth signing"
         let err = verify(&tampered, &trust(&[&key])).unwrap_err();
         assert!(matches!(err, SigningError::Tampered { .. }), "{err:?}");
-        assert!(err.to_string().contains("does not match what was signed"), "{err}");
+        assert!(
+            err.to_string().contains("does not match what was signed"),
+            "{err}"
+        );
         // Tampered even for someone who does not trust the signer: the content changed.
         let err = verify(&tampered, &trust(&[&KeyPair::generate()])).unwrap_err();
         assert!(matches!(err, SigningError::Tampered { .. }), "{err:?}");
         // And signing on top of stale signatures is refused.
-        assert!(matches!(sign(&tampered, &key.secret, None), Err(SigningError::Tampered { .. })));
+        assert!(matches!(
+            sign(&tampered, &key.secret, None),
+            Err(SigningError::Tampered { .. })
+        ));
     }
 
     #[test]
@@ -809,7 +986,13 @@ mod tests {
         let key = KeyPair::generate();
         let signed = sign(&component(), &key.secret, None).unwrap();
         // The Ed25519 signature is the last 64 bytes of the signature section.
-        let Parsed { signature: Some(section), .. } = Parsed::new(&signed).unwrap() else { panic!("signed") };
+        let Parsed {
+            signature: Some(section),
+            ..
+        } = Parsed::new(&signed).unwrap()
+        else {
+            panic!("signed")
+        };
         let mut altered = signed.clone();
         altered[section.end - 10] ^= 0x01;
         let err = verify(&altered, &trust(&[&key])).unwrap_err();
@@ -821,7 +1004,12 @@ mod tests {
     fn stripped_signature_is_unsigned() {
         let key = KeyPair::generate();
         let wasm = component();
-        let signed = sign(&sign(&wasm, &key.secret, None).unwrap(), &KeyPair::generate().secret, None).unwrap();
+        let signed = sign(
+            &sign(&wasm, &key.secret, None).unwrap(),
+            &KeyPair::generate().secret,
+            None,
+        )
+        .unwrap();
         let stripped = strip_signatures(&signed).unwrap();
         assert_eq!(stripped, wasm);
         let err = verify(&stripped, &trust(&[&key])).unwrap_err();
@@ -834,15 +1022,37 @@ mod tests {
         let key = KeyPair::generate();
         let signed = sign(&component(), &key.secret, None).unwrap();
         // Moved after the content: not first any more.
-        let Parsed { signature: Some(section), .. } = Parsed::new(&signed).unwrap() else { panic!("signed") };
-        let moved = [&signed[..8], &signed[section.end..], &signed[8..section.end]].concat();
+        let Parsed {
+            signature: Some(section),
+            ..
+        } = Parsed::new(&signed).unwrap()
+        else {
+            panic!("signed")
+        };
+        let moved = [
+            &signed[..8],
+            &signed[section.end..],
+            &signed[8..section.end],
+        ]
+        .concat();
         let err = verify(&moved, &trust(&[&key])).unwrap_err();
-        assert!(matches!(err, SigningError::MalformedSignature { .. }), "{err:?}");
+        assert!(
+            matches!(err, SigningError::MalformedSignature { .. }),
+            "{err:?}"
+        );
         assert!(sign(&moved, &key.secret, None).is_err());
         // Garbage in the signature section.
-        let garbage = [EMPTY_COMPONENT, &custom_section("signature", b"\x07junk"), &component()[8..]].concat();
+        let garbage = [
+            EMPTY_COMPONENT,
+            &custom_section("signature", b"\x07junk"),
+            &component()[8..],
+        ]
+        .concat();
         let err = verify(&garbage, &trust(&[&key])).unwrap_err();
-        assert!(matches!(err, SigningError::MalformedSignature { .. }), "{err:?}");
+        assert!(
+            matches!(err, SigningError::MalformedSignature { .. }),
+            "{err:?}"
+        );
         assert!(signers(&garbage).is_err());
     }
 
@@ -850,14 +1060,23 @@ mod tests {
     fn malformed_wasm_is_rejected_without_huge_allocations() {
         let key = KeyPair::generate();
         let trusted = trust(&[&key]);
-        assert!(matches!(verify(b"not wasm", &trusted), Err(SigningError::NotWasm { .. })));
-        assert!(matches!(verify(b"\0asm\x02\x00\x00\x00", &trusted), Err(SigningError::NotWasm { .. })));
+        assert!(matches!(
+            verify(b"not wasm", &trusted),
+            Err(SigningError::NotWasm { .. })
+        ));
+        assert!(matches!(
+            verify(b"\0asm\x02\x00\x00\x00", &trusted),
+            Err(SigningError::NotWasm { .. })
+        ));
         // A section claiming 4 GiB in a 14-byte file.
         let huge = [EMPTY_COMPONENT, b"\x00\xff\xff\xff\xff\x0f"].concat();
         let err = verify(&huge, &trusted).unwrap_err();
         assert!(matches!(err, SigningError::MalformedWasm { .. }), "{err:?}");
         assert!(err.to_string().contains("runs past the end"), "{err}");
-        assert!(matches!(sign(&huge, &key.secret, None), Err(SigningError::MalformedWasm { .. })));
+        assert!(matches!(
+            sign(&huge, &key.secret, None),
+            Err(SigningError::MalformedWasm { .. })
+        ));
     }
 
     #[test]
@@ -871,7 +1090,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&sk_path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&sk_path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         // wasmsign2 reads them back in its raw format.
         wasmsign2::SecretKey::from_file(&sk_path).unwrap();
@@ -888,12 +1110,19 @@ mod tests {
 
         // A second key in the directory; files and directories mix, duplicates kept once.
         let other = KeyPair::generate();
-        other.write(dir.join("other.key"), dir.join("other.pub")).unwrap();
+        other
+            .write(dir.join("other.key"), dir.join("other.pub"))
+            .unwrap();
         let trusted = load_public_keys([dir.clone(), pk_path.clone()]).unwrap();
         assert_eq!(trusted.len(), 2);
 
         let signed = sign(&component(), &secret, None).unwrap();
-        let signed = sign(&signed, &load_secret_key(dir.join("other.key")).unwrap(), None).unwrap();
+        let signed = sign(
+            &signed,
+            &load_secret_key(dir.join("other.key")).unwrap(),
+            None,
+        )
+        .unwrap();
         let verified = verify(&signed, &trusted).unwrap();
         assert_eq!(verified.key_ids.len(), 2);
         assert!(verified.key_ids.contains(&key.public.key_id().to_string()));
@@ -910,9 +1139,15 @@ mod tests {
         let garbage = dir.join("garbage.pub");
         std::fs::write(&garbage, b"hello, I am not a key\n").unwrap();
         let err = load_public_key(&garbage).unwrap_err();
-        assert!(matches!(err, SigningError::MalformedKey { kind: "public", .. }), "{err:?}");
+        assert!(
+            matches!(err, SigningError::MalformedKey { kind: "public", .. }),
+            "{err:?}"
+        );
         let msg = err.to_string();
-        assert!(msg.contains("garbage.pub") && msg.contains("raw format"), "{msg}");
+        assert!(
+            msg.contains("garbage.pub") && msg.contains("raw format"),
+            "{msg}"
+        );
 
         let empty = dir.join("empty.key");
         std::fs::write(&empty, b"").unwrap();
@@ -934,35 +1169,55 @@ mod tests {
         assert!(err.to_string().contains("corrupted"), "{err}");
 
         // A directory with a bad .pub fails; one without .pub files too; a missing file names itself.
-        assert!(matches!(load_public_keys([&dir]), Err(SigningError::MalformedKey { .. })));
+        assert!(matches!(
+            load_public_keys([&dir]),
+            Err(SigningError::MalformedKey { .. })
+        ));
         let none = temp_dir("malformed-none");
-        assert!(matches!(load_public_keys([&none]), Err(SigningError::NoPublicKeys { .. })));
+        assert!(matches!(
+            load_public_keys([&none]),
+            Err(SigningError::NoPublicKeys { .. })
+        ));
         let err = load_public_key(dir.join("missing.pub")).unwrap_err();
-        assert!(matches!(err, SigningError::KeyFileRead { .. }) && err.to_string().contains("missing.pub"), "{err}");
+        assert!(
+            matches!(err, SigningError::KeyFileRead { .. })
+                && err.to_string().contains("missing.pub"),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&none);
     }
 
     #[test]
     fn real_component_signed_still_loads() {
-        let path =
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm-guests/wasm32-wasip2/release/zt_test_empty.wasm");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../target/wasm-guests/wasm32-wasip2/release/zt_test_empty.wasm"
+        );
         let Ok(wasm) = std::fs::read(path) else {
             eprintln!("note: {path} not built yet, skipping the real-component signing check");
             return;
         };
         let (a, b) = (KeyPair::generate(), KeyPair::generate());
         let signed = sign(&sign(&wasm, &a.secret, None).unwrap(), &b.secret, None).unwrap();
-        assert_eq!(verify(&signed, &trust(&[&b])).unwrap().key_ids, vec![b.public.key_id().to_string()]);
+        assert_eq!(
+            verify(&signed, &trust(&[&b])).unwrap().key_ids,
+            vec![b.public.key_id().to_string()]
+        );
 
         // Compiles in a default engine, and loads (links, describes) in ours.
-        wasmtime::component::Component::new(&wasmtime::Engine::default(), &signed).expect("signed component compiles");
+        wasmtime::component::Component::new(&wasmtime::Engine::default(), &signed)
+            .expect("signed component compiles");
         let engine = crate::engine::Engine::new(crate::engine::Limits::default()).unwrap();
-        crate::transform::Transform::load(&engine, "signed zt_test_empty", &signed).expect("signed component loads");
+        crate::transform::Transform::load(&engine, "signed zt_test_empty", &signed)
+            .expect("signed component loads");
 
         let mut tampered = signed.clone();
         let middle = signed.len() / 2;
         tampered[middle] ^= 0x40;
-        assert!(matches!(verify(&tampered, &trust(&[&a])), Err(SigningError::Tampered { .. })));
+        assert!(matches!(
+            verify(&tampered, &trust(&[&a])),
+            Err(SigningError::Tampered { .. })
+        ));
     }
 }

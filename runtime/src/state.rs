@@ -29,7 +29,11 @@ pub enum StateError {
 pub trait StateStore: Send + Sync {
     fn get(&self, route: &str, key: &str) -> Result<Option<String>, StateError>;
     /// `None` deletes the key.
-    fn apply(&self, route: &str, writes: &BTreeMap<String, Option<String>>) -> Result<(), StateError>;
+    fn apply(
+        &self,
+        route: &str,
+        writes: &BTreeMap<String, Option<String>>,
+    ) -> Result<(), StateError>;
     /// All keys of a route (for the dry run and diagnostics).
     fn dump(&self, route: &str) -> Result<BTreeMap<String, String>, StateError>;
 }
@@ -57,7 +61,9 @@ impl SqliteState {
                 PRIMARY KEY (route, key)
             ) WITHOUT ROWID;",
         )?;
-        Ok(SqliteState { conn: Mutex::new(conn) })
+        Ok(SqliteState {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -69,11 +75,19 @@ impl StateStore for SqliteState {
     fn get(&self, route: &str, key: &str) -> Result<Option<String>, StateError> {
         Ok(self
             .conn()
-            .query_row("SELECT value FROM route_state WHERE route = ?1 AND key = ?2", [route, key], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM route_state WHERE route = ?1 AND key = ?2",
+                [route, key],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 
-    fn apply(&self, route: &str, writes: &BTreeMap<String, Option<String>>) -> Result<(), StateError> {
+    fn apply(
+        &self,
+        route: &str,
+        writes: &BTreeMap<String, Option<String>>,
+    ) -> Result<(), StateError> {
         if writes.is_empty() {
             return Ok(());
         }
@@ -87,7 +101,10 @@ impl StateStore for SqliteState {
                        updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
                     [route, key, v],
                 )?,
-                None => tx.execute("DELETE FROM route_state WHERE route = ?1 AND key = ?2", [route, key])?,
+                None => tx.execute(
+                    "DELETE FROM route_state WHERE route = ?1 AND key = ?2",
+                    [route, key],
+                )?,
             };
         }
         tx.commit()?;
@@ -96,7 +113,8 @@ impl StateStore for SqliteState {
 
     fn dump(&self, route: &str) -> Result<BTreeMap<String, String>, StateError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT key, value FROM route_state WHERE route = ?1 ORDER BY key")?;
+        let mut stmt =
+            conn.prepare("SELECT key, value FROM route_state WHERE route = ?1 ORDER BY key")?;
         let rows = stmt.query_map([route], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -111,8 +129,13 @@ pub struct MemoryState {
 
 impl MemoryState {
     pub fn with(route: &str, initial: BTreeMap<String, String>) -> MemoryState {
-        let map = initial.into_iter().map(|(k, v)| ((route.to_string(), k), v)).collect();
-        MemoryState { map: Mutex::new(map) }
+        let map = initial
+            .into_iter()
+            .map(|(k, v)| ((route.to_string(), k), v))
+            .collect();
+        MemoryState {
+            map: Mutex::new(map),
+        }
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), String>> {
@@ -122,10 +145,17 @@ impl MemoryState {
 
 impl StateStore for MemoryState {
     fn get(&self, route: &str, key: &str) -> Result<Option<String>, StateError> {
-        Ok(self.map().get(&(route.to_string(), key.to_string())).cloned())
+        Ok(self
+            .map()
+            .get(&(route.to_string(), key.to_string()))
+            .cloned())
     }
 
-    fn apply(&self, route: &str, writes: &BTreeMap<String, Option<String>>) -> Result<(), StateError> {
+    fn apply(
+        &self,
+        route: &str,
+        writes: &BTreeMap<String, Option<String>>,
+    ) -> Result<(), StateError> {
         let mut map = self.map();
         for (k, v) in writes {
             let key = (route.to_string(), k.clone());
@@ -138,7 +168,12 @@ impl StateStore for MemoryState {
     }
 
     fn dump(&self, route: &str) -> Result<BTreeMap<String, String>, StateError> {
-        Ok(self.map().iter().filter(|((r, _), _)| r == route).map(|((_, k), v)| (k.clone(), v.clone())).collect())
+        Ok(self
+            .map()
+            .iter()
+            .filter(|((r, _), _)| r == route)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
     }
 }
 
@@ -161,7 +196,10 @@ mod tests {
             s.apply("jitbit", &d).unwrap();
         }
         let s = SqliteState::open(&dir).unwrap();
-        assert_eq!(s.get("jitbit", "ticket:RSW-1").unwrap().as_deref(), Some("42"));
+        assert_eq!(
+            s.get("jitbit", "ticket:RSW-1").unwrap().as_deref(),
+            Some("42")
+        );
         assert_eq!(s.get("jitbit", "gone").unwrap(), None);
         assert_eq!(s.get("pagerduty", "ticket:RSW-1").unwrap(), None);
         assert_eq!(s.dump("jitbit").unwrap().len(), 1);

@@ -50,14 +50,19 @@ pub struct Transform {
 pub enum TransformError {
     #[error("{origin}: not a valid wasm component: {message}")]
     Compile { origin: String, message: String },
-    #[error("{origin}: imports something the host does not provide (a transform may only import ztbridge:transform/host and WASI p2): {message}")]
+    #[error(
+        "{origin}: imports something the host does not provide (a transform may only import ztbridge:transform/host and WASI p2): {message}"
+    )]
     Link { origin: String, message: String },
     #[error("{origin}: describe() failed: {error}")]
     Describe { origin: String, error: SandboxError },
     #[error("{origin}: cannot read: {message}")]
     Read { origin: String, message: String },
     #[error("{origin}: refused: {error}")]
-    Untrusted { origin: String, error: crate::signing::SigningError },
+    Untrusted {
+        origin: String,
+        error: crate::signing::SigningError,
+    },
     #[error("unknown built-in transform `{name}` (built-ins: {known})")]
     UnknownBuiltin { name: String, known: String },
 }
@@ -69,13 +74,24 @@ pub fn digest(bytes: &[u8]) -> String {
 
 impl Transform {
     /// Compiles, links and describes a component.
-    pub fn load(engine: &Engine, source: &str, bytes: &[u8]) -> Result<Arc<Transform>, TransformError> {
-        let component = Component::new(&engine.wasm, bytes)
-            .map_err(|e| TransformError::Compile { origin: source.into(), message: format!("{e:#}") })?;
+    pub fn load(
+        engine: &Engine,
+        source: &str,
+        bytes: &[u8],
+    ) -> Result<Arc<Transform>, TransformError> {
+        let component =
+            Component::new(&engine.wasm, bytes).map_err(|e| TransformError::Compile {
+                origin: source.into(),
+                message: format!("{e:#}"),
+            })?;
         let mut linker: Linker<HostState> = Linker::new(&engine.wasm);
-        let link_err = |e: wasmtime::Error| TransformError::Link { origin: source.into(), message: format!("{e:#}") };
+        let link_err = |e: wasmtime::Error| TransformError::Link {
+            origin: source.into(),
+            message: format!("{e:#}"),
+        };
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link_err)?;
-        TransformWorld::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(link_err)?;
+        TransformWorld::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(link_err)?;
         let pre = linker.instantiate_pre(&component).map_err(link_err)?;
         let pre = TransformWorldPre::new(pre).map_err(link_err)?;
 
@@ -97,7 +113,10 @@ impl Transform {
             Arc::new(MemoryState::default()),
             Arc::new(Redactor::default()),
         );
-        let describe_err = |error| TransformError::Describe { origin: source.into(), error };
+        let describe_err = |error| TransformError::Describe {
+            origin: source.into(),
+            error,
+        };
         let mut sandbox = Sandbox::new(engine, &transform, ctx).map_err(describe_err)?;
         let info = sandbox.describe().map_err(describe_err)?;
         transform.info = TransformInfo {
@@ -122,6 +141,10 @@ impl Transform {
 
     /// Names of the config keys the transform marks secret.
     pub fn secret_keys(&self) -> impl Iterator<Item = &str> {
-        self.info.config.iter().filter(|k| k.secret).map(|k| k.name.as_str())
+        self.info
+            .config
+            .iter()
+            .filter(|k| k.secret)
+            .map(|k| k.name.as_str())
     }
 }

@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
-use ztbridge_runtime::app::{load_transform, Trust};
-use ztbridge_runtime::signing;
+use ztbridge_runtime::app::{Trust, load_transform};
 use ztbridge_runtime::engine::{Engine, Limits};
+use ztbridge_runtime::signing;
 
 use crate::builtin;
 

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use serde_json::Value;
-use ztbridge_runtime::app::{load_transform, Trust};
+use ztbridge_runtime::app::{Trust, load_transform};
 use ztbridge_runtime::bindings::types::{Event, Header, HttpResponse};
 use ztbridge_runtime::config::{ConfigValue, RouteConfig};
 use ztbridge_runtime::engine::{Engine, Limits};
@@ -59,19 +59,29 @@ pub struct Args {
 fn read(path: &PathBuf) -> anyhow::Result<String> {
     if path.as_os_str() == "-" {
         let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("reading standard input")?;
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .context("reading standard input")?;
         return Ok(s);
     }
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 fn parse_response(v: &Value) -> anyhow::Result<HttpResponse> {
-    let status = v.get("status").and_then(Value::as_u64).context("each canned response needs a numeric `status`")?;
+    let status = v
+        .get("status")
+        .and_then(Value::as_u64)
+        .context("each canned response needs a numeric `status`")?;
     let headers = match v.get("headers") {
         None | Some(Value::Null) => vec![],
         Some(Value::Object(m)) => m
             .iter()
-            .map(|(k, v)| Header { name: k.clone(), value: v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()) })
+            .map(|(k, v)| Header {
+                name: k.clone(),
+                value: v
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string()),
+            })
             .collect(),
         Some(_) => bail!("`headers` of a canned response must be an object"),
     };
@@ -80,12 +90,19 @@ fn parse_response(v: &Value) -> anyhow::Result<HttpResponse> {
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
     };
-    Ok(HttpResponse { status: u16::try_from(status).context("status out of range")?, headers, body })
+    Ok(HttpResponse {
+        status: u16::try_from(status).context("status out of range")?,
+        headers,
+        body,
+    })
 }
 
 fn load_responses(path: &PathBuf) -> anyhow::Result<Vec<HttpResponse>> {
-    let v: Value = serde_json::from_str(&read(path)?).with_context(|| format!("{} is not JSON", path.display()))?;
-    let Value::Array(items) = v else { bail!("{}: expected a JSON array of responses", path.display()) };
+    let v: Value = serde_json::from_str(&read(path)?)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
+    let Value::Array(items) = v else {
+        bail!("{}: expected a JSON array of responses", path.display())
+    };
     let mut out = Vec::new();
     for item in &items {
         match item {
@@ -103,14 +120,17 @@ fn load_responses(path: &PathBuf) -> anyhow::Result<Vec<HttpResponse>> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_logging(Default::default());
     let body = read(&args.event)?;
-    serde_json::from_str::<Value>(&body).with_context(|| format!("{} is not valid JSON", args.event.display()))?;
+    serde_json::from_str::<Value>(&body)
+        .with_context(|| format!("{} is not valid JSON", args.event.display()))?;
     let responses = match &args.responses {
         Some(p) => load_responses(p)?,
         None => vec![],
     };
     let mut config = BTreeMap::new();
     for kv in &args.config {
-        let (k, v) = kv.split_once('=').with_context(|| format!("--config {kv}: expected KEY=VALUE"))?;
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--config {kv}: expected KEY=VALUE"))?;
         config.insert(k.trim().to_string(), ConfigValue::Text(v.to_string()));
     }
 
@@ -121,7 +141,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Trust::Keys(ztbridge_runtime::signing::load_public_keys(&args.trusted)?)
     };
     let transform = load_transform(&engine, &args.transform, &builtin::all(), &trust)?;
-    let name = args.route.clone().unwrap_or_else(|| transform.info.name.clone());
+    let name = args
+        .route
+        .clone()
+        .unwrap_or_else(|| transform.info.name.clone());
     let route_config = RouteConfig {
         name: name.clone(),
         transform: args.transform.clone(),
@@ -135,7 +158,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let route = Route::build(&route_config, transform.clone(), &|k| std::env::var(k).ok())?;
 
     let initial: BTreeMap<String, String> = match &args.state {
-        Some(p) if p.exists() => serde_json::from_str(&read(p)?).with_context(|| format!("{}: expected a JSON object of strings", p.display()))?,
+        Some(p) if p.exists() => serde_json::from_str(&read(p)?)
+            .with_context(|| format!("{}: expected a JSON object of strings", p.display()))?,
         _ => BTreeMap::new(),
     };
     let memory = Arc::new(MemoryState::with(&name, initial));
@@ -147,12 +171,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         attempt: args.attempt,
     };
     let transport = CannedTransport::new(responses);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let report = runtime.block_on(flow::run(&engine, &route, &state, event, &transport));
 
     if let Some(p) = &args.state {
         let dump = memory.dump(&name)?;
-        std::fs::write(p, serde_json::to_string_pretty(&dump)?).with_context(|| format!("cannot write {}", p.display()))?;
+        std::fs::write(p, serde_json::to_string_pretty(&dump)?)
+            .with_context(|| format!("cannot write {}", p.display()))?;
     }
     let out = serde_json::json!({
         "transform": { "source": transform.source, "name": transform.info.name, "version": transform.info.version, "digest": transform.digest },

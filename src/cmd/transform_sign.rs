@@ -21,8 +21,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let key = signing::load_secret_key(&args.key)?;
-    let wasm = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
-    let signed = signing::sign(&wasm, &key, None).with_context(|| format!("{}", args.file.display()))?;
+    let wasm = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let signed =
+        signing::sign(&wasm, &key, None).with_context(|| format!("{}", args.file.display()))?;
     let out = args.out.unwrap_or_else(|| args.file.clone());
     // Write next to the target, then rename: never a half-written component.
     let tmp = out.with_extension("wasm.signing");

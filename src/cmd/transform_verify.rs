@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use ztbridge_runtime::signing;
 
 #[derive(clap::Args)]
@@ -26,10 +26,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         key_paths.extend(ztbridge_runtime::config::Config::load(c)?.trust.keys);
     }
     if key_paths.is_empty() {
-        bail!("no trusted keys: pass --trusted KEY.pub (or a directory) or --config FILE with [trust] keys");
+        bail!(
+            "no trusted keys: pass --trusted KEY.pub (or a directory) or --config FILE with [trust] keys"
+        );
     }
     let trusted = signing::load_public_keys(&key_paths)?;
-    let wasm = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let wasm = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
     let digest = ztbridge_runtime::transform::digest(&wasm);
     match signing::verify(&wasm, &trusted) {
         Ok(v) => {

@@ -24,14 +24,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use super::{wait_until, Answer};
+use super::{Answer, wait_until};
 
 pub const USER: &str = "CORP\\ztbridge";
 pub const PASSWORD: &str = "Jb-pa55w0rd-9f8e7d";
@@ -61,7 +61,12 @@ impl JitbitRequest {
     /// `GET categories`, `POST ticket`...: method and the last path segment
     /// lower-cased, for asserting on a flow's sequence of calls.
     pub fn call(&self) -> String {
-        let last = self.path.rsplit('/').next().unwrap_or_default().to_lowercase();
+        let last = self
+            .path
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_lowercase();
         format!("{} {last}", self.method)
     }
 
@@ -71,15 +76,25 @@ impl JitbitRequest {
     }
 
     pub fn field(&self, name: &str) -> Option<String> {
-        self.form().into_iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        self.form()
+            .into_iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
     }
 
     pub fn param(&self, name: &str) -> Option<String> {
-        self.query.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+        self.query
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
     }
 
     pub fn authorization(&self) -> String {
-        self.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+        self.headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
@@ -137,7 +152,11 @@ fn reply(status: StatusCode, body: impl Into<String>) -> Reply {
 }
 
 fn reply_json(v: Value) -> Reply {
-    (200, vec![("content-type", "application/json; charset=utf-8".into())], v.to_string())
+    (
+        200,
+        vec![("content-type", "application/json; charset=utf-8".into())],
+        v.to_string(),
+    )
 }
 
 fn into_response((status, headers, body): Reply) -> Response {
@@ -158,7 +177,11 @@ pub fn parse_urlencoded(s: &str) -> Vec<(String, String)> {
         let mut out = Vec::with_capacity(bytes.len());
         let mut i = 0;
         while i < bytes.len() {
-            match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            match (
+                bytes[i],
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
                 (b'+', _, _) => out.push(b' '),
                 (b'%', Some(hi), Some(lo)) => {
                     out.push(hi << 4 | lo);
@@ -182,12 +205,21 @@ pub fn parse_urlencoded(s: &str) -> Vec<(String, String)> {
 /// The `Authorization` value of HTTP Basic for `user`:`password`, built by
 /// reqwest so the stub does not carry its own base64.
 pub fn basic_header(user: &str, password: &str) -> String {
-    let req = reqwest::Client::new().get("http://127.0.0.1/").basic_auth(user, Some(password)).build().expect("request");
-    req.headers()["authorization"].to_str().expect("ascii").to_string()
+    let req = reqwest::Client::new()
+        .get("http://127.0.0.1/")
+        .basic_auth(user, Some(password))
+        .build()
+        .expect("request");
+    req.headers()["authorization"]
+        .to_str()
+        .expect("ascii")
+        .to_string()
 }
 
 fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    form.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    form.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 fn status_name(id: u32) -> &'static str {
@@ -201,21 +233,35 @@ fn status_name(id: u32) -> &'static str {
 
 impl Inner {
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        let got = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let got = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         got == basic_header(USER, PASSWORD) || got == format!("Bearer {TOKEN}")
     }
 
     /// The documented behaviour of one call.
-    fn handle(&mut self, method: &Method, path: &str, query: &[(String, String)], headers: &HeaderMap, body: &str) -> Reply {
+    fn handle(
+        &mut self,
+        method: &Method,
+        path: &str,
+        query: &[(String, String)],
+        headers: &HeaderMap,
+        body: &str,
+    ) -> Reply {
         if !self.authorized(headers) {
             self.auth_failures += 1;
             return reply(StatusCode::UNAUTHORIZED, "Unauthorized");
         }
-        let form_ok = headers
-            .get("content-type")
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/x-www-form-urlencoded"));
+        let form_ok = headers.get("content-type").is_some_and(|v| {
+            v.as_bytes()
+                .starts_with(b"application/x-www-form-urlencoded")
+        });
         if *method == Method::POST && !form_ok {
-            return reply(StatusCode::BAD_REQUEST, "POST parameters must be form fields");
+            return reply(
+                StatusCode::BAD_REQUEST,
+                "POST parameters must be form fields",
+            );
         }
         let form = parse_urlencoded(body);
         match (method.as_str(), path.to_lowercase().as_str()) {
@@ -243,7 +289,8 @@ impl Inner {
     }
 
     fn create(&mut self, form: &[(String, String)]) -> Reply {
-        let Some(category_id) = field(form, "categoryId").and_then(|c| c.parse::<u64>().ok()) else {
+        let Some(category_id) = field(form, "categoryId").and_then(|c| c.parse::<u64>().ok())
+        else {
             return reply(StatusCode::BAD_REQUEST, "categoryId is required");
         };
         if !self.categories.iter().any(|c| c.id == category_id) {
@@ -274,7 +321,11 @@ impl Inner {
             },
         );
         // A bare integer, not JSON, like Jitbit.
-        (200, vec![("content-type", "text/plain; charset=utf-8".into())], id.to_string())
+        (
+            200,
+            vec![("content-type", "text/plain; charset=utf-8".into())],
+            id.to_string(),
+        )
     }
 
     fn ticket_mut(&mut self, form: &[(String, String)]) -> Option<&mut Ticket> {
@@ -297,7 +348,11 @@ impl Inner {
     }
 
     fn search(&self, query: &[(String, String)]) -> Reply {
-        let q = query.iter().find(|(k, _)| k.eq_ignore_ascii_case("query")).map(|(_, v)| v.to_lowercase()).unwrap_or_default();
+        let q = query
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("query"))
+            .map(|(_, v)| v.to_lowercase())
+            .unwrap_or_default();
         let count = query
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("count"))
@@ -307,7 +362,10 @@ impl Inner {
             .tickets
             .values()
             .rev()
-            .filter(|t| !q.is_empty() && (t.subject.to_lowercase().contains(&q) || t.body.to_lowercase().contains(&q)))
+            .filter(|t| {
+                !q.is_empty()
+                    && (t.subject.to_lowercase().contains(&q) || t.body.to_lowercase().contains(&q))
+            })
             .take(count)
             .map(|t| {
                 json!({
@@ -321,7 +379,9 @@ impl Inner {
 
     fn update(&mut self, form: &[(String, String)]) -> Reply {
         let status = field(form, "statusId").map(str::parse::<u32>);
-        let Some(t) = self.ticket_mut(form) else { return reply(StatusCode::NOT_FOUND, "Ticket not found") };
+        let Some(t) = self.ticket_mut(form) else {
+            return reply(StatusCode::NOT_FOUND, "Ticket not found");
+        };
         match status {
             None => {}
             Some(Ok(s)) if (1..=3).contains(&s) => t.status_id = s,
@@ -332,12 +392,22 @@ impl Inner {
 
     /// The first scripted answer that applies to `path`.
     fn take_script(&mut self, path: &str) -> Option<Scripted> {
-        let i = self.script.iter().position(|s| s.path.as_deref().is_none_or(|p| p.eq_ignore_ascii_case(path)))?;
+        let i = self.script.iter().position(|s| {
+            s.path
+                .as_deref()
+                .is_none_or(|p| p.eq_ignore_ascii_case(path))
+        })?;
         self.script.remove(i)
     }
 }
 
-async fn serve(State(inner): State<Arc<Mutex<Inner>>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn serve(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let at = Instant::now();
     let body = String::from_utf8_lossy(&body).into_owned();
     let path = uri.path().to_string();
@@ -352,7 +422,15 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, method: Method, uri: Uri,
         }
         None => s.handle(&method, &path, &query, &headers, &body),
     };
-    s.received.push(JitbitRequest { at, method: method.to_string(), path, query, headers, body, status: answer.0 });
+    s.received.push(JitbitRequest {
+        at,
+        method: method.to_string(),
+        path,
+        query,
+        headers,
+        body,
+        status: answer.0,
+    });
     into_response(answer)
 }
 
@@ -369,13 +447,19 @@ impl StubJitbit {
             tickets: BTreeMap::new(),
             categories: categories
                 .iter()
-                .map(|(id, name)| Category { id: *id, name: name.to_string(), section: "Helpdesk".into() })
+                .map(|(id, name)| Category {
+                    id: *id,
+                    name: name.to_string(),
+                    section: "Helpdesk".into(),
+                })
                 .collect(),
             next_id: 1001,
             auth_failures: 0,
         }));
         let app = Router::new().fallback(serve).with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind stub");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind stub");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await.expect("stub serve") });
         StubJitbit { addr, inner }
@@ -394,7 +478,11 @@ impl StubJitbit {
     pub fn script(&self, answers: Vec<Answer>) {
         let mut s = self.lock();
         for answer in answers {
-            s.script.push_back(Scripted { path: None, answer, perform: false });
+            s.script.push_back(Scripted {
+                path: None,
+                answer,
+                perform: false,
+            });
         }
     }
 
@@ -402,14 +490,22 @@ impl StubJitbit {
     pub fn script_on(&self, path: &str, answers: Vec<Answer>) {
         let mut s = self.lock();
         for answer in answers {
-            s.script.push_back(Scripted { path: Some(path.into()), answer, perform: false });
+            s.script.push_back(Scripted {
+                path: Some(path.into()),
+                answer,
+                perform: false,
+            });
         }
     }
 
     /// The next request to `path` is performed, but answered with `answer`
     /// (as when a proxy times out after the helpdesk did the work).
     pub fn lose_answer(&self, path: &str, answer: Answer) {
-        self.lock().script.push_back(Scripted { path: Some(path.into()), answer, perform: true });
+        self.lock().script.push_back(Scripted {
+            path: Some(path.into()),
+            answer,
+            perform: true,
+        });
     }
 
     pub fn received(&self) -> Vec<JitbitRequest> {
@@ -430,7 +526,11 @@ impl StubJitbit {
     }
 
     pub fn ticket(&self, id: u64) -> Ticket {
-        self.lock().tickets.get(&id).cloned().unwrap_or_else(|| panic!("no ticket {id}"))
+        self.lock()
+            .tickets
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no ticket {id}"))
     }
 
     /// A ticket made outside ztbridge; returns its ID.
@@ -466,14 +566,22 @@ impl StubJitbit {
             (r.len() >= n).then_some(r)
         })
         .await
-        .unwrap_or_else(|| panic!("stub Jitbit got {} requests, expected {n}", self.received().len()))
+        .unwrap_or_else(|| {
+            panic!(
+                "stub Jitbit got {} requests, expected {n}",
+                self.received().len()
+            )
+        })
     }
 }
 
 /// A `jitbit` route pointing at `stub` with Basic credentials, plus
 /// `extra` config lines (`key = value`).
 pub fn jitbit_route(stub: &StubJitbit, extra: &str) -> String {
-    jitbit_route_with(stub, &format!("username = {USER:?}\npassword = {PASSWORD:?}\n{extra}"))
+    jitbit_route_with(
+        stub,
+        &format!("username = {USER:?}\npassword = {PASSWORD:?}\n{extra}"),
+    )
 }
 
 /// A `jitbit` route pointing at `stub` with exactly these config lines

