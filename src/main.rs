@@ -34,11 +34,28 @@ enum Command {
         #[command(subcommand)]
         command: TransformCommand,
     },
+    /// The durable event store: list, show, retry, purge.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Signing keys.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Deliveries, newest first: receipt, event ID, route, state, attempts.
+    List(cmd::events_list::Args),
+    /// A webhook as received and each route's delivery with every attempt.
+    Show(cmd::events_show::Args),
+    /// Queue failed deliveries again (one webhook's, or --all-failed).
+    Retry(cmd::events_retry::Args),
+    /// Delete webhooks delivered before a date.
+    Purge(cmd::events_purge::Args),
 }
 
 #[derive(Subcommand)]
@@ -77,6 +94,12 @@ fn main() -> ExitCode {
         Command::Transform {
             command: TransformCommand::Verify(args),
         } => cmd::transform_verify::run(args),
+        Command::Events { command } => match command {
+            EventsCommand::List(args) => cmd::events_list::run(args),
+            EventsCommand::Show(args) => cmd::events_show::run(args),
+            EventsCommand::Retry(args) => cmd::events_retry::run(args),
+            EventsCommand::Purge(args) => cmd::events_purge::run(args),
+        },
         Command::Keys {
             command: KeysCommand::Generate(args),
         } => cmd::keys_generate::run(args),

@@ -318,7 +318,7 @@ async fn a_thousand_bad_bodies_each_get_a_4xx_json_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_backlog_answers_503_with_retry_after() {
     let config = format!(
-        "[trust]\nallow_unsigned = true\n[limits]\nstep_timeout_ms = 1500\n[delivery]\nmax_pending = 1\n\
+        "[trust]\nallow_unsigned = true\n[limits]\nstep_timeout_ms = 1500\n[delivery]\nmax_pending = 1\ndedupe_window_secs = 0\n\
          [[route]]\nname = \"slow\"\ntransform = {:?}\n[route.config]\nmode = \"loop\"\n",
         wasm_path("hostile")
     );

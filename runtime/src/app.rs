@@ -11,9 +11,11 @@ use crate::dispatch::Dispatcher;
 use crate::engine::{Engine, EngineError};
 use crate::intake::Intake;
 use crate::outbound::{HttpTransport, TransportError};
+use crate::rate::RateLimits;
 use crate::route::{Route, RouteError};
 use crate::signing::{self, SigningError, TrustedKeys, load_public_keys};
 use crate::state::{SqliteState, StateError, StateStore};
+use crate::store::{Store, StoreError};
 use crate::transform::{Transform, TransformError};
 
 /// The service's shared state, handed to the HTTP handlers.
@@ -37,6 +39,8 @@ pub enum AppError {
     Route(#[from] RouteError),
     #[error("data directory {dir}: {error}")]
     State { dir: String, error: StateError },
+    #[error("data directory {dir}: {error}")]
+    Store { dir: String, error: StoreError },
     #[error(transparent)]
     Transport(#[from] TransportError),
     #[error(transparent)]
@@ -173,12 +177,24 @@ impl App {
             Duration::from_millis(config.limits.request_timeout_ms),
             config.limits.max_response_body_bytes,
         )?;
+        let store = Arc::new(Store::open(&data_dir).map_err(|error| AppError::Store {
+            dir: data_dir.display().to_string(),
+            error,
+        })?);
+        let rates = RateLimits::new(
+            config
+                .routes
+                .iter()
+                .filter(|rc| routes.iter().any(|r| *r.name == *rc.name)),
+        );
         let dispatcher = Dispatcher::new(
             engine.clone(),
             routes,
             state,
             transport,
             config.delivery.clone(),
+            store,
+            rates,
         );
         let intake = Intake::new(config.intake.clone());
         Ok(App {

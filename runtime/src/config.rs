@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::dispatch::RetryPolicy;
+use crate::dispatch::DeliveryPolicy;
 use crate::engine::Limits;
 use crate::intake::IntakeLimits;
 
@@ -32,7 +32,7 @@ pub struct Config {
     pub intake: IntakeLimits,
     /// Retries of failed deliveries.
     #[serde(default)]
-    pub delivery: RetryPolicy,
+    pub delivery: DeliveryPolicy,
     /// Optional authentication of `POST /webhook`.
     #[serde(default)]
     pub inbound: InboundAuth,
@@ -114,6 +114,19 @@ pub struct RouteConfig {
     /// Narrows the transform's egress allow-list to these hosts.
     #[serde(default)]
     pub egress: Option<Vec<String>>,
+    /// At most this many deliveries (flows) per minute to this route's
+    /// destination; none: unlimited.  PagerDuty accepts about 120 events
+    /// a minute per routing key: the built-in default route uses 100.
+    #[serde(default)]
+    pub rate_per_minute: Option<u32>,
+    /// Deliveries allowed at once before the rate applies (default: a
+    /// tenth of `rate_per_minute`, at least 1).
+    #[serde(default)]
+    pub rate_burst: Option<u32>,
+    /// Routes with the same `rate_key` share one limit (e.g. two routes
+    /// using one PagerDuty routing key).  Default: the route's name.
+    #[serde(default)]
+    pub rate_key: Option<String>,
     /// The transform's config keys.
     #[serde(default)]
     pub config: BTreeMap<String, ConfigValue>,
@@ -185,6 +198,9 @@ impl Config {
                 states: vec![],
                 allow_http: false,
                 egress: None,
+                rate_per_minute: (name == "pagerduty").then_some(100),
+                rate_burst: None,
+                rate_key: None,
                 config: BTreeMap::new(),
             })
             .collect();
@@ -194,7 +210,7 @@ impl Config {
             log_format: LogFormat::default(),
             limits: Limits::default(),
             intake: IntakeLimits::default(),
-            delivery: RetryPolicy::default(),
+            delivery: DeliveryPolicy::default(),
             inbound: InboundAuth::default(),
             trust: TrustConfig::default(),
             routes,
@@ -223,7 +239,16 @@ impl Config {
             }
         }
         let l = &self.limits;
-        let checks: [(bool, &str); 10] = [
+        for r in &self.routes {
+            if r.rate_per_minute == Some(0) || r.rate_burst == Some(0) {
+                return Err(ConfigError::Invalid(format!(
+                    "route `{}`: rate_per_minute and rate_burst must be positive (omit them for no limit)",
+                    r.name
+                )));
+            }
+        }
+        let d = &self.delivery;
+        let checks: [(bool, &str); 12] = [
             (l.fuel_per_step > 0, "limits.fuel_per_step must be positive"),
             (
                 (1..=600_000).contains(&l.step_timeout_ms),
@@ -246,8 +271,16 @@ impl Config {
                 "limits.request_timeout_ms must be 100..=3600000",
             ),
             (
-                (1..=100).contains(&self.delivery.max_attempts),
-                "delivery.max_attempts must be 1..=100",
+                d.max_attempts <= 100_000,
+                "delivery.max_attempts must be 0 (no limit but the horizon)..=100000",
+            ),
+            (
+                (1..=30 * 86_400).contains(&d.retry_horizon_secs),
+                "delivery.retry_horizon_secs must be 1..=2592000 (30 days)",
+            ),
+            (
+                d.max_pending >= 1,
+                "delivery.max_pending must be at least 1",
             ),
             (
                 self.delivery.max_backoff_ms <= 86_400_000,

@@ -1,20 +1,31 @@
-//! Hands accepted events to the routes that want them and runs each
-//! route's delivery, with retries.
+//! Delivery: admits accepted webhooks into the durable [`Store`] and runs
+//! each route's deliveries from it, with retries.
 //!
-//! This is the seam between accepting and delivering: [`Dispatcher::submit`]
-//! takes an accepted event and returns at once; each matching route
-//! delivers on its own task, so one route failing never blocks or delays
-//! another.  Retries here are in memory (bounded attempts, exponential
-//! back-off with jitter, honouring Retry-After); the durable queue replaces
-//! this module's bookkeeping without changing its callers.
+//! * [`Dispatcher::admit`] stores an event and one delivery per route whose
+//!   filter takes it; it returns only once that is committed (fsync), so a
+//!   2xx always means the event survives a crash.  A body seen within the
+//!   duplicate window is recognised instead of stored twice.
+//! * The scheduler (one task) claims due deliveries from the store, as many
+//!   as there are sandbox slots, never two of one (route, Superna event ID)
+//!   at once and never one before its predecessor for that pair is settled:
+//!   one alert's updates go in arrival order per route, different alerts
+//!   concurrently.  Each route delivers independently.
+//! * An attempt runs the route's transform flow from the start in a fresh
+//!   sandbox.  Retryable failures (network, 5xx, 429) wait with exponential
+//!   back-off and jitter, honouring Retry-After, until the retry horizon;
+//!   anything else is a dead letter (`failed`) with its reason at once.
+//! * Back-pressure: past `max_pending` open deliveries or under
+//!   `min_free_disk_mb` free in the data directory, `/webhook` answers 503.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, watch};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::bindings::types;
@@ -22,36 +33,60 @@ use crate::engine::Engine;
 use crate::flow::{self, Outcome};
 use crate::intake::Accepted;
 use crate::outbound::HttpTransport;
+use crate::rate::RateLimits;
 use crate::route::Route;
 use crate::state::StateStore;
+use crate::store::{Admission, AttemptRow, Claim, NewEvent, Next, Store, StoreError};
+use crate::time::{now_millis, rfc3339_millis};
 
-/// Retries of failed deliveries.
+/// How deliveries are retried, bounded and kept (`[delivery]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RetryPolicy {
-    /// Attempts per route and event, the first included.
+pub struct DeliveryPolicy {
+    /// Most attempts per route and event, the first included; 0: no limit
+    /// but the retry horizon.
     pub max_attempts: u32,
+    /// Keep retrying a delivery for this long after it was accepted (or
+    /// re-queued by `events retry`), then give up.  Default: 24 hours.
+    pub retry_horizon_secs: u64,
     /// Delay before the first retry; doubles each time.
     pub initial_backoff_ms: u64,
     /// Upper bound of one delay (Retry-After included).
     pub max_backoff_ms: u64,
-    /// Deliveries waiting or running at once; past it `/webhook` answers
+    /// Open (pending or in-flight) deliveries; past it `/webhook` answers
     /// 503 with Retry-After instead of accepting what it cannot keep.
     pub max_pending: usize,
+    /// Free space the data directory must keep; below it `/webhook`
+    /// answers 503.
+    pub min_free_disk_mb: u64,
+    /// The same body received again within this many seconds is
+    /// recognised and delivered once (0: off).
+    pub dedupe_window_secs: u64,
+    /// Delivered events are kept this long, then purged (failed ones are
+    /// kept until purged or retried).
+    pub retain_delivered_hours: u64,
+    /// On shutdown, how long running attempts may take to finish; what
+    /// does not finish is attempted again at the next start.
+    pub drain_timeout_ms: u64,
 }
 
-impl Default for RetryPolicy {
-    fn default() -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: 8,
+impl Default for DeliveryPolicy {
+    fn default() -> DeliveryPolicy {
+        DeliveryPolicy {
+            max_attempts: 0,
+            retry_horizon_secs: 86_400,
             initial_backoff_ms: 1_000,
             max_backoff_ms: 300_000,
             max_pending: 10_000,
+            min_free_disk_mb: 256,
+            dedupe_window_secs: 600,
+            retain_delivered_hours: 168,
+            drain_timeout_ms: 10_000,
         }
     }
 }
 
-impl RetryPolicy {
+impl DeliveryPolicy {
     /// Delay before attempt `next` (2, 3...): Retry-After when given, else
     /// exponential back-off; plus up to 20% jitter; capped.
     pub fn delay(&self, next: u32, retry_after_seconds: Option<u32>, salt: u64) -> Duration {
@@ -72,6 +107,10 @@ impl RetryPolicy {
                 .min(self.max_backoff_ms.max(base)),
         )
     }
+
+    fn horizon_ms(&self) -> i64 {
+        (self.retry_horizon_secs.saturating_mul(1000)).min(i64::MAX as u64) as i64
+    }
 }
 
 fn jitter(salt: u64) -> u64 {
@@ -86,77 +125,53 @@ fn jitter(salt: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Where a route's delivery of one event stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryState {
-    Pending,
-    InFlight,
-    Retrying,
-    Delivered,
-    Failed,
+/// What became of a webhook handed to [`Dispatcher::admit`].
+#[derive(Debug, Clone)]
+pub enum Admitted {
+    /// Stored durably; these routes will deliver it.
+    Stored { routes: Vec<String> },
+    /// The same body was accepted earlier (within the duplicate window).
+    Duplicate {
+        receipt_id: String,
+        received_at: String,
+    },
 }
 
-/// One attempt, as recorded.
-#[derive(Debug, Clone, Serialize)]
-pub struct Attempt {
-    pub attempt: u32,
-    pub at: String,
-    pub outcome: Outcome,
-    /// Status of the last response received, if any.
-    pub last_status: Option<u16>,
-    pub steps: usize,
-    pub fuel_used: u64,
-    pub duration_ms: f64,
-    pub transform_digest: String,
+/// Why no more webhooks can be taken now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// `max_pending` open deliveries.
+    Backlog,
+    /// Less than `min_free_disk_mb` free in the data directory.
+    Disk,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Delivery {
-    pub route: String,
-    pub state: DeliveryState,
-    pub attempts: Vec<Attempt>,
-}
-
-/// What the service knows of one accepted webhook.
-#[derive(Debug, Clone, Serialize)]
-pub struct EventRecord {
-    pub receipt_id: String,
-    pub received_at: String,
-    pub event_id: Option<String>,
-    pub severity: String,
-    pub state: Option<String>,
-    pub deliveries: Vec<Delivery>,
-}
-
-/// Recent events and their deliveries (bounded; the durable store keeps
-/// everything).
-#[derive(Default)]
-struct Journal {
-    records: HashMap<String, EventRecord>,
-    order: VecDeque<String>,
-}
-
-const JOURNAL_CAPACITY: usize = 10_000;
-
-/// Runs routes for accepted events.
+/// Runs routes' deliveries from the store.
 pub struct Dispatcher {
     engine: Arc<Engine>,
-    /// Routes in configuration order.
-    routes: Vec<Arc<Route>>,
+    /// Configured routes by name, in configuration order.
+    routes: BTreeMap<String, Arc<Route>>,
+    /// Route names in configuration order (filters are tried in it).
+    order: Vec<Arc<Route>>,
     state: Arc<dyn StateStore>,
     transport: HttpTransport,
-    retry: RetryPolicy,
-    /// Bounds flows running at once to the engine's instance slots.
+    policy: DeliveryPolicy,
+    /// Where events and deliveries live.
+    store: Arc<Store>,
+    /// Per-destination rate limits.
+    rates: Arc<RateLimits>,
+    /// Bounds attempts running at once to the engine's instance slots.
     permits: Arc<Semaphore>,
-    journal: Mutex<Journal>,
-    /// Per (route, Superna event ID): the completion signal of the latest
-    /// delivery, which the next one waits for.  Updates of one alert are
-    /// delivered in arrival order (a resolve never overtakes its trigger,
-    /// a comment never its ticket); different alerts run concurrently.
-    order: Mutex<HashMap<(Arc<str>, String), watch::Receiver<bool>>>,
-    /// Deliveries accepted and not finished (waiting, running, retrying).
-    pending: AtomicUsize,
+    /// Wakes the scheduler: a new event, a finished attempt, shutdown.
+    wake: Notify,
+    /// Open deliveries (pending or in flight): counted on admit and
+    /// settle, re-read from the store every few seconds (the CLI may
+    /// re-queue behind the service's back).
+    open: AtomicU64,
+    /// Whether the data directory has `min_free_disk_mb` free.
+    disk_ok: AtomicBool,
+    /// Set on shutdown: nothing more is claimed.
+    stopping: AtomicBool,
 }
 
 impl Dispatcher {
@@ -165,227 +180,424 @@ impl Dispatcher {
         routes: Vec<Arc<Route>>,
         state: Arc<dyn StateStore>,
         transport: HttpTransport,
-        retry: RetryPolicy,
+        policy: DeliveryPolicy,
+        store: Arc<Store>,
+        rates: RateLimits,
     ) -> Arc<Dispatcher> {
         let slots = engine.limits.max_instances.max(1) as usize;
         Arc::new(Dispatcher {
             engine,
-            routes,
+            routes: routes
+                .iter()
+                .map(|r| (r.name.to_string(), r.clone()))
+                .collect(),
+            order: routes,
             state,
             transport,
-            retry,
+            policy,
+            store,
+            rates: Arc::new(rates),
             permits: Arc::new(Semaphore::new(slots)),
-            journal: Mutex::new(Journal::default()),
-            order: Mutex::new(HashMap::new()),
-            pending: AtomicUsize::new(0),
+            wake: Notify::new(),
+            open: AtomicU64::new(0),
+            disk_ok: AtomicBool::new(true),
+            stopping: AtomicBool::new(false),
         })
     }
 
-    /// Whether another event may be accepted (see `max_pending`).
-    pub fn has_room(&self) -> bool {
-        self.pending.load(Ordering::Relaxed) < self.retry.max_pending
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 
-    /// Starts delivery of `event` on every route whose filter takes it;
-    /// returns those routes' names.
-    pub fn submit(self: &Arc<Self>, event: Accepted) -> Vec<String> {
-        let event = Arc::new(event);
-        let matched: Vec<Arc<Route>> = self
-            .routes
+    /// Whether another webhook may be accepted now.
+    pub fn room(&self) -> Result<(), Full> {
+        if !self.disk_ok.load(Ordering::Relaxed) {
+            return Err(Full::Disk);
+        }
+        if self.open.load(Ordering::Relaxed) >= self.policy.max_pending as u64 {
+            return Err(Full::Backlog);
+        }
+        Ok(())
+    }
+
+    /// Stores `event` with one delivery per route whose filter takes it;
+    /// returns once committed.
+    pub async fn admit(
+        &self,
+        event: Accepted,
+        headers: Vec<(String, String)>,
+    ) -> Result<Admitted, StoreError> {
+        let routes: Vec<String> = self
+            .order
             .iter()
             .filter(|r| r.filter.accepts(&event.event))
-            .cloned()
+            .map(|r| r.name.to_string())
             .collect();
-        let names: Vec<String> = matched.iter().map(|r| r.name.to_string()).collect();
-        self.journal_insert(&event, &names);
-        if matched.is_empty() {
-            let event_id = display_id(event.event.id().as_deref());
-            tracing::info!(receipt_id = %event.receipt_id, %event_id, "no route takes this event (filters)");
-        }
-        let order_key = event.event.id().unwrap_or_else(|| event.receipt_id.clone());
-        for route in matched {
-            let span = tracing::info_span!(
-                "event",
-                event_id = %display_id(event.event.id().as_deref()),
-                receipt_id = %event.receipt_id,
-                route = %route.name,
-            );
-            let key = (route.name.clone(), order_key.clone());
-            let (done_tx, done_rx) = watch::channel(false);
-            let previous = self.order().insert(key.clone(), done_rx.clone());
-            self.pending.fetch_add(1, Ordering::Relaxed);
-            let this = self.clone();
-            let ev = event.clone();
-            tokio::spawn(
-                async move {
-                    if let Some(mut previous) = previous {
-                        // Err: the earlier delivery's task is gone; go on.
-                        let _ = previous.wait_for(|done| *done).await;
-                    }
-                    this.clone().deliver(route, ev).await;
-                    let _ = done_tx.send(true);
-                    let mut order = this.order();
-                    if order.get(&key).is_some_and(|rx| rx.same_channel(&done_rx)) {
-                        order.remove(&key);
-                    }
-                    drop(order);
-                    this.pending.fetch_sub(1, Ordering::Relaxed);
+        let event_id = event.event.id();
+        let new = NewEvent {
+            order_key: event_id.clone().unwrap_or_else(|| event.receipt_id.clone()),
+            receipt_id: event.receipt_id.clone(),
+            received_ms: event.received_ms,
+            event_id,
+            severity: event.event.severity().name(),
+            state: event.event.state(),
+            body_hash: hex::encode(Sha256::digest(event.body.as_bytes())),
+            body: event.body.clone(),
+            headers,
+            routes: routes.clone(),
+            deadline_ms: event.received_ms.saturating_add(self.policy.horizon_ms()),
+        };
+        let dedupe_ms = (self.policy.dedupe_window_secs.saturating_mul(1000)) as i64;
+        match self.store.insert(new, dedupe_ms).await? {
+            Admission::Stored => {
+                if routes.is_empty() {
+                    tracing::info!(receipt_id = %event.receipt_id, "no route takes this event (filters)");
+                } else {
+                    self.open.fetch_add(routes.len() as u64, Ordering::Relaxed);
+                    self.wake.notify_one();
                 }
-                .instrument(span),
-            );
+                Ok(Admitted::Stored { routes })
+            }
+            Admission::Duplicate {
+                receipt_id,
+                received_at,
+            } => Ok(Admitted::Duplicate {
+                receipt_id,
+                received_at,
+            }),
         }
-        names
     }
 
-    async fn deliver(self: Arc<Self>, route: Arc<Route>, event: Arc<Accepted>) {
-        let salt = event
-            .receipt_id
-            .bytes()
-            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
-        for attempt in 1..=self.retry.max_attempts.max(1) {
+    /// Resumes what was not delivered and starts the scheduler and the
+    /// housekeeping task.  Call once, inside the runtime.
+    pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
+        let resumed = self.store.recover().await?;
+        if resumed > 0 {
+            tracing::warn!(
+                resumed,
+                "attempts interrupted by the last stop will be made again"
+            );
+        }
+        self.housekeeping_pass(true).await;
+        let backlog = self.open.load(Ordering::Relaxed);
+        if backlog > 0 {
+            tracing::info!(open = backlog, "resuming undelivered events");
+        }
+        let this = self.clone();
+        tokio::spawn(async move { this.schedule().await });
+        let this = self.clone();
+        tokio::spawn(async move { this.housekeeping().await });
+        Ok(())
+    }
+
+    /// Stops claiming, then waits up to `drain_timeout_ms` for running
+    /// attempts.  What does not finish is attempted again at the next start.
+    pub async fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+        let slots = self.engine.limits.max_instances.max(1);
+        let timeout = Duration::from_millis(self.policy.drain_timeout_ms);
+        match tokio::time::timeout(timeout, self.permits.acquire_many(slots)).await {
+            Ok(_) => tracing::info!("deliveries drained"),
+            Err(_) => tracing::warn!(
+                timeout_ms = self.policy.drain_timeout_ms,
+                "attempts still running at shutdown; they will be made again at the next start"
+            ),
+        }
+    }
+
+    async fn schedule(self: Arc<Self>) {
+        let unknown = |this: &Dispatcher| -> Vec<String> {
+            this.store
+                .open_by_route()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(r, _)| r)
+                .filter(|r| !this.routes.contains_key(r))
+                .collect()
+        };
+        let mut skip = unknown(&self);
+        let mut skip_checked = tokio::time::Instant::now();
+        loop {
+            if self.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            if skip_checked.elapsed() > Duration::from_secs(30) {
+                skip = unknown(&self);
+                skip_checked = tokio::time::Instant::now();
+            }
+            let mut wait = Duration::from_secs(1);
+            let free = self.permits.available_permits();
+            if free > 0 {
+                let rates = self.rates.clone();
+                let now = now_millis();
+                match self
+                    .store
+                    .claim(now, free, skip.clone(), move |route| rates.admit(route))
+                    .await
+                {
+                    Ok((claims, rate_wait)) => {
+                        let full = claims.len() == free;
+                        for claim in claims {
+                            match self.permits.clone().try_acquire_owned() {
+                                Ok(permit) => {
+                                    let this = self.clone();
+                                    tokio::spawn(async move { this.attempt(claim, permit).await });
+                                }
+                                // Cannot happen (the scheduler alone takes
+                                // permits); the claim resumes at next start.
+                                Err(_) => tracing::error!("no sandbox slot for a claimed delivery"),
+                            }
+                        }
+                        if full {
+                            continue;
+                        }
+                        if let Some(w) = rate_wait {
+                            wait = wait.min(w.max(Duration::from_millis(5)));
+                        }
+                    }
+                    Err(e) => tracing::error!("cannot read due deliveries: {e}"),
+                }
+            }
+            let now = now_millis();
+            let store = self.store.clone();
+            if let Ok(Ok(Some(next))) =
+                tokio::task::spawn_blocking(move || store.next_retry_ms(now)).await
+            {
+                wait = wait.min(Duration::from_millis((next - now).max(1) as u64));
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Every few seconds: re-count the backlog, check free disk space,
+    /// purge delivered events past their retention (hourly).
+    async fn housekeeping(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            if self.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            n += 1;
+            self.housekeeping_pass(n % 720 == 0).await;
+        }
+    }
+
+    async fn housekeeping_pass(&self, purge: bool) {
+        let store = self.store.clone();
+        let min_free = self.policy.min_free_disk_mb.saturating_mul(1 << 20);
+        let checked = tokio::task::spawn_blocking(move || {
+            let backlog = store.backlog();
+            let dir = store.path().parent().map(|p| p.to_path_buf());
+            let free = dir
+                .and_then(|d| rustix::fs::statvfs(&d).ok())
+                .map(|s| s.f_bavail.saturating_mul(s.f_frsize));
+            (backlog, free)
+        })
+        .await;
+        if let Ok((backlog, free)) = checked {
+            match backlog {
+                Ok(b) => self.open.store(b.open, Ordering::Relaxed),
+                Err(e) => tracing::error!("cannot count open deliveries: {e}"),
+            }
+            if let Some(free) = free {
+                let ok = free >= min_free;
+                if self.disk_ok.swap(ok, Ordering::Relaxed) != ok {
+                    if ok {
+                        tracing::info!(
+                            free_mb = free >> 20,
+                            "free disk space is back: accepting webhooks"
+                        );
+                    } else {
+                        tracing::error!(
+                            free_mb = free >> 20,
+                            min_free_mb = min_free >> 20,
+                            "data directory is short of disk space: webhooks are refused with 503 (delivery.min_free_disk_mb)"
+                        );
+                    }
+                }
+            }
+        }
+        if purge && self.policy.retain_delivered_hours > 0 {
+            let before = now_millis()
+                - (self.policy.retain_delivered_hours.saturating_mul(3_600_000))
+                    .min(i64::MAX as u64) as i64;
+            match self.store.purge_delivered_before_async(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "delivered events past retention purged"),
+                Err(e) => tracing::error!("retention purge failed: {e}"),
+            }
+        }
+    }
+
+    async fn attempt(self: Arc<Self>, claim: Claim, permit: OwnedSemaphorePermit) {
+        let span = tracing::info_span!(
+            "event",
+            event_id = %display_id(claim.event_id.as_deref()),
+            receipt_id = %claim.receipt_id,
+            route = %claim.route,
+        );
+        async move {
+            let Some(route) = self.routes.get(&claim.route).cloned() else {
+                // The scheduler skips unknown routes; stay safe anyway.
+                return;
+            };
             let input = types::Event {
-                body: event.body.to_string(),
-                receipt_id: event.receipt_id.clone(),
-                received_at: event.received_at.clone(),
-                attempt,
+                body: claim.body.clone(),
+                receipt_id: claim.receipt_id.clone(),
+                received_at: rfc3339_millis(claim.received_ms),
+                attempt: claim.attempt,
             };
-            let report = {
-                let _permit = self.permits.acquire().await;
-                self.set_state(&event.receipt_id, &route.name, DeliveryState::InFlight);
-                flow::run(&self.engine, &route, &self.state, input, &self.transport).await
-            };
+            let report = flow::run(&self.engine, &route, &self.state, input, &self.transport).await;
+            let now = now_millis();
             let last_status = report
                 .steps
                 .last()
                 .and_then(|s| s.responses.last())
                 .map(|r| r.status);
-            let record = Attempt {
-                attempt,
-                at: crate::time::now_rfc3339(),
-                outcome: report.outcome.clone(),
+            let error = match &report.outcome {
+                Outcome::Done { .. } => None,
+                Outcome::Failed { message, .. } | Outcome::Incomplete { message } => {
+                    Some(flow::excerpt(message, 500))
+                }
+            };
+            let row = AttemptRow {
+                attempt: claim.attempt,
+                at_ms: now,
+                outcome: serde_json::to_value(&report.outcome).unwrap_or(json!(null)),
                 last_status,
-                steps: report.steps.len(),
+                error: error.clone(),
+                steps: report.steps.len() as u32,
                 fuel_used: report.fuel_used,
                 duration_ms: report.duration_ms,
                 transform_digest: report.transform_digest.clone(),
             };
-            let (retryable, retry_after) = match &report.outcome {
-                Outcome::Done { message } => {
-                    tracing::info!(attempt, fuel = report.fuel_used, ms = report.duration_ms, transform_digest = %report.transform_digest, "delivered: {message}");
-                    self.finish(
-                        &event.receipt_id,
-                        &route.name,
-                        record,
-                        DeliveryState::Delivered,
-                    );
-                    return;
+            let next = self.next(&claim, &report, now);
+            match &next {
+                Next::Delivered => {
+                    let message = match &report.outcome {
+                        Outcome::Done { message } => message.as_str(),
+                        _ => "",
+                    };
+                    tracing::info!(attempt = claim.attempt, fuel = report.fuel_used, ms = report.duration_ms, transform_digest = %report.transform_digest, "delivered: {message}");
                 }
-                Outcome::Failed {
-                    retryable,
-                    message,
-                    retry_after_seconds,
-                    kind,
-                } => {
-                    tracing::warn!(attempt, ?kind, retryable, transform_digest = %report.transform_digest, "delivery failed: {message}");
-                    (*retryable, *retry_after_seconds)
-                }
-                Outcome::Incomplete { message } => {
-                    tracing::error!(attempt, "delivery incomplete: {message}");
-                    (false, None)
-                }
-            };
-            if !retryable || attempt == self.retry.max_attempts {
-                if retryable {
-                    tracing::error!(
-                        attempts = attempt,
-                        "giving up: retry attempts exhausted (delivery.max_attempts)"
-                    );
-                }
-                self.finish(
-                    &event.receipt_id,
-                    &route.name,
-                    record,
-                    DeliveryState::Failed,
-                );
-                return;
+                Next::Retry { at_ms } => tracing::warn!(
+                    attempt = claim.attempt,
+                    ?last_status,
+                    transform_digest = %report.transform_digest,
+                    next_attempt_at = %rfc3339_millis(*at_ms),
+                    "delivery failed, will retry: {}",
+                    error.as_deref().unwrap_or("")
+                ),
+                Next::Failed { reason } => tracing::error!(
+                    attempt = claim.attempt,
+                    ?last_status,
+                    transform_digest = %report.transform_digest,
+                    "delivery failed (dead letter): {reason}"
+                ),
             }
-            self.finish(
-                &event.receipt_id,
-                &route.name,
-                record,
-                DeliveryState::Retrying,
-            );
-            let delay = self.retry.delay(attempt + 1, retry_after, salt);
-            tracing::info!(
-                next_attempt = attempt + 1,
-                delay_ms = delay.as_millis() as u64,
-                "will retry"
-            );
-            tokio::time::sleep(delay).await;
+            let settled = !matches!(next, Next::Retry { .. });
+            // The record must land: a delivery left in flight would only
+            // resume at the next start.  Keep trying while the store fails.
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match self
+                    .store
+                    .finish(claim.event_seq, claim.route.clone(), row.clone(), next.clone())
+                    .await
+                {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::error!("cannot record the attempt (retrying): {e}");
+                        if self.stopping.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+            if settled {
+                let _ = self
+                    .open
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+            }
+            drop(permit);
+            self.wake.notify_one();
         }
+        .instrument(span)
+        .await
     }
 
-    fn order(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(Arc<str>, String), watch::Receiver<bool>>> {
-        self.order.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
-        self.journal.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn journal_insert(&self, event: &Accepted, routes: &[String]) {
-        let record = EventRecord {
-            receipt_id: event.receipt_id.clone(),
-            received_at: event.received_at.clone(),
-            event_id: event.event.id().map(|id| display_id(Some(&id))),
-            severity: event.event.severity().name(),
-            state: event.event.state(),
-            deliveries: routes
-                .iter()
-                .map(|r| Delivery {
-                    route: r.clone(),
-                    state: DeliveryState::Pending,
-                    attempts: vec![],
-                })
-                .collect(),
+    /// Where a delivery goes after an attempt.
+    fn next(&self, claim: &Claim, report: &flow::FlowReport, now: i64) -> Next {
+        let (message, retry_after) = match &report.outcome {
+            Outcome::Done { .. } => return Next::Delivered,
+            Outcome::Failed {
+                retryable: false,
+                message,
+                kind,
+                ..
+            } => {
+                return Next::Failed {
+                    reason: format!(
+                        "{kind:?} error, not retryable: {}",
+                        flow::excerpt(message, 500)
+                    ),
+                };
+            }
+            Outcome::Incomplete { message } => {
+                return Next::Failed {
+                    reason: format!("incomplete flow: {}", flow::excerpt(message, 500)),
+                };
+            }
+            Outcome::Failed {
+                message,
+                retry_after_seconds,
+                ..
+            } => (message, *retry_after_seconds),
         };
-        let mut j = self.journal();
-        if j.order.len() >= JOURNAL_CAPACITY {
-            if let Some(old) = j.order.pop_front() {
-                j.records.remove(&old);
-            }
+        if self.policy.max_attempts > 0 && claim.attempt >= self.policy.max_attempts {
+            return Next::Failed {
+                reason: format!(
+                    "gave up after {} attempts (delivery.max_attempts); last: {}",
+                    claim.attempt,
+                    flow::excerpt(message, 400)
+                ),
+            };
         }
-        j.order.push_back(event.receipt_id.clone());
-        j.records.insert(event.receipt_id.clone(), record);
-    }
-
-    fn with_delivery(&self, receipt: &str, route: &str, f: impl FnOnce(&mut Delivery)) {
-        let mut j = self.journal();
-        if let Some(d) = j
-            .records
-            .get_mut(receipt)
-            .and_then(|r| r.deliveries.iter_mut().find(|d| d.route == route))
-        {
-            f(d);
+        let salt = claim
+            .receipt_id
+            .bytes()
+            .chain(claim.route.bytes())
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+        let at_ms = now.saturating_add(
+            self.policy
+                .delay(claim.attempt + 1, retry_after, salt)
+                .as_millis() as i64,
+        );
+        if at_ms > claim.deadline_ms {
+            return Next::Failed {
+                reason: format!(
+                    "gave up after {} attempts: the retry horizon ({} s, delivery.retry_horizon_secs) is over; last: {}",
+                    claim.attempt,
+                    self.policy.retry_horizon_secs,
+                    flow::excerpt(message, 400)
+                ),
+            };
         }
+        Next::Retry { at_ms }
     }
 
-    fn set_state(&self, receipt: &str, route: &str, state: DeliveryState) {
-        self.with_delivery(receipt, route, |d| d.state = state);
-    }
-
-    fn finish(&self, receipt: &str, route: &str, attempt: Attempt, state: DeliveryState) {
-        self.with_delivery(receipt, route, |d| {
-            d.state = state;
-            d.attempts.push(attempt);
-        });
-    }
-
-    /// What is known of a recent event.
-    pub fn event(&self, receipt_id: &str) -> Option<EventRecord> {
-        self.journal().records.get(receipt_id).cloned()
+    /// What is known of one webhook (`GET /api/events/{receipt}`).
+    pub fn record(&self, receipt_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.store.record(receipt_id, false)
     }
 }
 
@@ -404,11 +616,10 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_honours_retry_after() {
-        let p = RetryPolicy {
-            max_attempts: 5,
+        let p = DeliveryPolicy {
             initial_backoff_ms: 100,
             max_backoff_ms: 10_000,
-            max_pending: 10,
+            ..DeliveryPolicy::default()
         };
         let d2 = p.delay(2, None, 1).as_millis();
         let d4 = p.delay(4, None, 1).as_millis();

@@ -108,6 +108,8 @@ pub struct Accepted {
     pub receipt_id: String,
     /// When it was accepted, RFC 3339.
     pub received_at: String,
+    /// The same, in milliseconds since the epoch.
+    pub received_ms: i64,
     /// The JSON text as received (after inflating).
     pub body: Arc<str>,
     /// Parsed view for route filters and logs.
@@ -199,9 +201,11 @@ impl Intake {
             use std::hash::BuildHasher;
             std::collections::hash_map::RandomState::new().hash_one((seq, self.boot)) as u32
         };
+        let received_ms = crate::time::now_millis();
         Ok(Accepted {
             receipt_id: format!("r{:x}-{seq:06x}-{random:08x}", self.boot),
-            received_at: crate::time::now_rfc3339(),
+            received_at: crate::time::rfc3339_millis(received_ms),
+            received_ms,
             body: Arc::from(text),
             event: Arc::new(zt_event::Event::from_value(value)),
             was_gzip: is_gzip,

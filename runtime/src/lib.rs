@@ -13,9 +13,13 @@
 //!   header, constant-time), a tower middleware on `/webhook`.
 //! * [`intake`]: turns a request into an accepted event or a clear 4xx:
 //!   content type, body size, gzip (sniffed, bounded while inflating), JSON.
-//! * [`dispatch`]: takes accepted events and runs every matching route's
-//!   flow. This is the seam where the durable queue slots in: `intake`
-//!   produces, `dispatch` consumes.
+//! * [`dispatch`]: admits accepted events into the [`store`] (committed
+//!   before the 2xx) and runs each route's deliveries from it: scheduling
+//!   in per-alert order, retries with back-off, dead letters,
+//!   back-pressure.
+//! * [`store`]: the durable event store (SQLite, group commit): events as
+//!   received, per-route deliveries, every attempt.
+//! * [`rate`]: per-destination delivery rate limits.
 //! * [`route`]: one configured destination: its transform, resolved config,
 //!   severity/state filter and egress policy.
 //! * [`flow`]: drives one transform flow for one event: start, send the
@@ -46,12 +50,14 @@ pub mod engine;
 pub mod flow;
 pub mod intake;
 pub mod outbound;
+pub mod rate;
 pub mod redact;
 pub mod route;
 pub mod sandbox;
 pub mod server;
 pub mod signing;
 pub mod state;
+pub mod store;
 pub mod time;
 pub mod transform;
 

@@ -22,6 +22,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::app::App;
+use crate::dispatch::{Admitted, Full};
 
 fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
     (
@@ -48,21 +49,23 @@ async fn webhook(
         }
         Err(rej) => return error(rej.status(), "unreadable_body", rej.body_text()),
     };
-    if !app.dispatcher.has_room() {
-        tracing::warn!("webhook refused: delivery backlog full (delivery.max_pending)");
-        let mut resp = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "delivery backlog is full; retry later",
-        );
-        resp.headers_mut().insert(
-            axum::http::header::RETRY_AFTER,
-            axum::http::HeaderValue::from_static("30"),
-        );
-        return resp;
+    if let Err(full) = app.dispatcher.room() {
+        let (code, message) = match full {
+            Full::Backlog => (
+                "overloaded",
+                "delivery backlog is full (delivery.max_pending); retry later",
+            ),
+            Full::Disk => (
+                "disk_full",
+                "the data directory is short of disk space (delivery.min_free_disk_mb); retry later",
+            ),
+        };
+        tracing::warn!("webhook refused: {message}");
+        return unavailable(code, message);
     }
     // Inflating and parsing up to intake.max_decoded_bytes is CPU work:
     // keep it off the async workers.
+    let kept_headers = headers_of_note(&headers);
     let intake_app = app.clone();
     let decoded =
         tokio::task::spawn_blocking(move || intake_app.intake.accept(&headers, &body)).await;
@@ -76,17 +79,23 @@ async fn webhook(
             );
         }
     };
-    match decoded {
-        Ok(event) => {
-            let receipt_id = event.receipt_id.clone();
-            let event_id = event
-                .event
-                .id()
-                .map(|id| crate::dispatch::display_id(Some(&id)));
-            if event_id.is_none() {
-                tracing::warn!(%receipt_id, "webhook has no recognisable event ID: updates cannot be correlated");
-            }
-            let routes = app.dispatcher.submit(event);
+    let event = match decoded {
+        Ok(event) => event,
+        Err(e) => {
+            tracing::info!(reason = e.code(), "webhook refused: {e}");
+            return e.into_response();
+        }
+    };
+    let receipt_id = event.receipt_id.clone();
+    let event_id = event
+        .event
+        .id()
+        .map(|id| crate::dispatch::display_id(Some(&id)));
+    if event_id.is_none() {
+        tracing::warn!(%receipt_id, "webhook has no recognisable event ID: updates cannot be correlated");
+    }
+    match app.dispatcher.admit(event, kept_headers).await {
+        Ok(Admitted::Stored { routes }) => {
             tracing::info!(%receipt_id, event_id = ?event_id, ?routes, "webhook accepted");
             (
                 StatusCode::ACCEPTED,
@@ -94,11 +103,56 @@ async fn webhook(
             )
                 .into_response()
         }
+        Ok(Admitted::Duplicate {
+            receipt_id: original,
+            received_at,
+        }) => {
+            tracing::info!(event_id = ?event_id, original = %original, "duplicate webhook: already accepted at {received_at}; not delivered again");
+            (
+                StatusCode::OK,
+                Json(json!({ "status": "duplicate", "receipt_id": original, "event_id": event_id, "first_received_at": received_at })),
+            )
+                .into_response()
+        }
         Err(e) => {
-            tracing::info!(reason = e.code(), "webhook refused: {e}");
-            e.into_response()
+            tracing::error!(%receipt_id, "webhook NOT accepted: cannot store it: {e}");
+            unavailable(
+                "store_unavailable",
+                "the event could not be stored; retry later",
+            )
         }
     }
+}
+
+fn unavailable(code: &str, message: &str) -> Response {
+    let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, code, message);
+    resp.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("30"),
+    );
+    resp
+}
+
+/// Request headers kept with the event: what tells how it was sent, never
+/// credentials.
+fn headers_of_note(headers: &HeaderMap) -> Vec<(String, String)> {
+    const KEEP: &[&str] = &[
+        "content-type",
+        "content-encoding",
+        "content-length",
+        "user-agent",
+        "x-forwarded-for",
+        "x-request-id",
+    ];
+    headers
+        .iter()
+        .filter(|(k, _)| KEEP.contains(&k.as_str()) || k.as_str().starts_with("x-superna"))
+        .take(32)
+        .map(|(k, v)| {
+            let v = String::from_utf8_lossy(v.as_bytes());
+            (k.to_string(), crate::flow::excerpt(&v, 256))
+        })
+        .collect()
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -106,12 +160,21 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn event_status(State(app): State<Arc<App>>, Path(receipt_id): Path<String>) -> Response {
-    match app.dispatcher.event(&receipt_id) {
-        Some(record) => Json(record).into_response(),
-        None => error(
+    let lookup = app.clone();
+    let id = receipt_id.clone();
+    let found = tokio::task::spawn_blocking(move || lookup.dispatcher.record(&id)).await;
+    match found {
+        Ok(Ok(Some(record))) => Json(record).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "lookup failed",
+        ),
+        Ok(Ok(None)) => error(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no recent event with receipt ID {receipt_id}"),
+            format!("no event with receipt ID {receipt_id}"),
         ),
     }
 }
@@ -176,7 +239,13 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening for webhooks on POST /webhook");
     }
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
+    app.dispatcher
+        .start()
         .await
+        .map_err(std::io::Error::other)?;
+    let served = axum::serve(listener, router(app.clone()))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    app.dispatcher.stop().await;
+    served
 }

@@ -1,5 +1,9 @@
 //! One module per command.
 
+pub mod events_list;
+pub mod events_purge;
+pub mod events_retry;
+pub mod events_show;
 pub mod keys_generate;
 pub mod serve;
 pub mod transform_inspect;
@@ -25,4 +29,35 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// Where the `events` commands find the store: `--data-dir`, else the
+/// config file's `data_dir`, else the service's default
+/// (`$STATE_DIRECTORY` under systemd, `./ztbridge-data` otherwise).
+#[derive(clap::Args, Clone)]
+pub struct StoreArgs {
+    /// The service's configuration file (for its data_dir and [delivery]).
+    #[arg(long, short, global = true)]
+    pub config: Option<std::path::PathBuf>,
+    /// The data directory (overrides the config file's).
+    #[arg(long, global = true)]
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+impl StoreArgs {
+    /// The configuration in effect (the file, or the defaults).
+    pub fn config(&self) -> anyhow::Result<ztbridge_runtime::config::Config> {
+        Ok(match &self.config {
+            Some(path) => ztbridge_runtime::config::Config::load(path)?,
+            None => ztbridge_runtime::config::Config::builtin_default(&[]),
+        })
+    }
+
+    pub fn open(&self) -> anyhow::Result<ztbridge_runtime::store::Store> {
+        let dir = match &self.data_dir {
+            Some(d) => d.clone(),
+            None => self.config()?.data_dir(),
+        };
+        Ok(ztbridge_runtime::store::Store::open_existing(&dir)?)
+    }
 }

@@ -153,6 +153,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         states: vec![],
         allow_http: args.allow_http,
         egress: None,
+        rate_per_minute: None,
+        rate_burst: None,
+        rate_key: None,
         config,
     };
     let route = Route::build(&route_config, transform.clone(), &|k| std::env::var(k).ok())?;

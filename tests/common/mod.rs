@@ -2,6 +2,8 @@
 //! that speak the documented protocols, and the PagerDuty request schema.
 #![allow(dead_code)]
 
+pub mod child;
+
 use std::collections::VecDeque;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -157,6 +159,31 @@ struct StubState {
     received: Mutex<Vec<Received>>,
     /// Answers given before the protocol's normal behaviour resumes.
     script: Mutex<VecDeque<Answer>>,
+    /// Answer every request this way until cleared (an outage).
+    outage: Mutex<Option<Answer>>,
+    /// Each answer waits a pseudo-random time in this range (ms).
+    delay_ms: Mutex<(u64, u64)>,
+    /// Requests being answered now, and the most seen at once.
+    active: std::sync::atomic::AtomicUsize,
+    max_active: std::sync::atomic::AtomicUsize,
+}
+
+/// Decrements the stub's active count when a request is answered.
+struct ActiveGuard<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn answer(a: Answer) -> axum::response::Response {
+    let (status, hdrs, body) = a;
+    let mut h = HeaderMap::new();
+    for (k, v) in hdrs {
+        h.insert(k, v.parse().unwrap());
+    }
+    (StatusCode::from_u16(status).unwrap(), h, body).into_response()
 }
 
 /// A stub PagerDuty Events API v2: validates each request against the
@@ -174,20 +201,32 @@ async fn pd_enqueue(
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
+    use std::sync::atomic::Ordering::SeqCst;
+    let now_active = s.active.fetch_add(1, SeqCst) + 1;
+    let _active = ActiveGuard(&s.active);
+    s.max_active.fetch_max(now_active, SeqCst);
     let text = String::from_utf8_lossy(&body).into_owned();
-    s.received.lock().unwrap().push(Received {
-        at: Instant::now(),
-        path: "/v2/enqueue".into(),
-        headers: headers.clone(),
-        body: text.clone(),
-    });
+    let n = {
+        let mut r = s.received.lock().unwrap();
+        r.push(Received {
+            at: Instant::now(),
+            path: "/v2/enqueue".into(),
+            headers: headers.clone(),
+            body: text.clone(),
+        });
+        r.len() as u64
+    };
+    let (lo, hi) = *s.delay_ms.lock().unwrap();
+    if hi > 0 {
+        let spread = (n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 33) % (hi - lo + 1);
+        tokio::time::sleep(Duration::from_millis(lo + spread)).await;
+    }
+    if let Some(a) = s.outage.lock().unwrap().clone() {
+        return answer(a);
+    }
     let scripted = s.script.lock().unwrap().pop_front();
-    if let Some((status, hdrs, body)) = scripted {
-        let mut h = HeaderMap::new();
-        for (k, v) in hdrs {
-            h.insert(k, v.parse().unwrap());
-        }
-        return (StatusCode::from_u16(status).unwrap(), h, body).into_response();
+    if let Some(a) = scripted {
+        return answer(a);
     }
     let bad = |errors: Vec<String>| {
         (StatusCode::BAD_REQUEST, axum::Json(json!({"status": "invalid event", "message": "Event object is invalid", "errors": errors})))
@@ -242,6 +281,27 @@ impl StubPagerDuty {
 
     pub fn received(&self) -> Vec<Received> {
         self.state.received.lock().unwrap().clone()
+    }
+
+    /// Answers every request with `a` until `end_outage`.
+    pub fn outage(&self, a: Answer) {
+        *self.state.outage.lock().unwrap() = Some(a);
+    }
+
+    pub fn end_outage(&self) {
+        *self.state.outage.lock().unwrap() = None;
+    }
+
+    /// Each answer takes `lo..=hi` ms.
+    pub fn delay(&self, lo: u64, hi: u64) {
+        *self.state.delay_ms.lock().unwrap() = (lo, hi.max(lo));
+    }
+
+    /// The most requests the stub was answering at once.
+    pub fn max_concurrency(&self) -> usize {
+        self.state
+            .max_active
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Waits until at least `n` requests arrived.
@@ -393,7 +453,8 @@ pub fn pagerduty_route(stub: &StubPagerDuty, extra: &str) -> String {
 }
 
 /// Fast retries for tests.
-pub const FAST_RETRY: &str =
-    "[delivery]\nmax_attempts = 4\ninitial_backoff_ms = 50\nmax_backoff_ms = 3000\n";
+/// Quick retries; duplicate detection off, because these tests send the
+/// same fixture again on purpose (to test the transforms' own idempotency).
+pub const FAST_RETRY: &str = "[delivery]\nmax_attempts = 4\ninitial_backoff_ms = 50\nmax_backoff_ms = 3000\ndedupe_window_secs = 0\n";
 
 pub mod jitbit;

@@ -1,0 +1,82 @@
+//! `ztbridge events list`: deliveries, newest first.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use ztbridge_runtime::store::DeliveryState;
+
+use super::StoreArgs;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only deliveries in this state: pending, in_flight, delivered, failed.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only this route's deliveries.
+    #[arg(long)]
+    pub route: Option<String>,
+    /// At most this many rows.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// JSON (an array) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let state = match args.state.as_deref() {
+        None => None,
+        Some(s) => match DeliveryState::parse(s) {
+            Some(st) => Some(st),
+            None => bail!("--state {s}: expected pending, in_flight, delivered or failed"),
+        },
+    };
+    let store = args.store.open()?;
+    let rows = store.list(state, args.route.as_deref(), args.limit)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        eprintln!("no deliveries match");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<34} {:<24} {:<24} {:<12} {:<10} {:>3} {:>4}  DETAIL",
+        "RECEIPT", "RECEIVED", "EVENT ID", "ROUTE", "STATE", "TRY", "HTTP"
+    );
+    for r in rows {
+        let detail = match r.delivery.as_str() {
+            "pending" => match (&r.next_attempt_at, &r.reason) {
+                (Some(at), Some(why)) => format!("next {at}; last: {why}"),
+                (Some(at), None) => format!("next {at}"),
+                _ => String::new(),
+            },
+            _ => r.reason.clone().unwrap_or_default(),
+        };
+        println!(
+            "{:<34} {:<24} {:<24} {:<12} {:<10} {:>3} {:>4}  {}",
+            r.receipt_id,
+            r.received_at,
+            clip(r.event_id.as_deref().unwrap_or("-"), 24),
+            clip(&r.route, 12),
+            r.delivery,
+            r.attempts,
+            r.last_status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
+            clip(&detail.replace('\n', " "), 160),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
+}

@@ -1,0 +1,125 @@
+//! The real `ztbridge` binary as a child process, for tests that kill it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{ROUTING_KEY, wait_until};
+
+/// A running `ztbridge serve`.
+pub struct ChildServer {
+    proc: std::process::Child,
+    pub port: u16,
+    /// The config file (the `events` commands read its data_dir).
+    pub config_path: PathBuf,
+    /// Where its stderr goes (appended across restarts).
+    pub log_path: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl ChildServer {
+    /// Starts `ztbridge serve` with `config_toml` (listen and data_dir are
+    /// added) in `dir`; returns once it accepts connections.
+    pub async fn start(dir: &Path, config_toml: &str) -> ChildServer {
+        let port = free_port();
+        let config_path = dir.join("ztbridge.toml");
+        let text = format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n{config_toml}",
+            dir.join("data").display().to_string()
+        );
+        std::fs::write(&config_path, text).expect("write config");
+        let log_path = dir.join("stderr.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("log file");
+        let proc = Command::new(env!("CARGO_BIN_EXE_ztbridge"))
+            .args([
+                "serve",
+                "--config",
+                config_path.to_str().expect("utf-8 path"),
+            ])
+            .env("RUST_LOG", "info,wasmtime=warn,cranelift_codegen=warn")
+            .env("ZTBRIDGE_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn ztbridge");
+        let mut child = ChildServer {
+            proc,
+            port,
+            config_path,
+            log_path,
+        };
+        let up = wait_until(Duration::from_secs(60), || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        if up.is_none() {
+            child.kill9();
+            panic!("ztbridge did not start:\n{}", child.log_tail());
+        }
+        child
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// SIGKILL: no chance to flush or finish anything.
+    pub fn kill9(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+
+    /// The last few KB of the server's log.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let mut start = log.len().saturating_sub(6000);
+        while !log.is_char_boundary(start) {
+            start += 1;
+        }
+        log[start..].to_string()
+    }
+
+    /// Runs `ztbridge events <args> --config <this config>`: (exit code,
+    /// stdout, stderr).
+    pub fn events(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_ztbridge"))
+            .arg("events")
+            .args(args)
+            .args(["--config", self.config_path.to_str().expect("utf-8 path")])
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run ztbridge events");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `events show ID` as JSON.
+    pub fn show(&self, id: &str) -> Value {
+        let (code, out, err) = self.events(&["show", id]);
+        assert_eq!(code, 0, "events show {id}: {err}");
+        serde_json::from_str(&out).expect("events show prints JSON")
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
