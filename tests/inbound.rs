@@ -350,3 +350,30 @@ async fn a_full_backlog_answers_503_with_retry_after() {
     }
     assert_eq!(status, 202);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_of_disk_space_answers_503_and_stores_nothing() {
+    let pd = StubPagerDuty::start().await;
+    // Ask for more free space than any test machine has (100 TB).
+    let config = format!(
+        "[delivery]\nmin_free_disk_mb = 100000000\n{}",
+        pagerduty_route(&pd, "")
+    );
+    let server = Server::start(&config).await;
+    let resp = server
+        .client
+        .post(server.url("/webhook"))
+        .header("content-type", "application/json")
+        .body(fixture("events/critical-lockout.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "30");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"], "disk_full", "{v}");
+    let backlog = server.app.dispatcher.store().backlog().unwrap();
+    assert_eq!(backlog.open, 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(pd.received().is_empty());
+}
