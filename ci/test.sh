@@ -20,6 +20,14 @@ cargo test --locked --workspace "$@" 2>&1 | tee -a "$log"
 cargo test --locked --manifest-path transforms/Cargo.toml -p zt-event -p zt-jitbit --lib \
     --target-dir target/guest-host-tests 2>&1 | tee -a "$log"
 
+# The systemd unit, against the binary the tests just built.
+unit_dir=$(mktemp -d)
+sed "s#/usr/local/bin/ztbridge#$PWD/target/debug/ztbridge#" dist/systemd/ztbridge.service \
+    > "$unit_dir/ztbridge.service"
+systemd-analyze verify "$unit_dir/ztbridge.service"
+echo "systemd unit: systemd-analyze verify passed"
+rm -rf "$unit_dir"
+
 # pipefail made any failing cargo above exit already; total what ran.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
      END { printf "ztbridge: %d passed, %d failed\n", p, f }' "$log"

@@ -39,6 +39,9 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Send a sample Zero Trust event (gzip, as Superna does) to a running
+    /// service; with --follow, print how each route delivered it.
+    SendTest(cmd::send_test::Args),
     /// Signing keys.
     Keys {
         #[command(subcommand)]
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
             EventsCommand::Retry(args) => cmd::events_retry::run(args),
             EventsCommand::Purge(args) => cmd::events_purge::run(args),
         },
+        Command::SendTest(args) => cmd::send_test::run(args),
         Command::Keys {
             command: KeysCommand::Generate(args),
         } => cmd::keys_generate::run(args),

@@ -10,6 +10,7 @@ use crate::config::{Config, ConfigError, TrustConfig};
 use crate::dispatch::Dispatcher;
 use crate::engine::{Engine, EngineError};
 use crate::intake::Intake;
+use crate::metrics::Metrics;
 use crate::outbound::{HttpTransport, TransportError};
 use crate::rate::RateLimits;
 use crate::route::{Route, RouteError};
@@ -27,6 +28,8 @@ pub struct App {
     pub dispatcher: Arc<Dispatcher>,
     /// Webhook authentication, when configured.
     pub auth: Arc<Option<WebhookAuth>>,
+    /// What `/metrics` exports.
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +190,7 @@ impl App {
                 .iter()
                 .filter(|rc| routes.iter().any(|r| *r.name == *rc.name)),
         );
+        let metrics = Arc::new(Metrics::new());
         let dispatcher = Dispatcher::new(
             engine.clone(),
             routes,
@@ -195,6 +199,7 @@ impl App {
             config.delivery.clone(),
             store,
             rates,
+            metrics.clone(),
         );
         let intake = Intake::new(config.intake.clone());
         Ok(App {
@@ -203,6 +208,7 @@ impl App {
             intake,
             dispatcher,
             auth,
+            metrics,
         })
     }
 }

@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,7 @@ use crate::bindings::types;
 use crate::engine::Engine;
 use crate::flow::{self, Outcome};
 use crate::intake::Accepted;
+use crate::metrics::Metrics;
 use crate::outbound::HttpTransport;
 use crate::rate::RateLimits;
 use crate::route::Route;
@@ -160,6 +161,8 @@ pub struct Dispatcher {
     store: Arc<Store>,
     /// Per-destination rate limits.
     rates: Arc<RateLimits>,
+    /// Attempt outcomes, flow durations and fuel, destination latency.
+    metrics: Arc<Metrics>,
     /// Bounds attempts running at once to the engine's instance slots.
     permits: Arc<Semaphore>,
     /// Wakes the scheduler: a new event, a finished attempt, shutdown.
@@ -172,6 +175,9 @@ pub struct Dispatcher {
     disk_ok: AtomicBool,
     /// Set on shutdown: nothing more is claimed.
     stopping: AtomicBool,
+    /// When the scheduler last went round its loop (ms since the epoch):
+    /// it wakes at least every second, so an old value means it is stuck.
+    heartbeat: AtomicI64,
 }
 
 impl Dispatcher {
@@ -183,6 +189,7 @@ impl Dispatcher {
         policy: DeliveryPolicy,
         store: Arc<Store>,
         rates: RateLimits,
+        metrics: Arc<Metrics>,
     ) -> Arc<Dispatcher> {
         let slots = engine.limits.max_instances.max(1) as usize;
         Arc::new(Dispatcher {
@@ -197,11 +204,13 @@ impl Dispatcher {
             policy,
             store,
             rates: Arc::new(rates),
+            metrics,
             permits: Arc::new(Semaphore::new(slots)),
             wake: Notify::new(),
             open: AtomicU64::new(0),
             disk_ok: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
+            heartbeat: AtomicI64::new(now_millis()),
         })
     }
 
@@ -319,6 +328,7 @@ impl Dispatcher {
         let mut skip = unknown(&self);
         let mut skip_checked = tokio::time::Instant::now();
         loop {
+            self.heartbeat.store(now_millis(), Ordering::Relaxed);
             if self.stopping.load(Ordering::Relaxed) {
                 return;
             }
@@ -502,6 +512,12 @@ impl Dispatcher {
                     "delivery failed (dead letter): {reason}"
                 ),
             }
+            let outcome = match &next {
+                Next::Delivered => "delivered",
+                Next::Retry { .. } => "retry",
+                Next::Failed { .. } => "failed",
+            };
+            self.metrics.attempt(&claim.route, outcome, &report);
             let settled = !matches!(next, Next::Retry { .. });
             // The record must land: a delivery left in flight would only
             // resume at the next start.  Keep trying while the store fails.
@@ -593,6 +609,36 @@ impl Dispatcher {
             };
         }
         Next::Retry { at_ms }
+    }
+
+    /// Healthy: not stopping, the scheduler went round its loop in the last
+    /// 30 seconds, and the store commits a write within `timeout`.
+    pub async fn health(&self, timeout: Duration) -> Result<(), String> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err("shutting down".into());
+        }
+        let age = now_millis() - self.heartbeat.load(Ordering::Relaxed);
+        if age > 30_000 {
+            return Err(format!("the delivery scheduler has not run for {age} ms"));
+        }
+        match tokio::time::timeout(timeout, self.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("the event store is not writable: {e}")),
+            Err(_) => Err(format!(
+                "the event store did not commit within {} ms",
+                timeout.as_millis()
+            )),
+        }
+    }
+
+    /// Names of the routes that run, in configuration order.
+    pub fn route_names(&self) -> Vec<String> {
+        self.order.iter().map(|r| r.name.to_string()).collect()
+    }
+
+    /// Open deliveries (pending or in flight), as last counted.
+    pub fn open_deliveries(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
     }
 
     /// What is known of one webhook (`GET /api/events/{receipt}`).

@@ -60,6 +60,10 @@ pub struct RequestRecord {
 pub struct ResponseRecord {
     pub status: u16,
     pub body: String,
+    /// How long the destination took (metrics; not shown: dry runs stay
+    /// deterministic).
+    #[serde(skip)]
+    pub elapsed: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -269,11 +273,13 @@ pub async fn run<T: Transport>(
         let mut responses = Vec::with_capacity(requests.len());
         let mut missing = None;
         for (i, req) in requests.iter().enumerate() {
+            let sent = Instant::now();
             match transport.send(req).await {
                 Some(resp) => {
                     step.responses.push(ResponseRecord {
                         status: resp.status,
                         body: route.redactor.apply(&excerpt(&resp.body, 4096)),
+                        elapsed: sent.elapsed(),
                     });
                     responses.push(resp);
                 }

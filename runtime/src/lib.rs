@@ -36,6 +36,8 @@
 //! * [`outbound`]: the reqwest (rustls) transport that performs requests.
 //! * [`state`]: the per-route key/value state transforms keep (SQLite).
 //! * [`redact`]: removes secret values from anything logged or shown.
+//! * [`metrics`]: the Prometheus metrics `GET /metrics` exports.
+//! * [`notify`]: systemd readiness, watchdog and stopping notifications.
 //! * [`config`]: the TOML configuration and its validation.
 //! * [`app`]: builds the running service from a configuration.
 //! * [`time`]: RFC 3339 timestamps without a date crate.
@@ -49,6 +51,8 @@ pub mod egress;
 pub mod engine;
 pub mod flow;
 pub mod intake;
+pub mod metrics;
+pub mod notify;
 pub mod outbound;
 pub mod rate;
 pub mod redact;

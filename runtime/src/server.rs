@@ -4,6 +4,8 @@
 //! * `POST /webhook`: a Superna Zero Trust webhook -> 202, or a 4xx saying
 //!   what was wrong.
 //! * `GET /healthz`: alive.
+//! * `GET /readyz`: transforms loaded, scheduler running, store writable.
+//! * `GET /metrics`: Prometheus text format.
 //! * `GET /api/events/{receipt_id}`: what happened to a recent webhook.
 
 use std::future::Future;
@@ -37,17 +39,50 @@ async fn webhook(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let started = std::time::Instant::now();
+    app.metrics.webhooks_received.inc();
+    let resp = accept(&app, headers, body).await;
+    app.metrics
+        .accept_latency
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// A refusal, counted by its reason.
+fn refuse(app: &App, resp: Response, reason: &str) -> Response {
+    app.metrics
+        .webhooks_rejected
+        .with_label_values(&[reason])
+        .inc();
+    resp
+}
+
+async fn accept(
+    app: &Arc<App>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let body = match body {
         Ok(b) => b,
         Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             let limit = app.intake.limits.max_body_bytes;
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
+            return refuse(
+                app,
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("request body exceeds {limit} bytes"),
+                ),
                 "body_too_large",
-                format!("request body exceeds {limit} bytes"),
             );
         }
-        Err(rej) => return error(rej.status(), "unreadable_body", rej.body_text()),
+        Err(rej) => {
+            return refuse(
+                app,
+                error(rej.status(), "unreadable_body", rej.body_text()),
+                "unreadable_body",
+            );
+        }
     };
     if let Err(full) = app.dispatcher.room() {
         let (code, message) = match full {
@@ -61,7 +96,7 @@ async fn webhook(
             ),
         };
         tracing::warn!("webhook refused: {message}");
-        return unavailable(code, message);
+        return refuse(app, unavailable(code, message), code);
     }
     // Inflating and parsing up to intake.max_decoded_bytes is CPU work:
     // keep it off the async workers.
@@ -83,7 +118,8 @@ async fn webhook(
         Ok(event) => event,
         Err(e) => {
             tracing::info!(reason = e.code(), "webhook refused: {e}");
-            return e.into_response();
+            let code = e.code();
+            return refuse(app, e.into_response(), code);
         }
     };
     let receipt_id = event.receipt_id.clone();
@@ -96,6 +132,7 @@ async fn webhook(
     }
     match app.dispatcher.admit(event, kept_headers).await {
         Ok(Admitted::Stored { routes }) => {
+            app.metrics.webhooks_accepted.inc();
             tracing::info!(%receipt_id, event_id = ?event_id, ?routes, "webhook accepted");
             (
                 StatusCode::ACCEPTED,
@@ -107,6 +144,7 @@ async fn webhook(
             receipt_id: original,
             received_at,
         }) => {
+            app.metrics.webhooks_duplicate.inc();
             tracing::info!(event_id = ?event_id, original = %original, "duplicate webhook: already accepted at {received_at}; not delivered again");
             (
                 StatusCode::OK,
@@ -155,8 +193,50 @@ fn headers_of_note(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Prometheus text format; queue gauges are read from the store now.
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let store = app.dispatcher.store().clone();
+    if let Ok(Ok(b)) = tokio::task::spawn_blocking(move || store.backlog()).await {
+        app.metrics.queue_depth.set(b.open as i64);
+        let age = b
+            .oldest_open_ms
+            .map(|ms| (crate::time::now_millis() - ms).max(0) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        app.metrics.oldest_pending_age.set(age);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Alive: the process answers HTTP.
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// Ready: transforms loaded (the app exists only once they are), the
+/// scheduler running and the event store committing writes.
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let routes = app.dispatcher.route_names();
+    let open = app.dispatcher.open_deliveries();
+    let accepting = match app.dispatcher.room() {
+        Ok(()) => "yes",
+        Err(Full::Backlog) => "no: delivery backlog full",
+        Err(Full::Disk) => "no: short of disk space",
+    };
+    match app.dispatcher.health(std::time::Duration::from_secs(2)).await {
+        Ok(()) => Json(json!({ "status": "ready", "routes": routes, "open_deliveries": open, "accepting": accepting })).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not_ready", "error": "not_ready", "message": why, "routes": routes })),
+        )
+            .into_response(),
+    }
 }
 
 async fn event_status(State(app): State<Arc<App>>, Path(receipt_id): Path<String>) -> Response {
@@ -183,7 +263,7 @@ async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint (POST /webhook, GET /healthz, GET /api/events/{receipt_id})",
+        "no such endpoint (POST /webhook, GET /healthz, GET /readyz, GET /metrics, GET /api/events/{receipt_id})",
     )
 }
 
@@ -214,6 +294,8 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/webhook", post(webhook).route_layer(auth()))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route(
             "/api/events/{receipt_id}",
             get(event_status).route_layer(auth()),
@@ -243,9 +325,16 @@ pub async fn run(
         .start()
         .await
         .map_err(std::io::Error::other)?;
+    crate::notify::ready();
+    let watchdog = tokio::spawn(crate::notify::watchdog(app.dispatcher.clone()));
     let served = axum::serve(listener, router(app.clone()))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new webhooks; draining deliveries");
+            crate::notify::stopping();
+        })
         .await;
+    watchdog.abort();
     app.dispatcher.stop().await;
     served
 }

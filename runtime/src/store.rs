@@ -250,6 +250,11 @@ CREATE TABLE IF NOT EXISTS attempts (
     PRIMARY KEY (event_seq, route, attempt),
     FOREIGN KEY (event_seq, route) REFERENCES deliveries (event_seq, route) ON DELETE CASCADE
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS health (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    at_ms INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO health (id, at_ms) VALUES (1, 0);
 PRAGMA user_version = 1;
 ";
 
@@ -388,6 +393,16 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.write(move |c| finish(c, event_seq, &route, &attempt, &next))
             .await
+    }
+
+    /// A write through the writer thread, committed: the store is writable.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let now = crate::time::now_millis();
+        self.write(move |c| {
+            c.execute("UPDATE health SET at_ms = ?1 WHERE id = 1", [now])?;
+            Ok(())
+        })
+        .await
     }
 
     /// Open deliveries and the oldest one's receive time.

@@ -5,6 +5,7 @@ pub mod events_purge;
 pub mod events_retry;
 pub mod events_show;
 pub mod keys_generate;
+pub mod send_test;
 pub mod serve;
 pub mod transform_inspect;
 pub mod transform_run;

@@ -29,6 +29,15 @@ impl ChildServer {
     /// Starts `ztbridge serve` with `config_toml` (listen and data_dir are
     /// added) in `dir`; returns once it accepts connections.
     pub async fn start(dir: &Path, config_toml: &str) -> ChildServer {
+        ChildServer::start_with_env(dir, config_toml, &[]).await
+    }
+
+    /// `start`, with extra environment variables.
+    pub async fn start_with_env(
+        dir: &Path,
+        config_toml: &str,
+        env: &[(&str, &str)],
+    ) -> ChildServer {
         let port = free_port();
         let config_path = dir.join("ztbridge.toml");
         let text = format!(
@@ -50,6 +59,7 @@ impl ChildServer {
             ])
             .env("RUST_LOG", "info,wasmtime=warn,cranelift_codegen=warn")
             .env("ZTBRIDGE_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -75,6 +85,31 @@ impl ChildServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.id()
+    }
+
+    /// SIGTERM (what `systemctl stop` sends).
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.proc.id().to_string()])
+            .status();
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit code.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.proc.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// SIGKILL: no chance to flush or finish anything.

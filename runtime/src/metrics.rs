@@ -1,0 +1,195 @@
+//! Prometheus metrics (`GET /metrics`, text format), through the
+//! `prometheus` crate.  One registry per running service, so services
+//! built side by side (tests) do not mix their counts.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::flow::FlowReport;
+
+/// Every metric the service exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Webhooks that reached `/webhook` (past authentication).
+    pub webhooks_received: IntCounter,
+    /// Webhooks stored and acknowledged with 202.
+    pub webhooks_accepted: IntCounter,
+    /// Repeats recognised within the duplicate window (200, not stored).
+    pub webhooks_duplicate: IntCounter,
+    /// Webhooks refused, by reason (the error code in the answer).
+    pub webhooks_rejected: IntCounterVec,
+    /// Delivery attempts by route and outcome (delivered, retry, failed).
+    pub attempts: IntCounterVec,
+    /// Attempts that will be retried, by route.
+    pub retries: IntCounterVec,
+    /// Deliveries given up (dead letters), by route.
+    pub dead_letters: IntCounterVec,
+    /// Open deliveries (pending or in flight), set at each scrape.
+    pub queue_depth: IntGauge,
+    /// Age of the oldest event with an open delivery, set at each scrape.
+    pub oldest_pending_age: prometheus::Gauge,
+    /// Wall time of one transform flow (sandbox and HTTP), by route.
+    pub flow_duration: HistogramVec,
+    /// Fuel one flow used, by route.
+    pub flow_fuel: HistogramVec,
+    /// Time a destination took to answer one request, by route.
+    pub destination_latency: HistogramVec,
+    /// Accept latency of `/webhook` (intake + durable commit).
+    pub accept_latency: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("ztbridge".into()), None).unwrap_or_default();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).unwrap_or_else(|_| unreachable_metric(name));
+            let _ = registry.register(Box::new(c.clone()));
+            c
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|_| unreachable_metric(name));
+            let _ = registry.register(Box::new(c.clone()));
+            c
+        };
+        let histogram_vec = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["route"])
+                .unwrap_or_else(|_| unreachable_metric(name));
+            let _ = registry.register(Box::new(h.clone()));
+            h
+        };
+        let seconds = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0,
+        ];
+        let queue_depth = IntGauge::new("queue_depth", "Open deliveries (pending or in flight)")
+            .unwrap_or_else(|_| unreachable_metric("queue_depth"));
+        let _ = registry.register(Box::new(queue_depth.clone()));
+        let oldest_pending_age = prometheus::Gauge::new(
+            "oldest_pending_age_seconds",
+            "Age of the oldest event with an open delivery (0: none)",
+        )
+        .unwrap_or_else(|_| unreachable_metric("oldest_pending_age_seconds"));
+        let _ = registry.register(Box::new(oldest_pending_age.clone()));
+        let accept_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "webhook_accept_seconds",
+                "Time from a webhook's body read to its answer (intake and durable commit)",
+            )
+            .buckets(seconds.clone()),
+        )
+        .unwrap_or_else(|_| unreachable_metric("webhook_accept_seconds"));
+        let _ = registry.register(Box::new(accept_latency.clone()));
+        Metrics {
+            webhooks_received: counter("webhooks_received_total", "Webhooks received"),
+            webhooks_accepted: counter(
+                "webhooks_accepted_total",
+                "Webhooks stored and acknowledged",
+            ),
+            webhooks_duplicate: counter(
+                "webhooks_duplicate_total",
+                "Webhooks recognised as repeats (not delivered again)",
+            ),
+            webhooks_rejected: counter_vec(
+                "webhooks_rejected_total",
+                "Webhooks refused, by reason",
+                &["reason"],
+            ),
+            attempts: counter_vec(
+                "delivery_attempts_total",
+                "Delivery attempts by route and outcome (delivered, retry, failed)",
+                &["route", "outcome"],
+            ),
+            retries: counter_vec("retries_total", "Attempts that will be retried", &["route"]),
+            dead_letters: counter_vec(
+                "dead_letters_total",
+                "Deliveries given up (failed state)",
+                &["route"],
+            ),
+            queue_depth,
+            oldest_pending_age,
+            flow_duration: histogram_vec(
+                "transform_flow_seconds",
+                "Wall time of one transform flow, HTTP calls included",
+                seconds.clone(),
+            ),
+            flow_fuel: histogram_vec(
+                "transform_fuel",
+                "Fuel one transform flow used",
+                prometheus::exponential_buckets(10_000.0, 4.0, 10).unwrap_or_default(),
+            ),
+            destination_latency: histogram_vec(
+                "destination_seconds",
+                "Time a destination took to answer one request",
+                seconds,
+            ),
+            accept_latency,
+            registry,
+        }
+    }
+
+    /// Records one delivery attempt.
+    pub fn attempt(&self, route: &str, outcome: &str, report: &FlowReport) {
+        self.attempts.with_label_values(&[route, outcome]).inc();
+        match outcome {
+            "retry" => self.retries.with_label_values(&[route]).inc(),
+            "failed" => self.dead_letters.with_label_values(&[route]).inc(),
+            _ => {}
+        }
+        self.flow_duration
+            .with_label_values(&[route])
+            .observe(report.duration_ms / 1000.0);
+        self.flow_fuel
+            .with_label_values(&[route])
+            .observe(report.fuel_used as f64);
+        let latency = self.destination_latency.with_label_values(&[route]);
+        for r in report.steps.iter().flat_map(|s| s.responses.iter()) {
+            latency.observe(r.elapsed.as_secs_f64());
+        }
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+/// Metric names and help texts are constants that the crate accepts; a
+/// failure here is a programming error caught by the unit test below.
+fn unreachable_metric<T>(name: &str) -> T {
+    panic!("metric {name}: invalid definition")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_defined_and_rendered() {
+        let m = Metrics::new();
+        m.webhooks_received.inc();
+        m.webhooks_rejected
+            .with_label_values(&["malformed_json"])
+            .inc();
+        let text = m.render();
+        assert!(
+            text.contains("ztbridge_webhooks_received_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ztbridge_webhooks_rejected_total{reason=\"malformed_json\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("ztbridge_queue_depth 0"), "{text}");
+    }
+}
