@@ -34,6 +34,11 @@ enum Command {
         #[command(subcommand)]
         command: TransformCommand,
     },
+    /// Check a configuration and its transforms without serving.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// The durable event store: list, show, retry, purge.
     Events {
         #[command(subcommand)]
@@ -47,6 +52,13 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate config and transforms (signatures, required keys, data
+    /// directory) and print what would run.
+    Check(cmd::config_check::Args),
 }
 
 #[derive(Subcommand)]
@@ -97,6 +109,9 @@ fn main() -> ExitCode {
         Command::Transform {
             command: TransformCommand::Verify(args),
         } => cmd::transform_verify::run(args),
+        Command::Config {
+            command: ConfigCommand::Check(args),
+        } => cmd::config_check::run(args),
         Command::Events { command } => match command {
             EventsCommand::List(args) => cmd::events_list::run(args),
             EventsCommand::Show(args) => cmd::events_show::run(args),

@@ -319,3 +319,128 @@ async fn send_test_reaches_a_running_server_and_follows_delivery() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is `ztbridge serve` running?"));
 }
+
+fn sign(file: &str, key: &str, out: &str) {
+    let (code, _, err) = ztbridge(&["transform", "sign", file, "--key", key, "--out", out]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// The transform digest of a webhook's (only) delivery's last attempt.
+fn digest_of(server: &ChildServer, receipt: &str) -> String {
+    let rec = server.show(receipt);
+    assert_eq!(rec["deliveries"][0]["state"], "delivered", "{rec}");
+    rec["deliveries"][0]["attempts"]
+        .as_array()
+        .and_then(|a| a.last())
+        .and_then(|a| a["transform_digest"].as_str())
+        .unwrap()
+        .to_string()
+}
+
+async fn deliver_one(server: &ChildServer, pd: &StubPagerDuty, id: &str) -> String {
+    let mut v: Value = serde_json::from_str(&fixture("events/critical-lockout.json")).unwrap();
+    v["id"] = Value::String(id.into());
+    let n = pd.received().len();
+    let resp = reqwest::Client::new()
+        .post(server.url("/webhook"))
+        .header("content-type", "application/json")
+        .body(v.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let receipt = resp.json::<Value>().await.unwrap()["receipt_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    pd.wait_for(n + 1, Duration::from_secs(20)).await;
+    wait_until(Duration::from_secs(10), || {
+        (server.show(&receipt)["deliveries"][0]["state"] == "delivered").then_some(())
+    })
+    .await
+    .expect("delivered");
+    receipt
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_a_new_version_and_keeps_the_old_when_tampered() {
+    let pd = StubPagerDuty::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).display().to_string();
+    for name in ["ops", "second"] {
+        let (code, _, err) = ztbridge(&["keys", "generate", "--out", &p("keys"), "--name", name]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let deployed = p("pagerduty.wasm");
+    sign(&wasm_path("pagerduty"), &p("keys/ops.key"), &deployed);
+    let config = format!(
+        "[trust]\nkeys = [{:?}]\n[[route]]\nname = \"pagerduty\"\ntransform = {deployed:?}\nallow_http = true\n\
+         [route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = {:?}\n",
+        p("keys/ops.pub"),
+        pd.url()
+    );
+    let server = ChildServer::start(dir.path(), &config).await;
+    let r1 = deliver_one(&server, &pd, "RSW-RELOAD-1").await;
+    let d1 = digest_of(&server, &r1);
+    assert_eq!(
+        d1,
+        ztbridge_runtime::transform::digest(&std::fs::read(&deployed).unwrap())
+    );
+
+    // `config check` sees the same, and never prints the secret.
+    let (code, _, err) = ztbridge(&["config", "check", server.config_path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ztbridge"))
+        .args(["config", "check", server.config_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("route pagerduty:") && text.contains(&d1),
+        "{text}"
+    );
+    assert!(text.contains("routing_key: (set, secret)"), "{text}");
+    assert!(!text.contains(ROUTING_KEY), "{text}");
+
+    // A new version (a second signature: new bytes, same trusted signer).
+    let v2 = p("v2.wasm");
+    sign(&deployed, &p("keys/second.key"), &v2);
+    std::fs::rename(&v2, &deployed).unwrap();
+    let d2 = ztbridge_runtime::transform::digest(&std::fs::read(&deployed).unwrap());
+    assert_ne!(d1, d2);
+    std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    wait_until(Duration::from_secs(30), || {
+        server.log_tail().contains("reloaded").then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no reload:\n{}", server.log_tail()));
+    let r2 = deliver_one(&server, &pd, "RSW-RELOAD-2").await;
+    assert_eq!(digest_of(&server, &r2), d2);
+
+    // A tampered file: refused, the old version keeps running.
+    let mut bytes = std::fs::read(&deployed).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&deployed, &bytes).unwrap();
+    let (code, _, err) = ztbridge(&["config", "check", server.config_path.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("pagerduty.wasm"), "{err}");
+    std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    wait_until(Duration::from_secs(30), || {
+        server.log_tail().contains("reload failed").then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no reload failure logged:\n{}", server.log_tail()));
+    let r3 = deliver_one(&server, &pd, "RSW-RELOAD-3").await;
+    assert_eq!(
+        digest_of(&server, &r3),
+        d2,
+        "the tampered version must not run"
+    );
+}

@@ -147,27 +147,7 @@ impl App {
                 error,
             },
         )?);
-        let mut routes = Vec::new();
-        for rc in config.routes.iter().filter(|r| r.enabled) {
-            let transform = load_transform(&engine, &rc.transform, builtins, &trust)?;
-            match Route::build(rc, transform, &|k| std::env::var(k).ok()) {
-                Ok(route) => {
-                    tracing::info!(
-                        route = %route.name,
-                        transform = %route.transform.info.name,
-                        version = %route.transform.info.version,
-                        digest = %route.transform.digest,
-                        egress = %route.egress.describe(),
-                        "route ready"
-                    );
-                    routes.push(Arc::new(route));
-                }
-                Err(e @ RouteError::MissingConfig { .. }) if !strict => {
-                    tracing::warn!("route `{}` disabled: {e}", rc.name);
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let routes = build_routes(&config, &engine, builtins, &trust, strict)?;
         if routes.is_empty() && strict {
             return Err(AppError::NoRoutes);
         }
@@ -184,12 +164,7 @@ impl App {
             dir: data_dir.display().to_string(),
             error,
         })?);
-        let rates = RateLimits::new(
-            config
-                .routes
-                .iter()
-                .filter(|rc| routes.iter().any(|r| *r.name == *rc.name)),
-        );
+        let rates = rate_limits(&config, &routes);
         let metrics = Arc::new(Metrics::new());
         let dispatcher = Dispatcher::new(
             engine.clone(),
@@ -210,5 +185,88 @@ impl App {
             auth,
             metrics,
         })
+    }
+}
+
+/// Loads every enabled route's transform (signature checked before
+/// compiling) and resolves its config.
+fn build_routes(
+    config: &Config,
+    engine: &Engine,
+    builtins: &Builtins,
+    trust: &Trust,
+    strict: bool,
+) -> Result<Vec<Arc<Route>>, AppError> {
+    let mut routes = Vec::new();
+    for rc in config.routes.iter().filter(|r| r.enabled) {
+        let transform = load_transform(engine, &rc.transform, builtins, trust)?;
+        match Route::build(rc, transform, &|k| std::env::var(k).ok()) {
+            Ok(route) => {
+                tracing::info!(
+                    route = %route.name,
+                    transform = %route.transform.info.name,
+                    version = %route.transform.info.version,
+                    digest = %route.transform.digest,
+                    egress = %route.egress.describe(),
+                    "route ready"
+                );
+                routes.push(Arc::new(route));
+            }
+            Err(e @ RouteError::MissingConfig { .. }) if !strict => {
+                tracing::warn!("route `{}` disabled: {e}", rc.name);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(routes)
+}
+
+fn rate_limits(config: &Config, routes: &[Arc<Route>]) -> RateLimits {
+    RateLimits::new(
+        config
+            .routes
+            .iter()
+            .filter(|rc| routes.iter().any(|r| *r.name == *rc.name)),
+    )
+}
+
+impl App {
+    /// Reload (SIGHUP): re-reads the routes and the trust policy from
+    /// `config`, verifies and compiles every transform, and only if all of
+    /// that succeeds replaces the running routes.  On any error the old
+    /// routes keep running.  Attempts in flight finish on the version they
+    /// started with.  Settings that need a restart (listen, data_dir,
+    /// limits, intake, delivery, inbound) are reported, not applied.
+    /// Returns the new routes' names and digests.
+    pub fn reload(&self, config: &Config, builtins: &Builtins) -> Result<Vec<String>, AppError> {
+        let trust = Trust::from_config(&config.trust)?;
+        let routes = build_routes(config, &self.engine, builtins, &trust, true)?;
+        if routes.is_empty() {
+            return Err(AppError::NoRoutes);
+        }
+        let fixed = |c: &Config| {
+            serde_json::to_string(&(
+                &c.listen,
+                &c.data_dir,
+                &c.limits,
+                &c.intake,
+                &c.delivery,
+                &c.inbound,
+            ))
+            .unwrap_or_default()
+        };
+        if fixed(config) != fixed(&self.config) {
+            tracing::warn!(
+                "reload: listen, data_dir, [limits], [intake], [delivery] and [inbound] changes need a restart; they are not applied"
+            );
+        }
+        let summary = routes
+            .iter()
+            .map(|r| format!("{} {}", r.name, r.transform.digest))
+            .collect();
+        let rates = rate_limits(config, &routes);
+        self.dispatcher
+            .replace_routes(crate::dispatch::RouteSet::new(routes, rates));
+        Ok(summary)
     }
 }

@@ -147,20 +147,48 @@ pub enum Full {
     Disk,
 }
 
+/// The routes that run now, replaced whole on reload.  An attempt holds
+/// its `Arc<Route>`, so it finishes on the version it started with.
+pub struct RouteSet {
+    /// By name, for attempts.
+    by_name: BTreeMap<String, Arc<Route>>,
+    /// In configuration order (filters are tried in it).
+    order: Vec<Arc<Route>>,
+    /// Their rate limits.
+    rates: Arc<RateLimits>,
+}
+
+impl RouteSet {
+    pub fn new(routes: Vec<Arc<Route>>, rates: RateLimits) -> RouteSet {
+        RouteSet {
+            by_name: routes
+                .iter()
+                .map(|r| (r.name.to_string(), r.clone()))
+                .collect(),
+            order: routes,
+            rates: Arc::new(rates),
+        }
+    }
+
+    /// The routes, in configuration order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.order.iter()
+    }
+}
+
 /// Runs routes' deliveries from the store.
 pub struct Dispatcher {
     engine: Arc<Engine>,
-    /// Configured routes by name, in configuration order.
-    routes: BTreeMap<String, Arc<Route>>,
-    /// Route names in configuration order (filters are tried in it).
-    order: Vec<Arc<Route>>,
+    /// The routes that run now (swapped by `replace_routes`).
+    routes: std::sync::RwLock<Arc<RouteSet>>,
+    /// Set by `replace_routes`: the scheduler re-reads which stored
+    /// deliveries belong to no configured route.
+    routes_changed: AtomicBool,
     state: Arc<dyn StateStore>,
     transport: HttpTransport,
     policy: DeliveryPolicy,
     /// Where events and deliveries live.
     store: Arc<Store>,
-    /// Per-destination rate limits.
-    rates: Arc<RateLimits>,
     /// Attempt outcomes, flow durations and fuel, destination latency.
     metrics: Arc<Metrics>,
     /// Bounds attempts running at once to the engine's instance slots.
@@ -194,16 +222,12 @@ impl Dispatcher {
         let slots = engine.limits.max_instances.max(1) as usize;
         Arc::new(Dispatcher {
             engine,
-            routes: routes
-                .iter()
-                .map(|r| (r.name.to_string(), r.clone()))
-                .collect(),
-            order: routes,
+            routes: std::sync::RwLock::new(Arc::new(RouteSet::new(routes, rates))),
+            routes_changed: AtomicBool::new(false),
             state,
             transport,
             policy,
             store,
-            rates: Arc::new(rates),
             metrics,
             permits: Arc::new(Semaphore::new(slots)),
             wake: Notify::new(),
@@ -216,6 +240,22 @@ impl Dispatcher {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The routes that run now.
+    pub fn routes(&self) -> Arc<RouteSet> {
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the routes (reload).  New events and attempts use the new
+    /// set; attempts running now finish on the routes they started with.
+    pub fn replace_routes(&self, routes: RouteSet) {
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
+        self.routes_changed.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
     }
 
     /// Whether another webhook may be accepted now.
@@ -237,6 +277,7 @@ impl Dispatcher {
         headers: Vec<(String, String)>,
     ) -> Result<Admitted, StoreError> {
         let routes: Vec<String> = self
+            .routes()
             .order
             .iter()
             .filter(|r| r.filter.accepts(&event.event))
@@ -322,7 +363,7 @@ impl Dispatcher {
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(r, _)| r)
-                .filter(|r| !this.routes.contains_key(r))
+                .filter(|r| !this.routes().by_name.contains_key(r))
                 .collect()
         };
         let mut skip = unknown(&self);
@@ -332,14 +373,16 @@ impl Dispatcher {
             if self.stopping.load(Ordering::Relaxed) {
                 return;
             }
-            if skip_checked.elapsed() > Duration::from_secs(30) {
+            if skip_checked.elapsed() > Duration::from_secs(30)
+                || self.routes_changed.swap(false, Ordering::Relaxed)
+            {
                 skip = unknown(&self);
                 skip_checked = tokio::time::Instant::now();
             }
             let mut wait = Duration::from_secs(1);
             let free = self.permits.available_permits();
             if free > 0 {
-                let rates = self.rates.clone();
+                let rates = self.routes().rates.clone();
                 let now = now_millis();
                 match self
                     .store
@@ -454,7 +497,7 @@ impl Dispatcher {
             route = %claim.route,
         );
         async move {
-            let Some(route) = self.routes.get(&claim.route).cloned() else {
+            let Some(route) = self.routes().by_name.get(&claim.route).cloned() else {
                 // The scheduler skips unknown routes; stay safe anyway.
                 return;
             };
@@ -633,7 +676,11 @@ impl Dispatcher {
 
     /// Names of the routes that run, in configuration order.
     pub fn route_names(&self) -> Vec<String> {
-        self.order.iter().map(|r| r.name.to_string()).collect()
+        self.routes()
+            .order
+            .iter()
+            .map(|r| r.name.to_string())
+            .collect()
     }
 
     /// Open deliveries (pending or in flight), as last counted.

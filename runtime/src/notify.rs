@@ -31,6 +31,14 @@ pub fn ready() {
     );
 }
 
+/// A reload has begun (`systemctl reload`); `ready` ends it.
+pub fn reloading() {
+    send(
+        &[NotifyState::Reloading, NotifyState::Status("reloading")],
+        "RELOADING",
+    );
+}
+
 /// Shutdown has begun.
 pub fn stopping() {
     send(

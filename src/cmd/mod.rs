@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub mod config_check;
 pub mod events_list;
 pub mod events_purge;
 pub mod events_retry;

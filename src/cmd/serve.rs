@@ -36,6 +36,12 @@ pub fn run(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         .context("tokio runtime")?;
     runtime.block_on(async move {
         let app = Arc::new(App::build(config, &builtins, strict)?);
+        #[cfg(unix)]
+        tokio::spawn(reload_on_sighup(
+            app.clone(),
+            config_path.clone(),
+            builtins.clone(),
+        ));
         let addr = app.config.listen;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -46,6 +52,46 @@ pub fn run(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// SIGHUP (`systemctl reload`): re-read the config and transforms; a new
+/// transform version is verified and compiled before it replaces the old;
+/// on any failure the old keeps running and the error is logged.
+#[cfg(unix)]
+async fn reload_on_sighup(
+    app: Arc<App>,
+    config_path: Option<PathBuf>,
+    builtins: ztbridge_runtime::Builtins,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: reload is off");
+        return;
+    };
+    let builtins = Arc::new(builtins);
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading configuration and transforms");
+        ztbridge_runtime::notify::reloading();
+        let (app2, path, builtins2) = (app.clone(), config_path.clone(), builtins.clone());
+        let result = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+            let config = match &path {
+                Some(p) => Config::load(p)?,
+                None => Config::builtin_default(&builtins2.keys().cloned().collect::<Vec<_>>()),
+            };
+            Ok(app2.reload(&config, &builtins2)?)
+        })
+        .await;
+        match result {
+            Ok(Ok(routes)) => tracing::info!(?routes, "reloaded"),
+            Ok(Err(e)) => {
+                tracing::error!("reload failed; the previous configuration keeps running: {e:#}")
+            }
+            Err(e) => {
+                tracing::error!("reload failed; the previous configuration keeps running: {e}")
+            }
+        }
+        ztbridge_runtime::notify::ready();
+    }
 }
 
 /// Ctrl-C or SIGTERM.
