@@ -358,15 +358,23 @@ impl Dispatcher {
 
     async fn schedule(self: Arc<Self>) {
         let unknown = |this: &Dispatcher| -> Vec<String> {
-            this.store
+            let routes = this.routes();
+            let stranded: Vec<(String, u64)> = this
+                .store
                 .open_by_route()
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(r, _)| r)
-                .filter(|r| !this.routes().by_name.contains_key(r))
-                .collect()
+                .filter(|(r, _)| !routes.by_name.contains_key(r))
+                .collect();
+            stranded.into_iter().map(|(r, _)| r).collect()
+        };
+        let warn = |skip: &[String]| {
+            for route in skip {
+                tracing::warn!(%route, "deliveries wait for a route that is not configured (or not enabled); they resume when it is back (see `ztbridge events list --route`)");
+            }
         };
         let mut skip = unknown(&self);
+        warn(&skip);
         let mut skip_checked = tokio::time::Instant::now();
         loop {
             self.heartbeat.store(now_millis(), Ordering::Relaxed);
@@ -376,7 +384,11 @@ impl Dispatcher {
             if skip_checked.elapsed() > Duration::from_secs(30)
                 || self.routes_changed.swap(false, Ordering::Relaxed)
             {
-                skip = unknown(&self);
+                let fresh = unknown(&self);
+                if fresh != skip {
+                    warn(&fresh);
+                }
+                skip = fresh;
                 skip_checked = tokio::time::Instant::now();
             }
             let mut wait = Duration::from_secs(1);
