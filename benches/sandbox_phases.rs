@@ -1,7 +1,9 @@
-//! Where the floor of the per-event cost goes: for the empty component,
-//! time to create a Store and instantiate (`new`), the one `start` call,
-//! and dropping the Store (returning the pool slot), plus building a WASI
-//! context alone.  `cargo bench --bench sandbox_phases`.
+//! Where the per-event cost goes: for the empty component (the floor) and
+//! the PagerDuty transform, time to create a Store and instantiate (`new`),
+//! the one `start` call, and dropping the Store (returning the pool slot),
+//! plus the fuel `start` used and building a WASI context alone.
+//! `cargo bench --bench sandbox_phases` (ZTBRIDGE_BENCH_ITERS to change the
+//! iteration count).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,14 +14,18 @@ use ztbridge_runtime::redact::Redactor;
 use ztbridge_runtime::sandbox::{FlowContext, Sandbox};
 use ztbridge_runtime::state::{MemoryState, StateStore};
 use ztbridge_runtime::transform::Transform;
+
 fn main() {
     let engine = Engine::new(Limits::default()).unwrap();
-    let bytes = std::fs::read(format!("{}/empty.wasm", env!("ZTBRIDGE_WASM_DIR"))).unwrap();
-    let t = Transform::load(&engine, "e", &bytes).unwrap();
+    let dir = env!("ZTBRIDGE_WASM_DIR");
     let state: Arc<dyn StateStore> = Arc::new(MemoryState::default());
-    let cfg = Arc::new(BTreeMap::new());
+    let body = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/events/critical-lockout.json"
+    ))
+    .unwrap();
     let ev = Event {
-        body: "{}".into(),
+        body,
         receipt_id: "x".into(),
         received_at: "y".into(),
         attempt: 1,
@@ -28,33 +34,57 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    for round in 0..2 {
-        let (mut tn, mut ts, mut td) = (0f64, 0f64, 0f64);
-        for _ in 0..n {
-            let a = Instant::now();
-            let ctx = FlowContext::new(
-                Arc::from("r"),
-                cfg.clone(),
-                state.clone(),
-                Arc::new(Redactor::default()),
+    let pd_cfg: Arc<BTreeMap<String, String>> = Arc::new(
+        [(
+            "routing_key".to_string(),
+            "R0UTINGKEY0123456789abcdef012345".to_string(),
+        )]
+        .into(),
+    );
+    let mut cases = vec![
+        ("empty.wasm", Arc::new(BTreeMap::new())),
+        ("pagerduty.wasm", pd_cfg),
+    ];
+    // ZTBRIDGE_BENCH_ONLY=empty runs only the cases whose file name
+    // contains it (e.g. to count instructions under callgrind).
+    let only = std::env::var("ZTBRIDGE_BENCH_ONLY").unwrap_or_default();
+    cases.retain(|(file, _)| file.contains(only.as_str()));
+    for (file, cfg) in cases {
+        let bytes = std::fs::read(format!("{dir}/{file}")).unwrap();
+        let t = Transform::load(&engine, file, &bytes).unwrap();
+        for round in 0..2 {
+            let (mut tn, mut ts, mut td) = (0f64, 0f64, 0f64);
+            let mut fuel = 0;
+            let flt0 = minor_faults();
+            for _ in 0..n {
+                let a = Instant::now();
+                let ctx = FlowContext::new(
+                    Arc::from("r"),
+                    cfg.clone(),
+                    state.clone(),
+                    Arc::new(Redactor::default()),
+                );
+                let mut s = Sandbox::new(&engine, &t, ctx).unwrap();
+                let b = Instant::now();
+                let f0 = s.fuel_used();
+                let _ = s.start(&ev).unwrap();
+                fuel = s.fuel_used() - f0;
+                let c = Instant::now();
+                drop(s);
+                let d = Instant::now();
+                tn += (b - a).as_secs_f64();
+                ts += (c - b).as_secs_f64();
+                td += (d - c).as_secs_f64();
+            }
+            let faults = (minor_faults() - flt0) as f64 / n as f64;
+            let f = 1e6 / n as f64;
+            println!(
+                "{file:<15} round {round}: new {:.2} us, start {:.2} us ({fuel} fuel), drop {:.2} us, {faults:.1} page faults/event",
+                tn * f,
+                ts * f,
+                td * f
             );
-            let mut s = Sandbox::new(&engine, &t, ctx).unwrap();
-            let b = Instant::now();
-            let _ = s.start(&ev).unwrap();
-            let c = Instant::now();
-            drop(s);
-            let d = Instant::now();
-            tn += (b - a).as_secs_f64();
-            ts += (c - b).as_secs_f64();
-            td += (d - c).as_secs_f64();
         }
-        let f = 1e6 / n as f64;
-        println!(
-            "round {round}: new {:.2} us, start {:.2} us, drop {:.2} us",
-            tn * f,
-            ts * f,
-            td * f
-        );
     }
     // WasiCtx build alone
     let a = Instant::now();
@@ -66,4 +96,16 @@ fn main() {
         "WasiCtx build+drop {:.2} us",
         a.elapsed().as_secs_f64() * 1e6 / n as f64
     );
+}
+
+/// Minor page faults of this process so far (Linux; 0 elsewhere).
+fn minor_faults() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; minflt is the 10th.
+            let rest = s.rsplit_once(')')?.1.to_string();
+            rest.split_whitespace().nth(7)?.parse().ok()
+        })
+        .unwrap_or(0)
 }

@@ -12,6 +12,7 @@
 
 use std::sync::Mutex;
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use ztbridge_sdk::config::key;
 use ztbridge_sdk::event::{self, Event, StateKind};
@@ -102,26 +103,25 @@ impl Guest for PagerDuty {
             .is_some_and(|s| event::state_matches(&s, &resolve_states));
         let action = if resolve { "resolve" } else { "trigger" };
 
-        let mut body = Map::new();
-        body.insert("routing_key".into(), json!(routing_key));
-        body.insert("event_action".into(), json!(action));
-        body.insert("dedup_key".into(), json!(dedup_key));
-        body.insert("client".into(), json!("ztbridge (Superna Zero Trust)"));
-        if let Some(link) = ev.console_url() {
-            body.insert("client_url".into(), json!(link));
-            body.insert(
-                "links".into(),
-                json!([{ "href": link, "text": "Open in Superna Eyeglass" }]),
-            );
-        }
-        if !resolve {
-            body.insert(
-                "payload".into(),
-                payload(ev, &input, &severity_map, &default_source),
-            );
-        }
-        let body = fit_custom_details(Value::Object(body));
-
+        let link = ev.console_url();
+        let links = link.as_deref().map(|href| {
+            [Link {
+                href,
+                text: "Open in Superna Eyeglass",
+            }]
+        });
+        let received = (!resolve).then(|| received_event(&ev));
+        let has_payload = received.is_some();
+        let body = Body {
+            routing_key: &routing_key,
+            event_action: action,
+            dedup_key: &dedup_key,
+            client: "ztbridge (Superna Zero Trust)",
+            client_url: link.as_deref(),
+            links,
+            payload: has_payload.then(|| payload(&ev, &input, &severity_map, &default_source)),
+        };
+        let body = fit_custom_details(&body, received.as_deref());
         *PENDING.lock().unwrap_or_else(|p| p.into_inner()) = Some(Pending { action, dedup_key });
         Ok(send(vec![
             Request::post(&url).body("application/json", body),
@@ -177,12 +177,125 @@ fn dedup_key(ev: &Event, body: &str) -> String {
     }
 }
 
-fn payload(
-    ev: Event,
-    input: &EventInput,
+/// The request body (Events API v2), serialised in this field order.
+#[derive(Serialize)]
+struct Body<'a> {
+    routing_key: &'a str,
+    event_action: &'a str,
+    dedup_key: &'a str,
+    client: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    links: Option<[Link<'a>; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<Payload<'a>>,
+}
+
+#[derive(Serialize)]
+struct Link<'a> {
+    href: &'a str,
+    text: &'a str,
+}
+
+#[derive(Serialize)]
+struct Payload<'a> {
+    summary: String,
+    source: String,
+    severity: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    component: Option<String>,
+    group: String,
+    class: String,
+    custom_details: Details<'a>,
+}
+
+/// `custom_details`; `received_event` (the last member) is spliced in as
+/// text by [`to_json`].
+#[derive(Serialize)]
+struct Details<'a> {
+    zero_trust: ZeroTrust<'a>,
+}
+
+/// The fields ztbridge read from the event.
+#[derive(Serialize)]
+struct ZeroTrust<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<String>,
+    severity: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signal_strength: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protection_mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    console_url: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    client_ips: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    shares: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    detectors: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    clusters: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    snapshots: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_count: Option<usize>,
+    ztbridge_receipt_id: &'a str,
+    ztbridge_received_at: &'a str,
+}
+
+/// The received event for `custom_details`: its text as received, without
+/// the whitespace between tokens (no DOM is built and re-serialised).
+fn received_event(ev: &Event) -> String {
+    match ev.raw_text() {
+        Some(text) => minify(text),
+        None => serde_json::to_string(ev.raw()).unwrap_or_default(),
+    }
+}
+
+/// Valid JSON text without insignificant whitespace.
+fn minify(json: &str) -> String {
+    let bytes = json.as_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    // Copies runs between whitespace outside strings.
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // Skip the string, escapes included.
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b' ' | b'\n' | b'\r' | b'\t' => {
+                out.push_str(&json[start..i]);
+                while i < bytes.len() && matches!(bytes[i], b' ' | b'\n' | b'\r' | b'\t') {
+                    i += 1;
+                }
+                start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    out.push_str(&json[start.min(json.len())..]);
+    out
+}
+
+fn payload<'a>(
+    ev: &Event,
+    input: &'a EventInput,
     severity_map: &[(String, String)],
     default_source: &str,
-) -> Value {
+) -> Payload<'a> {
     let sev = ev.severity();
     let sev_key = match sev {
         event::Severity::Other(_) => "other".to_string(),
@@ -197,15 +310,22 @@ fn payload(
         .unwrap_or_else(|| "info".into());
 
     let clusters = ev.clusters();
+    let event_source = ev.event_source();
     let source = clusters
         .first()
         .cloned()
-        .or_else(|| ev.event_source())
+        .or_else(|| event_source.clone())
         .unwrap_or_else(|| default_source.to_string());
-    let state = ev.state().unwrap_or_else(|| "unknown state".into());
-    let user = ev.user().unwrap_or_else(|| "unknown user".into());
+    let state = ev.state();
+    let user = ev.user();
 
-    let mut summary = format!("[{}] {}: {} on {}", sev.label(), state, user, source);
+    let mut summary = format!(
+        "[{}] {}: {} on {}",
+        sev.label(),
+        state.as_deref().unwrap_or("unknown state"),
+        user.as_deref().unwrap_or("unknown user"),
+        source
+    );
     let detectors = ev.detectors();
     if !detectors.is_empty() {
         summary.push_str(&format!(" - {}", detectors.join(", ")));
@@ -215,79 +335,78 @@ fn payload(
         summary.push_str(&format!(" (from {})", ips.join(", ")));
     }
 
-    let mut p = Map::new();
-    p.insert(
-        "summary".into(),
-        json!(text::truncate_chars(&summary, 1024)),
-    );
-    p.insert("source".into(), json!(text::truncate_chars(&source, 255)));
-    p.insert("severity".into(), json!(pd_sev));
-    if let Some(t) = ev.detected() {
-        p.insert("timestamp".into(), json!(t));
-    }
-    if let Some(share) = ev.shares().first() {
-        p.insert("component".into(), json!(text::truncate_chars(share, 255)));
-    }
-    p.insert(
-        "group".into(),
-        json!(
-            ev.event_source()
-                .unwrap_or_else(|| "superna-zero-trust".into())
-        ),
-    );
-    let class = match ev.state_kind() {
-        StateKind::Other => "zero-trust-alert".to_string(),
-        k => format!("zero-trust-{}", k.name().replace('_', "-")),
+    let shares = ev.shares();
+    let class = match state.as_deref().map(StateKind::classify) {
+        None | Some(StateKind::Other) => "zero-trust-alert".to_string(),
+        Some(k) => format!("zero-trust-{}", k.name().replace('_', "-")),
     };
-    p.insert("class".into(), json!(class));
+    let file_count = ev.file_count();
+    Payload {
+        summary: text::truncate_chars(&summary, 1024),
+        source: text::truncate_chars(&source, 255),
+        severity: pd_sev,
+        timestamp: ev.detected(),
+        component: shares.first().map(|s| text::truncate_chars(s, 255)),
+        group: event_source
+            .clone()
+            .unwrap_or_else(|| "superna-zero-trust".into()),
+        class,
+        custom_details: Details {
+            zero_trust: ZeroTrust {
+                event_id: ev.id(),
+                severity: sev.label(),
+                state,
+                user,
+                signal_strength: ev.signal_strength(),
+                protection_mode: ev.protection_mode(),
+                console_url: ev.console_url(),
+                client_ips: ips,
+                shares,
+                detectors,
+                clusters,
+                snapshots: ev.snapshots(),
+                file_count: (file_count > 0).then_some(file_count),
+                ztbridge_receipt_id: &input.receipt_id,
+                ztbridge_received_at: &input.received_at,
+            },
+        },
+    }
+}
 
-    let mut summary_fields = Map::new();
-    let mut put = |k: &str, v: Option<String>| {
-        if let Some(v) = v {
-            summary_fields.insert(k.into(), json!(v));
-        }
-    };
-    put("event_id", ev.id());
-    put("severity", Some(sev.label()));
-    put("state", ev.state());
-    put("user", ev.user());
-    put("signal_strength", ev.signal_strength());
-    put("protection_mode", ev.protection_mode());
-    put("console_url", ev.console_url());
-    let lists = [
-        ("client_ips", ips),
-        ("shares", ev.shares()),
-        ("detectors", detectors),
-        ("clusters", clusters),
-        ("snapshots", ev.snapshots()),
-    ];
-    for (k, v) in lists {
-        if !v.is_empty() {
-            summary_fields.insert(k.into(), json!(v));
+/// The request body as JSON text: `body` with `received` (the event's JSON
+/// text) as `payload.custom_details.received_event`.
+fn to_json(body: &Body, received: Option<&str>) -> String {
+    let mut text = serde_json::to_string(body).unwrap_or_default();
+    if let Some(received) = received.filter(|_| body.payload.is_some()) {
+        // `custom_details`, `payload` and the body end the text (each is the
+        // last member of its parent): reopen `custom_details`.
+        let end = text.len().saturating_sub(3);
+        if text.get(end..) == Some("}}}") {
+            text.truncate(end);
+            text.push_str(",\"received_event\":");
+            text.push_str(received);
+            text.push_str("}}}");
         }
     }
-    let files = ev.files();
-    if !files.is_empty() {
-        summary_fields.insert("file_count".into(), json!(files.len()));
-    }
-    summary_fields.insert("ztbridge_receipt_id".into(), json!(input.receipt_id));
-    summary_fields.insert("ztbridge_received_at".into(), json!(input.received_at));
-
-    let mut details = Map::new();
-    details.insert("zero_trust".into(), Value::Object(summary_fields));
-    details.insert("received_event".into(), ev.into_raw());
-    p.insert("custom_details".into(), Value::Object(details));
-    Value::Object(p)
+    text
 }
 
 /// The request body as JSON text, within PagerDuty's size limit.
-fn fit_custom_details(mut body: Value) -> String {
+fn fit_custom_details(body: &Body, received: Option<&str>) -> String {
     // Serialised once; in the common case that text is the request body.
-    let text = serde_json::to_string(&body).unwrap_or_default();
+    let text = to_json(body, received);
     if text.len() <= MAX_REQUEST_BYTES {
         return text;
     }
-    shrink_custom_details(&mut body, text.len());
+    // Rare (a huge event): shrink a DOM of the body.
+    let Ok(mut body) = serde_json::from_str::<Value>(&text) else {
+        return text;
+    };
+    let size = json_len(&body);
+    if size <= MAX_REQUEST_BYTES {
+        return serde_json::to_string(&body).unwrap_or_default();
+    }
+    shrink_custom_details(&mut body, size);
     serde_json::to_string(&body).unwrap_or_default()
 }
 
