@@ -59,6 +59,9 @@ enum TransformCommand {
     Sign(cmd::transform_sign::Args),
     /// Check a component's signatures against trusted keys.
     Verify(cmd::transform_verify::Args),
+    /// Golden tests: run a transform on every fixture of a directory and
+    /// compare with the expected steps and outcome.
+    Test(cmd::transform_test::Args),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +80,9 @@ fn main() -> ExitCode {
         Command::Transform {
             command: TransformCommand::Verify(args),
         } => cmd::transform_verify::run(args),
+        Command::Transform {
+            command: TransformCommand::Test(args),
+        } => cmd::transform_test::run(args),
         Command::Keys {
             command: KeysCommand::Generate(args),
         } => cmd::keys_generate::run(args),

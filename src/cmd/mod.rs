@@ -5,6 +5,7 @@ pub mod serve;
 pub mod transform_inspect;
 pub mod transform_run;
 pub mod transform_sign;
+pub mod transform_test;
 pub mod transform_verify;
 
 use ztbridge_runtime::config::LogFormat;

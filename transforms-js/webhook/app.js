@@ -255,7 +255,7 @@ export const transform = {
       throw permanent(`event is not JSON: ${e}`);
     }
     const fields = model(raw, input);
-    const message = render(config('message', DEFAULT_MESSAGE), fields, raw);
+    const message = render(config('message', DEFAULT_MESSAGE), fields, raw).trim();
     fields.message = message;
     const format = config('format', 'slack').trim().toLowerCase();
     let payload;
