@@ -62,6 +62,8 @@ enum TransformCommand {
     /// Golden tests: run a transform on every fixture of a directory and
     /// compare with the expected steps and outcome.
     Test(cmd::transform_test::Args),
+    /// Create a new transform (Rust or JavaScript) with one fixture.
+    New(cmd::transform_new::Args),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +85,9 @@ fn main() -> ExitCode {
         Command::Transform {
             command: TransformCommand::Test(args),
         } => cmd::transform_test::run(args),
+        Command::Transform {
+            command: TransformCommand::New(args),
+        } => cmd::transform_new::run(args),
         Command::Keys {
             command: KeysCommand::Generate(args),
         } => cmd::keys_generate::run(args),

@@ -3,6 +3,7 @@
 pub mod keys_generate;
 pub mod serve;
 pub mod transform_inspect;
+pub mod transform_new;
 pub mod transform_run;
 pub mod transform_sign;
 pub mod transform_test;
