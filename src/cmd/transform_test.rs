@@ -19,7 +19,7 @@
 //! ```
 //!
 //! Optional: `event_file` (a path relative to the fixture) instead of
-//! `event`, `state` (initial state), `attempt`, `received_at`,
+//! `event`, `state` (initial state), `attempt`, `received_at`, `receipt_id`,
 //! `allow_http`; in `expect`: `state_writes` and `logs`.  Only what
 //! `expect` names is compared; a request without `headers` does not
 //! compare headers; headers are written `"Name: value"`.  A request body given as JSON (not a string) is
@@ -138,7 +138,6 @@ fn prepare(
         None | Some(Value::Null) => vec![],
         Some(v) => responses_from_json(v).context("`responses`")?,
     };
-    let name = path.file_stem().unwrap_or_default().to_string_lossy();
     Ok(DryRun {
         transform: transform.clone(),
         spec: spec.to_string(),
@@ -155,7 +154,11 @@ fn prepare(
         state: strings(fixture.get("state"), "state")?,
         event: Event {
             body,
-            receipt_id: format!("fixture-{name}"),
+            receipt_id: fixture
+                .get("receipt_id")
+                .and_then(Value::as_str)
+                .unwrap_or("fixture")
+                .to_string(),
             received_at: fixture
                 .get("received_at")
                 .and_then(Value::as_str)
@@ -289,12 +292,12 @@ pub(crate) fn diff(expected: &str, actual: &str) -> String {
             ops.push((' ', a[i]));
             i += 1;
             j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            ops.push(('+', b[j]));
-            j += 1;
-        } else {
+        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
             ops.push(('-', a[i]));
             i += 1;
+        } else {
+            ops.push(('+', b[j]));
+            j += 1;
         }
     }
     let changed: Vec<usize> = (0..ops.len()).filter(|&k| ops[k].0 != ' ').collect();
