@@ -35,6 +35,8 @@ pub struct Args {
 const WIT: &str = include_str!("../../wit/ztbridge.wit");
 /// Pinned: the version CI builds webhook-js with (transforms-js/webhook).
 const COMPONENTIZE_JS: &str = "0.23.0";
+/// componentize-js 0.23.0 imports it without declaring it.
+const PREVIEW2_SHIM: &str = "0.25.0";
 
 const FIXTURE: &str = r#"{
   "description": "a critical lockout is posted to the configured URL",
@@ -161,7 +163,8 @@ const JS_PACKAGE: &str = r#"{
     "build": "componentize-js app.js --wit wit -n transform-world -d stdio random clocks http fetch-event -o {{NAME}}.wasm"
   },
   "devDependencies": {
-    "@bytecodealliance/componentize-js": "{{COMPONENTIZE_JS}}"
+    "@bytecodealliance/componentize-js": "{{COMPONENTIZE_JS}}",
+    "@bytecodealliance/preview2-shim": "{{PREVIEW2_SHIM}}"
   }
 }
 "#;
@@ -318,7 +321,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             write(
                 &root,
                 "package.json",
-                &fill(JS_PACKAGE).replace("{{COMPONENTIZE_JS}}", COMPONENTIZE_JS),
+                &fill(JS_PACKAGE)
+                    .replace("{{COMPONENTIZE_JS}}", COMPONENTIZE_JS)
+                    .replace("{{PREVIEW2_SHIM}}", PREVIEW2_SHIM),
             )?;
             write(&root, "app.js", &fill(JS_APP))?;
             write(&root, "wit/ztbridge.wit", WIT)?;
