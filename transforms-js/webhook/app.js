@@ -73,12 +73,23 @@ function scopes(raw) {
   return out;
 }
 
-function lookup(raw, names) {
+// Normalised key -> value, per scope, built once per event (normalising
+// every key for every lookup costs more than the rest of the transform).
+function index(raw) {
+  return scopes(raw).map((scope) => {
+    const m = new Map();
+    for (const [k, v] of Object.entries(scope)) {
+      const n = normalize(k);
+      if (!m.has(n) && v !== null && v !== undefined && v !== '') m.set(n, v);
+    }
+    return m;
+  });
+}
+
+function lookup(idx, names) {
   for (const name of names) {
-    for (const scope of scopes(raw)) {
-      for (const [k, v] of Object.entries(scope)) {
-        if (normalize(k) === name && v !== null && v !== undefined && v !== '') return v;
-      }
+    for (const m of idx) {
+      if (m.has(name)) return m.get(name);
     }
   }
   return undefined;
@@ -127,7 +138,8 @@ function bounded(list, max) {
   return `${list.slice(0, max).join(', ')} (+${list.length - max} more)`;
 }
 
-function model(raw, input) {
+function model(body, input) {
+  const raw = index(body);
   const severity = severityName(lookup(raw, KEYS.severity));
   const files = texts(lookup(raw, KEYS.files));
   return {
