@@ -9,6 +9,12 @@ if command -v rustup >/dev/null; then
     rustup target add wasm32-wasip2 >/dev/null
 fi
 
+# The JavaScript transform (componentize-js from npm); tests find it here
+# and must not skip it.  Compiled components are cached across test runs.
+bash ci/js.sh
+export ZTBRIDGE_JS_WASM=$PWD/transforms-js/webhook/webhook.wasm ZTBRIDGE_REQUIRE_JS=1
+export ZTBRIDGE_COMPILE_CACHE=${ZTBRIDGE_COMPILE_CACHE:-${CARGO_TARGET_DIR:-$PWD/target}/compile-cache}
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
@@ -19,6 +25,9 @@ cargo test --locked --workspace "$@" 2>&1 | tee -a "$log"
 # the Jitbit transform's pure helpers.
 cargo test --locked --manifest-path transforms/Cargo.toml -p zt-event -p zt-jitbit --lib \
     --target-dir target/guest-host-tests 2>&1 | tee -a "$log"
+
+# Scaffolded transforms (Rust and JavaScript) build and pass their fixture.
+bash ci/kit.sh
 
 # The systemd unit, against the binary the tests just built.
 unit_dir=$(mktemp -d)

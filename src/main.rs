@@ -91,6 +91,11 @@ enum TransformCommand {
     Sign(cmd::transform_sign::Args),
     /// Check a component's signatures against trusted keys.
     Verify(cmd::transform_verify::Args),
+    /// Golden tests: run a transform on every fixture of a directory and
+    /// compare with the expected steps and outcome.
+    Test(cmd::transform_test::Args),
+    /// Create a new transform (Rust or JavaScript) with one fixture.
+    New(cmd::transform_new::Args),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +114,12 @@ fn main() -> ExitCode {
         Command::Transform {
             command: TransformCommand::Verify(args),
         } => cmd::transform_verify::run(args),
+        Command::Transform {
+            command: TransformCommand::Test(args),
+        } => cmd::transform_test::run(args),
+        Command::Transform {
+            command: TransformCommand::New(args),
+        } => cmd::transform_new::run(args),
         Command::Config {
             command: ConfigCommand::Check(args),
         } => cmd::config_check::run(args),

@@ -29,6 +29,9 @@
 //!   epoch deadline, memory cap) and the host imports (log, config, state).
 //! * [`transform`]: a transform compiled once: its `Component`, reusable
 //!   `InstancePre`, self-description and digest.
+//! * [`cache`]: optional on-disk cache of compiled components (keyed by the
+//!   wasm's sha256 and the engine's compatibility hash), used by
+//!   [`transform::Transform::load_with_cache`].
 //! * [`engine`]: the one wasmtime `Engine` (pooling allocator, fuel, epochs)
 //!   and its single epoch ticker thread.
 //! * [`bindings`]: host-side bindings generated from `wit/`.
@@ -45,6 +48,7 @@
 pub mod app;
 pub mod auth;
 pub mod bindings;
+pub mod cache;
 pub mod config;
 pub mod dispatch;
 pub mod egress;

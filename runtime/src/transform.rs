@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 
 use crate::bindings::{TransformWorld, TransformWorldPre};
+use crate::cache::CompileCache;
 use crate::engine::Engine;
 use crate::redact::Redactor;
 use crate::sandbox::{FlowContext, HostState, Sandbox, SandboxError};
@@ -79,11 +80,29 @@ impl Transform {
         source: &str,
         bytes: &[u8],
     ) -> Result<Arc<Transform>, TransformError> {
-        let component =
-            Component::new(&engine.wasm, bytes).map_err(|e| TransformError::Compile {
-                origin: source.into(),
-                message: format!("{e:#}"),
-            })?;
+        Transform::load_with_cache(engine, source, bytes, None)
+    }
+
+    /// [`Transform::load`], taking the compiled component from (and
+    /// storing it in) an on-disk [`CompileCache`] when one is given.
+    pub fn load_with_cache(
+        engine: &Engine,
+        source: &str,
+        bytes: &[u8],
+        cache: Option<&CompileCache>,
+    ) -> Result<Arc<Transform>, TransformError> {
+        let compile_err = |e: wasmtime::Error| TransformError::Compile {
+            origin: source.into(),
+            message: format!("{e:#}"),
+        };
+        let component = match cache {
+            None => Component::new(&engine.wasm, bytes).map_err(compile_err)?,
+            Some(cache) => {
+                let (component, outcome) = cache.load(&engine.wasm, bytes).map_err(compile_err)?;
+                tracing::debug!(source, ?outcome, "compile cache");
+                component
+            }
+        };
         let mut linker: Linker<HostState> = Linker::new(&engine.wasm);
         let link_err = |e: wasmtime::Error| TransformError::Link {
             origin: source.into(),

@@ -9,8 +9,10 @@ pub mod keys_generate;
 pub mod send_test;
 pub mod serve;
 pub mod transform_inspect;
+pub mod transform_new;
 pub mod transform_run;
 pub mod transform_sign;
+pub mod transform_test;
 pub mod transform_verify;
 
 use ztbridge_runtime::config::LogFormat;

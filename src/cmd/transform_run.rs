@@ -12,9 +12,10 @@ use ztbridge_runtime::app::{Trust, load_transform};
 use ztbridge_runtime::bindings::types::{Event, Header, HttpResponse};
 use ztbridge_runtime::config::{ConfigValue, RouteConfig};
 use ztbridge_runtime::engine::{Engine, Limits};
-use ztbridge_runtime::flow::{self, CannedTransport, Outcome};
+use ztbridge_runtime::flow::{self, CannedTransport, FlowReport, Outcome};
 use ztbridge_runtime::route::Route;
 use ztbridge_runtime::state::{MemoryState, StateStore};
+use ztbridge_runtime::transform::Transform;
 
 use crate::builtin;
 
@@ -100,11 +101,16 @@ fn parse_response(v: &Value) -> anyhow::Result<HttpResponse> {
 fn load_responses(path: &PathBuf) -> anyhow::Result<Vec<HttpResponse>> {
     let v: Value = serde_json::from_str(&read(path)?)
         .with_context(|| format!("{} is not JSON", path.display()))?;
+    responses_from_json(&v).with_context(|| path.display().to_string())
+}
+
+/// Canned responses from their JSON form (see `--responses`).
+pub(crate) fn responses_from_json(v: &Value) -> anyhow::Result<Vec<HttpResponse>> {
     let Value::Array(items) = v else {
-        bail!("{}: expected a JSON array of responses", path.display())
+        bail!("expected a JSON array of responses")
     };
     let mut out = Vec::new();
-    for item in &items {
+    for item in items {
         match item {
             Value::Array(group) => {
                 for r in group {
@@ -115,6 +121,60 @@ fn load_responses(path: &PathBuf) -> anyhow::Result<Vec<HttpResponse>> {
         }
     }
     Ok(out)
+}
+
+/// One offline flow: what `transform run` and `transform test` share.
+pub(crate) struct DryRun {
+    pub transform: Arc<Transform>,
+    /// The transform as named on the command line (`builtin:NAME` or a path).
+    pub spec: String,
+    pub route: String,
+    pub config: BTreeMap<String, ConfigValue>,
+    pub allow_http: bool,
+    pub state: BTreeMap<String, String>,
+    pub event: Event,
+    pub responses: Vec<HttpResponse>,
+}
+
+impl DryRun {
+    /// Runs the flow with canned responses; `env` supplies
+    /// ZTBRIDGE_<ROUTE>_<KEY> values.  Returns the report and the state
+    /// after the flow.
+    pub(crate) fn run(
+        self,
+        engine: &Arc<Engine>,
+        runtime: &tokio::runtime::Runtime,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<(FlowReport, BTreeMap<String, String>)> {
+        let route_config = RouteConfig {
+            name: self.route.clone(),
+            transform: self.spec.clone(),
+            enabled: true,
+            severities: vec![],
+            states: vec![],
+            allow_http: self.allow_http,
+            egress: None,
+            rate_per_minute: None,
+            rate_burst: None,
+            rate_key: None,
+            config: self.config,
+        };
+        let route = Route::build(&route_config, self.transform, env)?;
+        let memory = Arc::new(MemoryState::with(&self.route, self.state));
+        let state: Arc<dyn StateStore> = memory.clone();
+        let transport = CannedTransport::new(self.responses);
+        let report = runtime.block_on(flow::run(engine, &route, &state, self.event, &transport));
+        let after = memory.dump(&self.route)?;
+        Ok((report, after))
+    }
+}
+
+/// The single-threaded runtime the offline commands drive flows on.
+pub(crate) fn offline_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -145,44 +205,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .route
         .clone()
         .unwrap_or_else(|| transform.info.name.clone());
-    let route_config = RouteConfig {
-        name: name.clone(),
-        transform: args.transform.clone(),
-        enabled: true,
-        severities: vec![],
-        states: vec![],
-        allow_http: args.allow_http,
-        egress: None,
-        rate_per_minute: None,
-        rate_burst: None,
-        rate_key: None,
-        config,
-    };
-    let route = Route::build(&route_config, transform.clone(), &|k| std::env::var(k).ok())?;
-
     let initial: BTreeMap<String, String> = match &args.state {
         Some(p) if p.exists() => serde_json::from_str(&read(p)?)
             .with_context(|| format!("{}: expected a JSON object of strings", p.display()))?,
         _ => BTreeMap::new(),
     };
-    let memory = Arc::new(MemoryState::with(&name, initial));
-    let state: Arc<dyn StateStore> = memory.clone();
     let event = Event {
         body,
         receipt_id: "dry-run".into(),
         received_at: ztbridge_runtime::time::now_rfc3339(),
         attempt: args.attempt,
     };
-    let transport = CannedTransport::new(responses);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    let report = runtime.block_on(flow::run(&engine, &route, &state, event, &transport));
+    let dry = DryRun {
+        transform: transform.clone(),
+        spec: args.transform.clone(),
+        route: name.clone(),
+        config,
+        allow_http: args.allow_http,
+        state: initial,
+        event,
+        responses,
+    };
+    let (report, after) = dry.run(&engine, &offline_runtime()?, &|k| std::env::var(k).ok())?;
 
     if let Some(p) = &args.state {
-        let dump = memory.dump(&name)?;
-        std::fs::write(p, serde_json::to_string_pretty(&dump)?)
+        std::fs::write(p, serde_json::to_string_pretty(&after)?)
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     let out = serde_json::json!({

@@ -1,0 +1,370 @@
+//! `ztbridge transform new`: scaffolds a buildable transform with one
+//! fixture, in Rust (a standalone crate on the guest SDK) or JavaScript
+//! (componentize-js).  Both scaffolds do the same thing, POST a JSON
+//! summary of the event to the URL in config key `url`, and pass the same
+//! fixture.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Lang {
+    Rust,
+    Js,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Transform name: lower-case letters, digits and `-`; also the
+    /// directory created.
+    pub name: String,
+    #[arg(long, value_enum)]
+    pub lang: Lang,
+    /// Create the transform in this directory instead of `./NAME`.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Rust: path of the guest SDK crate (`transforms/sdk` in a ztbridge
+    /// checkout).  Default: the SDK of the source tree this binary was
+    /// built from, when it still exists.
+    #[arg(long)]
+    pub sdk: Option<PathBuf>,
+}
+
+const WIT: &str = include_str!("../../wit/ztbridge.wit");
+/// Pinned: the version CI builds webhook-js with (transforms-js/webhook).
+const COMPONENTIZE_JS: &str = "0.23.0";
+/// componentize-js 0.23.0 imports it without declaring it.
+const PREVIEW2_SHIM: &str = "0.25.0";
+
+const FIXTURE: &str = r#"{
+  "description": "a critical lockout is posted to the configured URL",
+  "event": {
+    "id": "RSW-20250611-000123",
+    "severity": "CRITICAL",
+    "state": "LOCKED_OUT",
+    "user": "CORP\\jsmith",
+    "files": ["/ifs/data/finance/q2/budget.xlsx.locked"]
+  },
+  "config": { "url": "https://hooks.example.com/ztbridge" },
+  "responses": [ { "status": 200, "body": "ok" } ],
+  "expect": {
+    "steps": [
+      {
+        "requests": [
+          {
+            "method": "POST",
+            "url": "https://hooks.example.com/ztbridge",
+            "headers": ["Content-Type: application/json"],
+            "body": {
+              "summary": "critical event RSW-20250611-000123: LOCKED_OUT",
+              "event": {
+                "id": "RSW-20250611-000123",
+                "severity": "CRITICAL",
+                "state": "LOCKED_OUT",
+                "user": "CORP\\jsmith",
+                "files": ["/ifs/data/finance/q2/budget.xlsx.locked"]
+              }
+            }
+          }
+        ]
+      }
+    ],
+    "outcome": { "status": "done", "message": "delivered (HTTP 200)" }
+  }
+}
+"#;
+
+const RUST_CARGO: &str = r#"[package]
+name = "{{NAME}}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+ztbridge-sdk = { path = "{{SDK}}" }
+serde_json = { version = "1", features = ["preserve_order"] }
+
+# Small, fast components (tens of KB instead of MB).
+[profile.release]
+opt-level = 3
+lto = true
+codegen-units = 1
+strip = true
+panic = "abort"
+
+# A workspace of its own, even when created inside another one.
+[workspace]
+"#;
+
+const RUST_LIB: &str = r#"//! {{NAME}}: a ztbridge transform.  Posts a JSON summary of each Superna
+//! Zero Trust event to the URL in config key `url`.
+//!
+//! Build: cargo build --release --target wasm32-wasip2
+//! Test:  ztbridge transform test target/wasm32-wasip2/release/{{FILE}}.wasm fixtures
+
+use serde_json::json;
+use ztbridge_sdk::config::key;
+use ztbridge_sdk::event::Event;
+use ztbridge_sdk::{
+    EventInput, Failure, Guest, HttpResponse, Info, Request, Step, config, export, failure, send,
+    single,
+};
+
+struct Transform;
+
+impl Guest for Transform {
+    fn describe() -> Info {
+        Info {
+            name: "{{NAME}}".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Superna Zero Trust events as JSON to a webhook".into(),
+            // Requests may only go to the host of the URL in config `url`.
+            egress: vec!["config:url".into()],
+            config: vec![key("url", "Where to POST events", true, false, None)],
+        }
+    }
+
+    fn start(input: EventInput) -> Result<Step, Failure> {
+        let url = config::require("url")?;
+        let ev = Event::parse(&input.body)
+            .map_err(|e| failure::permanent(&format!("event is not JSON: {e}")))?;
+        let summary = format!(
+            "{} event {}: {}",
+            ev.severity().name(),
+            ev.id().unwrap_or_else(|| "unknown".into()),
+            ev.state().unwrap_or_else(|| "unknown".into()),
+        );
+        let body = json!({ "summary": summary, "event": ev.raw() });
+        Ok(send(vec![Request::post(&url).json(&body)]))
+    }
+
+    fn resume(responses: Vec<HttpResponse>) -> Result<Step, Failure> {
+        let resp = single(responses)?;
+        // 2xx: fine; 429, 5xx, no answer: retryable; anything else: permanent.
+        failure::check(&resp, "webhook")?;
+        Ok(Step::Done(format!("delivered (HTTP {})", resp.status)))
+    }
+}
+
+export!(Transform);
+"#;
+
+const JS_PACKAGE: &str = r#"{
+  "name": "{{NAME}}",
+  "version": "0.1.0",
+  "private": true,
+  "type": "module",
+  "scripts": {
+    "build": "componentize-js app.js --wit wit -n transform-world -d stdio random clocks http fetch-event -o {{NAME}}.wasm"
+  },
+  "devDependencies": {
+    "@bytecodealliance/componentize-js": "{{COMPONENTIZE_JS}}",
+    "@bytecodealliance/preview2-shim": "{{PREVIEW2_SHIM}}"
+  }
+}
+"#;
+
+const JS_APP: &str = r#"// {{NAME}}: a ztbridge transform.  Posts a JSON summary of each Superna
+// Zero Trust event to the URL in config key `url`.
+//
+// Build: npm install && npm run build
+// Test:  ztbridge transform test {{NAME}}.wasm fixtures
+//
+// The contract is wit/ztbridge.wit.  Host functions are imported from
+// 'ztbridge:transform/host@0.1.0'; the `transform` export implements
+// describe/start/resume.  Records use camelCase fields; a variant is
+// { tag, val }; throwing a failure record makes the call return an error.
+
+import { log, configGet } from 'ztbridge:transform/host@0.1.0';
+
+const permanent = (message) => ({ retryable: false, message, retryAfterSeconds: undefined });
+const retryable = (message, retryAfterSeconds) => ({ retryable: true, message, retryAfterSeconds });
+
+export const transform = {
+  describe() {
+    return {
+      name: '{{NAME}}',
+      version: '0.1.0',
+      description: 'Superna Zero Trust events as JSON to a webhook',
+      // Requests may only go to the host of the URL in config `url`.
+      egress: ['config:url'],
+      config: [
+        { name: 'url', description: 'Where to POST events', required: true, secret: false, defaultValue: undefined },
+      ],
+    };
+  },
+
+  start(input) {
+    const url = configGet('url');
+    if (!url) throw permanent('config key `url` is not set');
+    let event;
+    try {
+      event = JSON.parse(input.body);
+    } catch (e) {
+      throw permanent(`event is not JSON: ${e}`);
+    }
+    const severity = String(event.severity ?? 'unknown').toLowerCase();
+    const id = event.id ?? event.eventId ?? 'unknown';
+    if (id === 'unknown') log('warn', 'event has no ID', []);
+    const summary = `${severity} event ${id}: ${event.state ?? 'unknown'}`;
+    return {
+      tag: 'send',
+      val: [{
+        method: 'POST',
+        url,
+        headers: [{ name: 'Content-Type', value: 'application/json' }],
+        body: JSON.stringify({ summary, event }),
+      }],
+    };
+  },
+
+  resume(responses) {
+    const r = responses[0];
+    if (r.status >= 200 && r.status < 300) return { tag: 'done', val: `delivered (HTTP ${r.status})` };
+    if (r.status === 0 || r.status === 429 || r.status >= 500) {
+      throw retryable(`webhook: HTTP ${r.status}: ${r.body.slice(0, 300)}`);
+    }
+    throw permanent(`webhook refused (HTTP ${r.status}): ${r.body.slice(0, 300)}`);
+  },
+};
+"#;
+
+const README: &str = r#"# {{NAME}}
+
+A ztbridge transform ({{LANG}}).  See docs/writing-transforms.md in the
+ztbridge repository for the contract, fixtures, signing and deployment.
+
+    {{BUILD}}
+    ztbridge transform test {{WASM}} fixtures
+    ztbridge transform run {{WASM}} --event event.json --config url=https://...
+"#;
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-')
+}
+
+fn default_sdk() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("transforms/sdk");
+    p.join("Cargo.toml").is_file().then_some(p)
+}
+
+fn write(root: &Path, rel: &str, text: &str) -> anyhow::Result<()> {
+    let p = root.join(rel);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if !valid_name(&args.name) {
+        bail!(
+            "`{}`: a transform name is lower-case letters, digits and `-`, starting with a letter",
+            args.name
+        );
+    }
+    let root = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&args.name));
+    if root.exists() && std::fs::read_dir(&root)?.next().is_some() {
+        bail!("{} exists and is not empty", root.display());
+    }
+    let name = args.name.as_str();
+    let fill = |t: &str| t.replace("{{NAME}}", name);
+    let (build, wasm, lang) = match args.lang {
+        Lang::Rust => {
+            let sdk = match args.sdk.clone().or_else(default_sdk) {
+                Some(s) => s,
+                None => bail!(
+                    "where is the guest SDK? pass --sdk PATH/TO/ztbridge/transforms/sdk (this binary's source tree is gone)"
+                ),
+            };
+            let sdk = std::path::absolute(&sdk)?;
+            if !sdk.join("Cargo.toml").is_file() {
+                bail!(
+                    "{}: no Cargo.toml (expected transforms/sdk of a ztbridge checkout)",
+                    sdk.display()
+                );
+            }
+            let file = name.replace('-', "_");
+            let sdk_text = sdk.display().to_string().replace('\\', "/");
+            write(
+                &root,
+                "Cargo.toml",
+                &fill(RUST_CARGO).replace("{{SDK}}", &sdk_text),
+            )?;
+            write(
+                &root,
+                "src/lib.rs",
+                &fill(RUST_LIB).replace("{{FILE}}", &file),
+            )?;
+            write(&root, ".gitignore", "/target\n")?;
+            (
+                "cargo build --release --target wasm32-wasip2".to_string(),
+                format!("target/wasm32-wasip2/release/{file}.wasm"),
+                "Rust",
+            )
+        }
+        Lang::Js => {
+            write(
+                &root,
+                "package.json",
+                &fill(JS_PACKAGE)
+                    .replace("{{COMPONENTIZE_JS}}", COMPONENTIZE_JS)
+                    .replace("{{PREVIEW2_SHIM}}", PREVIEW2_SHIM),
+            )?;
+            write(&root, "app.js", &fill(JS_APP))?;
+            write(&root, "wit/ztbridge.wit", WIT)?;
+            write(&root, ".gitignore", "node_modules/\n*.wasm\n")?;
+            (
+                "npm install && npm run build".to_string(),
+                format!("{name}.wasm"),
+                "JavaScript",
+            )
+        }
+    };
+    write(&root, "fixtures/basic.json", FIXTURE)?;
+    // The fixture's event on its own, for `transform run --event`.
+    let fixture: serde_json::Value = serde_json::from_str(FIXTURE)?;
+    write(
+        &root,
+        "event.json",
+        &(serde_json::to_string_pretty(&fixture["event"])? + "\n"),
+    )?;
+    let readme = fill(README)
+        .replace("{{LANG}}", lang)
+        .replace("{{BUILD}}", &build)
+        .replace("{{WASM}}", &wasm);
+    write(&root, "README.md", &readme)?;
+    println!("created {} ({lang})", root.display());
+    println!(
+        "next:\n  cd {}\n  {build}\n  ztbridge transform test {wasm} fixtures",
+        root.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names() {
+        for ok in ["slack", "my-hook2"] {
+            assert!(super::valid_name(ok), "{ok}");
+        }
+        for bad in ["", "Slack", "2x", "a_b", "a-", "../x"] {
+            assert!(!super::valid_name(bad), "{bad}");
+        }
+    }
+}
