@@ -79,6 +79,11 @@ async fn systemd_notify_ready_watchdog_stopping() {
         "{}",
         server.log_tail()
     );
+    // The transforms it compiled are in the compile cache for the next start.
+    let cached = std::fs::read_dir(dir.path().join("data/compile-cache"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(cached >= 1, "no compile cache entries");
     // READY came before any ping, STOPPING last.
     let first_ready = seen.iter().position(|m| m.contains("READY=1")).unwrap();
     let first_ping = seen.iter().position(|m| m.contains("WATCHDOG=1")).unwrap();

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::Builtins;
 use crate::auth::WebhookAuth;
+use crate::cache::CompileCache;
 use crate::config::{Config, ConfigError, TrustConfig};
 use crate::dispatch::Dispatcher;
 use crate::engine::{Engine, EngineError};
@@ -30,6 +31,9 @@ pub struct App {
     pub auth: Arc<Option<WebhookAuth>>,
     /// What `/metrics` exports.
     pub metrics: Arc<Metrics>,
+    /// Compiled components on disk (`<data_dir>/compile-cache`), so a
+    /// restart or reload does not recompile.
+    pub cache: CompileCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +91,18 @@ pub fn load_transform(
     builtins: &Builtins,
     trust: &Trust,
 ) -> Result<Arc<Transform>, TransformError> {
+    load_transform_cached(engine, spec, builtins, trust, None)
+}
+
+/// [`load_transform`] with an on-disk compile cache (the signature is
+/// checked on the wasm bytes first; the cache is keyed by their digest).
+pub fn load_transform_cached(
+    engine: &Engine,
+    spec: &str,
+    builtins: &Builtins,
+    trust: &Trust,
+    cache: Option<&CompileCache>,
+) -> Result<Arc<Transform>, TransformError> {
     match spec.strip_prefix("builtin:") {
         Some(name) => {
             let bytes = builtins
@@ -95,7 +111,7 @@ pub fn load_transform(
                     name: name.to_string(),
                     known: builtins.keys().cloned().collect::<Vec<_>>().join(", "),
                 })?;
-            Transform::load(engine, spec, bytes)
+            Transform::load_with_cache(engine, spec, bytes, cache)
         }
         None => {
             let bytes = std::fs::read(spec).map_err(|e| TransformError::Read {
@@ -124,7 +140,7 @@ pub fn load_transform(
                     tracing::info!(file = spec, signers = ?verified.key_ids, "transform signature verified");
                 }
             }
-            Transform::load(engine, spec, &bytes)
+            Transform::load_with_cache(engine, spec, &bytes, cache)
         }
     }
 }
@@ -147,7 +163,8 @@ impl App {
                 error,
             },
         )?);
-        let routes = build_routes(&config, &engine, builtins, &trust, strict)?;
+        let cache = CompileCache::new(data_dir.join("compile-cache"));
+        let routes = build_routes(&config, &engine, builtins, &trust, strict, &cache)?;
         if routes.is_empty() && strict {
             return Err(AppError::NoRoutes);
         }
@@ -184,6 +201,7 @@ impl App {
             dispatcher,
             auth,
             metrics,
+            cache,
         })
     }
 }
@@ -196,10 +214,11 @@ fn build_routes(
     builtins: &Builtins,
     trust: &Trust,
     strict: bool,
+    cache: &CompileCache,
 ) -> Result<Vec<Arc<Route>>, AppError> {
     let mut routes = Vec::new();
     for rc in config.routes.iter().filter(|r| r.enabled) {
-        let transform = load_transform(engine, &rc.transform, builtins, trust)?;
+        let transform = load_transform_cached(engine, &rc.transform, builtins, trust, Some(cache))?;
         match Route::build(rc, transform, &|k| std::env::var(k).ok()) {
             Ok(route) => {
                 tracing::info!(
@@ -240,7 +259,7 @@ impl App {
     /// Returns the new routes' names and digests.
     pub fn reload(&self, config: &Config, builtins: &Builtins) -> Result<Vec<String>, AppError> {
         let trust = Trust::from_config(&config.trust)?;
-        let routes = build_routes(config, &self.engine, builtins, &trust, true)?;
+        let routes = build_routes(config, &self.engine, builtins, &trust, true, &self.cache)?;
         if routes.is_empty() {
             return Err(AppError::NoRoutes);
         }
