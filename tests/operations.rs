@@ -413,15 +413,7 @@ async fn sighup_reloads_a_new_version_and_keeps_the_old_when_tampered() {
     std::fs::rename(&v2, &deployed).unwrap();
     let d2 = ztbridge_runtime::transform::digest(&std::fs::read(&deployed).unwrap());
     assert_ne!(d1, d2);
-    std::process::Command::new("kill")
-        .args(["-HUP", &server.pid().to_string()])
-        .status()
-        .unwrap();
-    wait_until(Duration::from_secs(30), || {
-        server.log_tail().contains("reloaded").then_some(())
-    })
-    .await
-    .unwrap_or_else(|| panic!("no reload:\n{}", server.log_tail()));
+    server.reload_and_wait_for("reloaded").await;
     let r2 = deliver_one(&server, &pd, "RSW-RELOAD-2").await;
     assert_eq!(digest_of(&server, &r2), d2);
 
@@ -433,15 +425,7 @@ async fn sighup_reloads_a_new_version_and_keeps_the_old_when_tampered() {
     let (code, _, err) = ztbridge(&["config", "check", server.config_path.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(err.contains("pagerduty.wasm"), "{err}");
-    std::process::Command::new("kill")
-        .args(["-HUP", &server.pid().to_string()])
-        .status()
-        .unwrap();
-    wait_until(Duration::from_secs(30), || {
-        server.log_tail().contains("reload failed").then_some(())
-    })
-    .await
-    .unwrap_or_else(|| panic!("no reload failure logged:\n{}", server.log_tail()));
+    server.reload_and_wait_for("reload failed").await;
     let r3 = deliver_one(&server, &pd, "RSW-RELOAD-3").await;
     assert_eq!(
         digest_of(&server, &r3),

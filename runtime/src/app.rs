@@ -31,6 +31,9 @@ pub struct App {
     pub auth: Arc<Option<WebhookAuth>>,
     /// What `/metrics` exports.
     pub metrics: Arc<Metrics>,
+    /// Whether a route with missing config is an error (a config file was
+    /// given) or skipped (the built-in default); reload does the same.
+    pub strict: bool,
     /// Compiled components on disk (`<data_dir>/compile-cache`), so a
     /// restart or reload does not recompile.
     pub cache: CompileCache,
@@ -202,6 +205,7 @@ impl App {
             auth,
             metrics,
             cache,
+            strict,
         })
     }
 }
@@ -259,8 +263,15 @@ impl App {
     /// Returns the new routes' names and digests.
     pub fn reload(&self, config: &Config, builtins: &Builtins) -> Result<Vec<String>, AppError> {
         let trust = Trust::from_config(&config.trust)?;
-        let routes = build_routes(config, &self.engine, builtins, &trust, true, &self.cache)?;
-        if routes.is_empty() {
+        let routes = build_routes(
+            config,
+            &self.engine,
+            builtins,
+            &trust,
+            self.strict,
+            &self.cache,
+        )?;
+        if routes.is_empty() && self.strict {
             return Err(AppError::NoRoutes);
         }
         let fixed = |c: &Config| {

@@ -248,7 +248,7 @@ impl Config {
             }
         }
         let d = &self.delivery;
-        let checks: [(bool, &str); 12] = [
+        let checks: [(bool, &str); 14] = [
             (l.fuel_per_step > 0, "limits.fuel_per_step must be positive"),
             (
                 (1..=600_000).contains(&l.step_timeout_ms),
@@ -281,6 +281,14 @@ impl Config {
             (
                 d.max_pending >= 1,
                 "delivery.max_pending must be at least 1",
+            ),
+            (
+                d.initial_backoff_ms >= 1 && d.initial_backoff_ms <= d.max_backoff_ms,
+                "delivery.initial_backoff_ms must be 1..=max_backoff_ms",
+            ),
+            (
+                d.dedupe_window_secs <= 30 * 86_400,
+                "delivery.dedupe_window_secs must be at most 2592000 (30 days)",
             ),
             (
                 self.delivery.max_backoff_ms <= 86_400_000,

@@ -91,22 +91,20 @@ impl DeliveryPolicy {
     /// Delay before attempt `next` (2, 3...): Retry-After when given, else
     /// exponential back-off; plus up to 20% jitter; capped.
     pub fn delay(&self, next: u32, retry_after_seconds: Option<u32>, salt: u64) -> Duration {
-        let base = match retry_after_seconds {
-            Some(s) => u64::from(s) * 1000,
-            None => self
-                .initial_backoff_ms
-                .saturating_mul(1u64 << (next.saturating_sub(2)).min(20)),
-        }
-        .min(self.max_backoff_ms);
-        let jitter = if base == 0 {
+        // Back-off, capped, then up to 20% jitter (so retries of many
+        // deliveries do not fire in step); a longer Retry-After wins (the
+        // retry horizon still bounds it).
+        let backoff = self
+            .initial_backoff_ms
+            .saturating_mul(1u64 << (next.saturating_sub(2)).min(20))
+            .min(self.max_backoff_ms);
+        let jittered = backoff.saturating_add(if backoff == 0 {
             0
         } else {
-            jitter(salt) % (base / 5 + 1)
-        };
-        Duration::from_millis(
-            base.saturating_add(jitter)
-                .min(self.max_backoff_ms.max(base)),
-        )
+            jitter(salt) % (backoff / 5 + 1)
+        });
+        let retry_after = retry_after_seconds.map_or(0, |s| u64::from(s).saturating_mul(1000));
+        Duration::from_millis(jittered.max(retry_after))
     }
 
     fn horizon_ms(&self) -> i64 {
@@ -203,6 +201,10 @@ pub struct Dispatcher {
     disk_ok: AtomicBool,
     /// Set on shutdown: nothing more is claimed.
     stopping: AtomicBool,
+    /// The data directory's lock (`serve.lock`), held while serving.
+    lock: std::sync::Mutex<Option<std::fs::File>>,
+    /// Set once `start` has resumed the store and started the scheduler.
+    running: AtomicBool,
     /// When the scheduler last went round its loop (ms since the epoch):
     /// it wakes at least every second, so an old value means it is stuck.
     heartbeat: AtomicI64,
@@ -235,6 +237,8 @@ impl Dispatcher {
             disk_ok: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
             heartbeat: AtomicI64::new(now_millis()),
+            lock: std::sync::Mutex::new(None),
+            running: AtomicBool::new(false),
         })
     }
 
@@ -321,6 +325,8 @@ impl Dispatcher {
     /// Resumes what was not delivered and starts the scheduler and the
     /// housekeeping task.  Call once, inside the runtime.
     pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
+        let lock = self.store.lock_exclusive()?;
+        *self.lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(lock);
         let resumed = self.store.recover().await?;
         if resumed > 0 {
             tracing::warn!(
@@ -328,7 +334,8 @@ impl Dispatcher {
                 "attempts interrupted by the last stop will be made again"
             );
         }
-        self.housekeeping_pass(true).await;
+        // No purge here: a large one must not delay readiness.
+        self.housekeeping_pass(false).await;
         let backlog = self.open.load(Ordering::Relaxed);
         if backlog > 0 {
             tracing::info!(open = backlog, "resuming undelivered events");
@@ -337,7 +344,13 @@ impl Dispatcher {
         tokio::spawn(async move { this.schedule().await });
         let this = self.clone();
         tokio::spawn(async move { this.housekeeping().await });
+        self.running.store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Started and not stopping: notifications to systemd make sense.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Relaxed) && !self.stopping.load(Ordering::Relaxed)
     }
 
     /// Stops claiming, then waits up to `drain_timeout_ms` for running
@@ -357,23 +370,23 @@ impl Dispatcher {
     }
 
     async fn schedule(self: Arc<Self>) {
-        let unknown = |this: &Dispatcher| -> Vec<String> {
+        // `None` when the store cannot tell: keep the previous list then.
+        let unknown = |this: &Dispatcher| -> Option<Vec<String>> {
             let routes = this.routes();
-            let stranded: Vec<(String, u64)> = this
-                .store
-                .open_by_route()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(r, _)| !routes.by_name.contains_key(r))
-                .collect();
-            stranded.into_iter().map(|(r, _)| r).collect()
+            let open = this.store.open_by_route().ok()?;
+            Some(
+                open.into_iter()
+                    .map(|(r, _)| r)
+                    .filter(|r| !routes.by_name.contains_key(r))
+                    .collect(),
+            )
         };
         let warn = |skip: &[String]| {
             for route in skip {
                 tracing::warn!(%route, "deliveries wait for a route that is not configured (or not enabled); they resume when it is back (see `ztbridge events list --route`)");
             }
         };
-        let mut skip = unknown(&self);
+        let mut skip = unknown(&self).unwrap_or_default();
         warn(&skip);
         let mut skip_checked = tokio::time::Instant::now();
         loop {
@@ -384,11 +397,12 @@ impl Dispatcher {
             if skip_checked.elapsed() > Duration::from_secs(30)
                 || self.routes_changed.swap(false, Ordering::Relaxed)
             {
-                let fresh = unknown(&self);
-                if fresh != skip {
-                    warn(&fresh);
+                if let Some(fresh) = unknown(&self) {
+                    if fresh != skip {
+                        warn(&fresh);
+                    }
+                    skip = fresh;
                 }
-                skip = fresh;
                 skip_checked = tokio::time::Instant::now();
             }
             let mut wait = Duration::from_secs(1);
@@ -404,14 +418,19 @@ impl Dispatcher {
                     Ok((claims, rate_wait)) => {
                         let full = claims.len() == free;
                         for claim in claims {
-                            match self.permits.clone().try_acquire_owned() {
-                                Ok(permit) => {
+                            let permit = if self.stopping.load(Ordering::Relaxed) {
+                                None
+                            } else {
+                                self.permits.clone().try_acquire_owned().ok()
+                            };
+                            match permit {
+                                Some(permit) => {
                                     let this = self.clone();
                                     tokio::spawn(async move { this.attempt(claim, permit).await });
                                 }
-                                // Cannot happen (the scheduler alone takes
-                                // permits); the claim resumes at next start.
-                                Err(_) => tracing::error!("no sandbox slot for a claimed delivery"),
+                                // Stopping (drain took the slots): give the
+                                // claim back rather than leave it in flight.
+                                None => self.release(&claim).await,
                             }
                         }
                         if full {
@@ -450,7 +469,8 @@ impl Dispatcher {
                 return;
             }
             n += 1;
-            self.housekeeping_pass(n % 720 == 0).await;
+            // Retention: 5 s after start, then hourly.
+            self.housekeeping_pass(n % 720 == 1).await;
         }
     }
 
@@ -510,7 +530,11 @@ impl Dispatcher {
         );
         async move {
             let Some(route) = self.routes().by_name.get(&claim.route).cloned() else {
-                // The scheduler skips unknown routes; stay safe anyway.
+                // Removed by a reload between claim and start: give it back
+                // (it waits for the route, like any stranded delivery).
+                self.release(&claim).await;
+                drop(permit);
+                self.wake.notify_one();
                 return;
             };
             let input = types::Event {
@@ -604,6 +628,17 @@ impl Dispatcher {
         }
         .instrument(span)
         .await
+    }
+
+    /// Gives a claim back to pending (the attempt did not start).
+    async fn release(&self, claim: &Claim) {
+        if let Err(e) = self
+            .store
+            .release(claim.event_seq, claim.route.clone())
+            .await
+        {
+            tracing::error!(receipt_id = %claim.receipt_id, route = %claim.route, "cannot give a claimed delivery back (it resumes at the next start): {e}");
+        }
     }
 
     /// Where a delivery goes after an attempt.
@@ -732,6 +767,8 @@ mod tests {
         assert!((400..=480).contains(&d4), "{d4}");
         let ra = p.delay(2, Some(3), 1).as_millis();
         assert!((3000..=3600).contains(&ra), "{ra}");
-        assert!(p.delay(30, None, 1).as_millis() <= 10_000);
+        // A long Retry-After wins over the back-off cap.
+        assert_eq!(p.delay(2, Some(3600), 1).as_millis(), 3_600_000);
+        assert!(p.delay(30, None, 1).as_millis() <= 12_000);
     }
 }

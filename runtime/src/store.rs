@@ -220,6 +220,8 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_hash ON events (body_hash, received_ms);
 CREATE INDEX IF NOT EXISTS events_by_event_id ON events (event_id);
+CREATE INDEX IF NOT EXISTS events_by_order_key ON events (order_key, seq);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (received_ms);
 CREATE TABLE IF NOT EXISTS deliveries (
     event_seq   INTEGER NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
     route       TEXT NOT NULL,
@@ -235,6 +237,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_at_ms);
 CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries (route, order_key, event_seq);
+CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries (route, order_key, event_seq)
+    WHERE state IN ('pending', 'in_flight');
 CREATE TABLE IF NOT EXISTS attempts (
     event_seq   INTEGER NOT NULL,
     route       TEXT NOT NULL,
@@ -358,8 +362,19 @@ impl Store {
     pub async fn recover(&self) -> Result<usize, StoreError> {
         let now = crate::time::now_millis();
         self.write(move |c| {
+            // An interrupted attempt counts (a transform that crashes the
+            // process must not be retried for ever); past the horizon it
+            // is a dead letter.
+            c.execute(
+                "UPDATE deliveries SET state = 'failed', attempts = attempts + 1, updated_ms = ?1,
+                        reason = 'an attempt was interrupted by a stop or crash and the retry horizon is over'
+                 WHERE state = 'in_flight' AND deadline_ms < ?1",
+                [now],
+            )?;
             Ok(c.execute(
-                "UPDATE deliveries SET state = 'pending', updated_ms = ?1 WHERE state = 'in_flight'",
+                "UPDATE deliveries SET state = 'pending', attempts = attempts + 1, updated_ms = ?1,
+                        reason = 'an attempt was interrupted by a stop or crash'
+                 WHERE state = 'in_flight'",
                 [now],
             )?)
         })
@@ -381,6 +396,19 @@ impl Store {
     ) -> Result<(Vec<Claim>, Option<std::time::Duration>), StoreError> {
         self.write(move |c| claim(c, now_ms, max, skip, admit))
             .await
+    }
+
+    /// Gives a claimed delivery back (pending, no attempt counted): the
+    /// attempt could not start.
+    pub async fn release(&self, event_seq: i64, route: String) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.execute(
+                "UPDATE deliveries SET state = 'pending' WHERE event_seq = ?1 AND route = ?2 AND state = 'in_flight'",
+                params![event_seq, route],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     /// Records an attempt and where the delivery goes next.
@@ -525,12 +553,50 @@ impl Store {
     /// delivered before `before_ms` (or that no route took).  Failed and
     /// open deliveries are never purged.  Returns how many webhooks.
     pub fn purge_delivered_before(&self, before_ms: i64) -> Result<usize, StoreError> {
-        self.write_blocking(move |c| purge(c, before_ms))
+        let mut total = 0;
+        loop {
+            let n = self.write_blocking(move |c| purge(c, before_ms))?;
+            total += n;
+            if (n as i64) < PURGE_BATCH {
+                return Ok(total);
+            }
+        }
     }
 
     /// `purge_delivered_before` for async callers (the retention task).
     pub async fn purge_delivered_before_async(&self, before_ms: i64) -> Result<usize, StoreError> {
-        self.write(move |c| purge(c, before_ms)).await
+        let mut total = 0;
+        loop {
+            let n = self.write(move |c| purge(c, before_ms)).await?;
+            total += n;
+            if (n as i64) < PURGE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Takes the data directory for this process alone (`serve`): a second
+    /// service on the same directory would re-run the first one's attempts.
+    /// Held while the returned file is open.
+    pub fn lock_exclusive(&self) -> Result<std::fs::File, StoreError> {
+        let path = self.path.with_file_name("serve.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |_| {
+                StoreError::Io(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "another `ztbridge serve` is using this data directory ({} is locked)",
+                        path.display()
+                    ),
+                ))
+            },
+        )?;
+        Ok(file)
     }
 }
 
@@ -543,12 +609,34 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        // A transaction left open by an earlier failure would make every
+        // BEGIN fail from now on.
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
         match conn.execute_batch("BEGIN IMMEDIATE") {
             Ok(()) => {
-                let replies: Vec<Reply> = jobs.into_iter().map(|job| job(Some(&conn))).collect();
-                let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
-                if commit.is_err() {
+                let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    // SQLite may roll the whole transaction back on its own
+                    // (disk full, I/O error): later jobs must not run
+                    // outside it, where they would commit unreported.
+                    if conn.is_autocommit() {
+                        replies.push(job(None));
+                    } else {
+                        replies.push(job(Some(&conn)));
+                    }
+                }
+                let commit = if conn.is_autocommit() {
+                    Err("the transaction was rolled back (disk full or I/O error?)".to_string())
+                } else {
+                    conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+                };
+                if commit.is_err() && !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
+                }
+                if let Err(e) = &commit {
+                    tracing::error!("event store: commit failed: {e}");
                 }
                 for reply in replies {
                     reply(commit.clone());
@@ -582,9 +670,17 @@ fn insert(c: &Connection, ev: &NewEvent, dedupe_ms: i64) -> Result<Admission, St
     if dedupe_ms > 0 {
         let earlier: Option<(String, i64)> = c
             .query_row(
-                "SELECT receipt_id, received_ms FROM events WHERE body_hash = ?1 AND received_ms >= ?2
-                 ORDER BY seq LIMIT 1",
-                params![ev.body_hash, ev.received_ms.saturating_sub(dedupe_ms)],
+                // Only while the earlier one is still the alert's latest:
+                // A, B, A again is a real change back, not a repeat.
+                "SELECT e.receipt_id, e.received_ms FROM events e
+                 WHERE e.body_hash = ?1 AND e.received_ms >= ?2
+                   AND NOT EXISTS (SELECT 1 FROM events l WHERE l.order_key = ?3 AND l.seq > e.seq)
+                 ORDER BY e.seq LIMIT 1",
+                params![
+                    ev.body_hash,
+                    ev.received_ms.saturating_sub(dedupe_ms),
+                    ev.order_key
+                ],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
@@ -660,7 +756,8 @@ fn claim(
                AND NOT EXISTS (
                    SELECT 1 FROM deliveries p
                    WHERE p.route = d.route AND p.order_key = d.order_key
-                     AND p.event_seq < d.event_seq AND p.state IN ('pending', 'in_flight'))
+                     AND p.state IN ('pending', 'in_flight')
+                     AND (p.event_seq < d.event_seq OR p.state = 'in_flight'))
              ORDER BY d.event_seq LIMIT ?3",
         )?;
         let rows: Vec<Claim> = stmt
@@ -756,12 +853,18 @@ fn finish(
     Ok(())
 }
 
+/// Webhooks deleted per write job, so a large purge never holds the
+/// writer (and the webhooks waiting on it) for long.
+const PURGE_BATCH: i64 = 1000;
+
 fn purge(c: &Connection, before_ms: i64) -> Result<usize, StoreError> {
     Ok(c.execute(
-        "DELETE FROM events WHERE received_ms < ?1 AND NOT EXISTS (
-             SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq
-               AND (d.state != 'delivered' OR d.updated_ms >= ?1))",
-        [before_ms],
+        "DELETE FROM events WHERE seq IN (
+             SELECT seq FROM events WHERE received_ms < ?1 AND NOT EXISTS (
+                 SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq
+                   AND (d.state != 'delivered' OR d.updated_ms >= ?1))
+             LIMIT ?2)",
+        params![before_ms, PURGE_BATCH],
     )?)
 }
 
@@ -966,6 +1069,110 @@ mod tests {
             .map(|d| (d["route"].as_str().unwrap(), d["state"].as_str().unwrap()))
             .collect();
         assert_eq!(states, vec![("jb", "pending"), ("pd", "delivered")]);
+    }
+
+    #[test]
+    fn every_connection_fsyncs_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let c = store.reader();
+        let mode: String = c
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let sync: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 2, "synchronous = FULL");
+        // The writer's connection is made by the same function.
+        let w = connect(&dir.path().join(FILE_NAME)).unwrap();
+        let sync: i64 = w.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(sync, 2);
+    }
+
+    #[tokio::test]
+    async fn a_change_back_is_not_a_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = |r: &str| event(r, "E1", "{\"state\":\"LOCKED_OUT\"}", &["pd"]);
+        assert_eq!(
+            store.insert(a("r1"), 60_000).await.unwrap(),
+            Admission::Stored
+        );
+        // A repeat of the latest is a duplicate...
+        assert!(matches!(
+            store.insert(a("r2"), 60_000).await.unwrap(),
+            Admission::Duplicate { .. }
+        ));
+        // ...but after another state, the same body again is news.
+        store
+            .insert(
+                event("r3", "E1", "{\"state\":\"ACCESS_RESTORED\"}", &["pd"]),
+                60_000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.insert(a("r4"), 60_000).await.unwrap(),
+            Admission::Stored
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retried_predecessor_never_runs_beside_an_in_flight_successor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .insert(event("r1", "E1", "1", &["pd"]), 0)
+            .await
+            .unwrap();
+        store
+            .insert(event("r2", "E1", "2", &["pd"]), 0)
+            .await
+            .unwrap();
+        let now = crate::time::now_millis();
+        let (c1, _) = store
+            .claim(now, 10, vec![], |_: &str| Ok(()))
+            .await
+            .unwrap();
+        assert_eq!(c1.len(), 1);
+        store
+            .finish(
+                c1[0].event_seq,
+                "pd".into(),
+                attempt(1),
+                Next::Failed { reason: "x".into() },
+            )
+            .await
+            .unwrap();
+        let (c2, _) = store
+            .claim(now, 10, vec![], |_: &str| Ok(()))
+            .await
+            .unwrap();
+        assert_eq!(c2[0].receipt_id, "r2");
+        // r1 is re-queued while r2 is in flight: it must wait.
+        let s = Arc::new(store);
+        let s2 = s.clone();
+        tokio::task::spawn_blocking(move || s2.retry_failed(Some("r1".into()), None, 60_000))
+            .await
+            .unwrap()
+            .unwrap();
+        let (c3, _) = s
+            .claim(now + 1, 10, vec![], |_: &str| Ok(()))
+            .await
+            .unwrap();
+        assert!(c3.is_empty(), "{c3:?}");
+        // Released (as on a stop), r2 is claimable again; a restart counts
+        // the interrupted attempt.
+        s.release(c2[0].event_seq, "pd".into()).await.unwrap();
+        let (c4, _) = s
+            .claim(now + 2, 10, vec![], |_: &str| Ok(()))
+            .await
+            .unwrap();
+        assert_eq!(c4.len(), 1);
+        assert_eq!(s.recover().await.unwrap(), 1);
+        let rec = s.record(&c4[0].receipt_id, false).unwrap().unwrap();
+        // r1: its failed attempt and the interrupted one.
+        assert_eq!(c4[0].receipt_id, "r1");
+        assert_eq!(rec["deliveries"][0]["attempts_made"], 2);
     }
 
     #[tokio::test]

@@ -26,6 +26,9 @@ pub fn now_rfc3339() -> String {
 /// allowed).  `None` if it is neither.
 pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
     let s = s.trim();
+    if !s.is_ascii() {
+        return None;
+    }
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let t = s.get(r)?;

@@ -71,7 +71,11 @@ async fn reload_on_sighup(
     let builtins = Arc::new(builtins);
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading configuration and transforms");
-        ztbridge_runtime::notify::reloading();
+        // Notify only a running service: not before READY, not after STOPPING.
+        let notify = app.dispatcher.is_running();
+        if notify {
+            ztbridge_runtime::notify::reloading();
+        }
         let (app2, path, builtins2) = (app.clone(), config_path.clone(), builtins.clone());
         let result = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
             let config = match &path {

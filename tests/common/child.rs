@@ -91,11 +91,38 @@ impl ChildServer {
         self.proc.id()
     }
 
+    /// Sends `signal` (`TERM`, `HUP`...) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.proc.id().to_string()])
+            .status();
+    }
+
     /// SIGTERM (what `systemctl stop` sends).
     pub fn terminate(&self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.proc.id().to_string()])
-            .status();
+        self.signal("TERM");
+    }
+
+    /// SIGHUP (what `systemctl reload` sends), then waits for `logged` to
+    /// appear in the log; panics with the log tail if it does not.
+    pub async fn reload_and_wait_for(&self, logged: &str) {
+        let before = std::fs::read_to_string(&self.log_path)
+            .map(|l| l.matches(logged).count())
+            .unwrap_or(0);
+        self.signal("HUP");
+        let seen = wait_until(Duration::from_secs(30), || {
+            let now = std::fs::read_to_string(&self.log_path)
+                .map(|l| l.matches(logged).count())
+                .unwrap_or(0);
+            (now > before).then_some(())
+        })
+        .await;
+        if seen.is_none() {
+            panic!(
+                "after SIGHUP, no {logged:?} in the log:\n{}",
+                self.log_tail()
+            );
+        }
     }
 
     /// Waits up to `timeout` for the process to exit; its exit code.
