@@ -1156,7 +1156,7 @@ mod tests {
             .unwrap()
             .unwrap();
         let (c3, _) = s
-            .claim(now + 1, 10, vec![], |_: &str| Ok(()))
+            .claim(crate::time::now_millis() + 10, 10, vec![], |_: &str| Ok(()))
             .await
             .unwrap();
         assert!(c3.is_empty(), "{c3:?}");
@@ -1164,7 +1164,7 @@ mod tests {
         // the interrupted attempt.
         s.release(c2[0].event_seq, "pd".into()).await.unwrap();
         let (c4, _) = s
-            .claim(now + 2, 10, vec![], |_: &str| Ok(()))
+            .claim(crate::time::now_millis() + 10, 10, vec![], |_: &str| Ok(()))
             .await
             .unwrap();
         assert_eq!(c4.len(), 1);
