@@ -203,20 +203,17 @@ fn main() {
             "", "events/s", "p50 ms", "p99 ms"
         );
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        println!(
-            "{:<34} {:>12.0} {:>10.2} {:>10.2}",
-            "accept-and-discard (the limit)",
-            base.rate(),
-            ms(base.pct(0.5)),
-            ms(base.pct(0.99))
-        );
-        println!(
-            "{:<34} {:>12.0} {:>10.2} {:>10.2}",
-            "ztbridge accept (fsync'd)",
-            zt.rate(),
-            ms(zt.pct(0.5)),
-            ms(zt.pct(0.99))
-        );
+        let row = |label: &str, run: &Run| {
+            println!(
+                "{:<34} {:>12.0} {:>10.2} {:>10.2}",
+                label,
+                run.rate(),
+                ms(run.pct(0.5)),
+                ms(run.pct(0.99))
+            )
+        };
+        row("accept-and-discard (the limit)", &base);
+        row("ztbridge accept (fsync'd)", &zt);
         println!(
             "{:<34} {:>12.0}",
             "ztbridge delivered end to end", e2e_rate

@@ -346,18 +346,9 @@ async fn deliver_one(server: &ChildServer, pd: &StubPagerDuty, id: &str) -> Stri
     let mut v: Value = serde_json::from_str(&fixture("events/critical-lockout.json")).unwrap();
     v["id"] = Value::String(id.into());
     let n = pd.received().len();
-    let resp = reqwest::Client::new()
-        .post(server.url("/webhook"))
-        .header("content-type", "application/json")
-        .body(v.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let receipt = resp.json::<Value>().await.unwrap()["receipt_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (status, answer) = server.post(&v.to_string()).await;
+    assert_eq!(status, 202);
+    let receipt = answer["receipt_id"].as_str().unwrap().to_string();
     pd.wait_for(n + 1, Duration::from_secs(20)).await;
     wait_until(Duration::from_secs(10), || {
         (server.show(&receipt)["deliveries"][0]["state"] == "delivered").then_some(())

@@ -107,7 +107,8 @@ impl DeliveryPolicy {
         Duration::from_millis(jittered.max(retry_after))
     }
 
-    fn horizon_ms(&self) -> i64 {
+    /// `retry_horizon_secs` in milliseconds (deadlines are stored in ms).
+    pub fn horizon_ms(&self) -> i64 {
         (self.retry_horizon_secs.saturating_mul(1000)).min(i64::MAX as u64) as i64
     }
 }

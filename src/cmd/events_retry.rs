@@ -27,13 +27,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.id.is_none() && !args.all_failed {
         bail!("name a receipt ID, or pass --all-failed");
     }
-    let horizon_secs = args.store.config()?.delivery.retry_horizon_secs;
+    let horizon_ms = args.store.config()?.delivery.horizon_ms();
     let store = args.store.open()?;
-    let retried = store.retry_failed(
-        args.id.clone(),
-        args.route.clone(),
-        (horizon_secs.saturating_mul(1000)).min(i64::MAX as u64) as i64,
-    )?;
+    let retried = store.retry_failed(args.id.clone(), args.route.clone(), horizon_ms)?;
     if retried.is_empty() {
         match &args.id {
             Some(id) if store.record(id, false)?.is_none() => {

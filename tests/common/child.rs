@@ -172,6 +172,19 @@ impl ChildServer {
         )
     }
 
+    /// POSTs a plain JSON webhook; (status, answer).
+    pub async fn post(&self, body: &str) -> (u16, Value) {
+        let resp = reqwest::Client::new()
+            .post(self.url("/webhook"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("post webhook");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     /// `events show ID` as JSON.
     pub fn show(&self, id: &str) -> Value {
         let (code, out, err) = self.events(&["show", id]);
