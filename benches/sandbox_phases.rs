@@ -17,7 +17,12 @@ use ztbridge_runtime::transform::Transform;
 
 fn main() {
     let engine = Engine::new(Limits::default()).unwrap();
-    let dir = env!("ZTBRIDGE_WASM_DIR");
+    // ZTBRIDGE_BENCH_WASM_DIR loads other builds of the same guests (e.g.
+    // unstripped ones, for `perf` with ZTBRIDGE_WASM_PROFILER=perfmap).
+    let dir = std::env::var("ZTBRIDGE_BENCH_WASM_DIR")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| env!("ZTBRIDGE_WASM_DIR").to_string());
     let state: Arc<dyn StateStore> = Arc::new(MemoryState::default());
     let body = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -22,8 +22,8 @@ trap 'rm -f "$log"' EXIT
 cargo test --locked --workspace "$@" 2>&1 | tee -a "$log"
 
 # Guest crates' own unit tests, run on the host: the shared event model and
-# the Jitbit transform's pure helpers.
-cargo test --locked --manifest-path transforms/Cargo.toml -p zt-event -p zt-jitbit --lib \
+# the Jitbit and PagerDuty transforms' pure parts.
+cargo test --locked --manifest-path transforms/Cargo.toml -p zt-event -p zt-jitbit -p zt-pagerduty --lib \
     --target-dir target/guest-host-tests 2>&1 | tee -a "$log"
 
 # Scaffolded transforms (Rust and JavaScript) build and pass their fixture.

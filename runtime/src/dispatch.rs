@@ -288,14 +288,14 @@ impl Dispatcher {
             .filter(|r| r.filter.accepts(&event.event))
             .map(|r| r.name.to_string())
             .collect();
-        let event_id = event.event.id();
+        let event_id = event.event.id().map(std::borrow::Cow::into_owned);
         let new = NewEvent {
             order_key: event_id.clone().unwrap_or_else(|| event.receipt_id.clone()),
             receipt_id: event.receipt_id.clone(),
             received_ms: event.received_ms,
             event_id,
             severity: event.event.severity().name(),
-            state: event.event.state(),
+            state: event.event.state().map(std::borrow::Cow::into_owned),
             body_hash: hex::encode(Sha256::digest(event.body.as_bytes())),
             body: event.body.clone(),
             headers,

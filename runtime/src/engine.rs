@@ -115,6 +115,12 @@ impl Engine {
             .memory_reservation(1 << 30)
             .memory_guard_size(32 << 20)
             .max_wasm_stack(1 << 20);
+        // `ZTBRIDGE_WASM_PROFILER=perfmap` writes /tmp/perf-<pid>.map so
+        // `perf record` / `perf report` name the guests' compiled functions
+        // (use unstripped guests to see their own names).
+        if std::env::var("ZTBRIDGE_WASM_PROFILER").as_deref() == Ok("perfmap") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let wasm = wasmtime::Engine::new(&config).map_err(|e| EngineError(format!("{e:#}")))?;
 
         let stop = Arc::new(AtomicBool::new(false));

@@ -181,19 +181,22 @@ impl Intake {
             return Err(IntakeError::Empty);
         }
         check_depth(text, self.limits.max_json_depth)?;
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| IntakeError::Json(e.to_string()))?;
-        let kind = match &value {
-            serde_json::Value::Object(_) => None,
-            serde_json::Value::Array(_) => Some("an array"),
-            serde_json::Value::String(_) => Some("a string"),
-            serde_json::Value::Number(_) => Some("a number"),
-            serde_json::Value::Bool(_) => Some("a boolean"),
-            serde_json::Value::Null => Some("null"),
+        // serde_json checks the text (its messages say what is wrong and
+        // where) without building a DOM; the event model reads it once more.
+        serde_json::from_str::<serde::de::IgnoredAny>(text)
+            .map_err(|e| IntakeError::Json(e.to_string()))?;
+        let kind = match text.trim_start().as_bytes().first() {
+            Some(b'{') => None,
+            Some(b'[') => Some("an array"),
+            Some(b'"') => Some("a string"),
+            Some(b't' | b'f') => Some("a boolean"),
+            Some(b'n') => Some("null"),
+            _ => Some("a number"),
         };
         if let Some(kind) = kind {
             return Err(IntakeError::NotObject(kind));
         }
+        let event = zt_event::Event::parse(text).map_err(|e| IntakeError::Json(e.to_string()))?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         // A random part so receipt IDs cannot be enumerated (RandomState
         // is seeded from the OS per process and per thread).
@@ -207,7 +210,7 @@ impl Intake {
             received_at: crate::time::rfc3339_millis(received_ms),
             received_ms,
             body: Arc::from(text),
-            event: Arc::new(zt_event::Event::from_value(value)),
+            event: Arc::new(event),
             was_gzip: is_gzip,
         })
     }

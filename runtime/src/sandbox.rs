@@ -138,8 +138,14 @@ impl ResourceLimiter for Limiter {
 
 /// The store's data.
 pub struct HostState {
-    /// WASI with nothing granted.
-    wasi: WasiCtx,
+    /// WASI with nothing granted, made on the guest's first WASI call (most
+    /// flows make none: building it is a tenth of the per-event floor).
+    wasi: Option<WasiCtx>,
+    /// Guest stdout and stderr (bounded), made with `wasi`; the sandbox
+    /// reads them back after each call.
+    output: Option<(MemoryOutputPipe, MemoryOutputPipe)>,
+    /// Bytes each of stdout and stderr may hold.
+    output_limit: usize,
     /// WASI resources (streams).
     table: ResourceTable,
     /// Memory cap.
@@ -150,8 +156,18 @@ pub struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let (output, limit) = (&mut self.output, self.output_limit);
+        let ctx = self.wasi.get_or_insert_with(|| {
+            let (stdout, stderr) = output.get_or_insert_with(|| {
+                (MemoryOutputPipe::new(limit), MemoryOutputPipe::new(limit))
+            });
+            WasiCtxBuilder::new()
+                .stdout(stdout.clone())
+                .stderr(stderr.clone())
+                .build()
+        });
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }
@@ -262,9 +278,6 @@ pub struct Sandbox {
     store: Store<HostState>,
     /// The instance's exports (`None` only while a call borrows it).
     world: Option<TransformWorld>,
-    /// Guest stdout and stderr (bounded); read back after each call.
-    stdout: MemoryOutputPipe,
-    stderr: MemoryOutputPipe,
     /// Bytes of stdout/stderr already logged.
     logged: (usize, usize),
     fuel_per_step: u64,
@@ -282,14 +295,10 @@ impl Sandbox {
         ctx: FlowContext,
     ) -> Result<Sandbox, SandboxError> {
         let limits = &engine.limits;
-        let stdout = MemoryOutputPipe::new(limits.max_guest_output_bytes);
-        let stderr = MemoryOutputPipe::new(limits.max_guest_output_bytes);
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
         let state = HostState {
-            wasi,
+            wasi: None,
+            output: None,
+            output_limit: limits.max_guest_output_bytes,
             table: ResourceTable::new(),
             limiter: Limiter {
                 memory_bytes: limits.memory_bytes,
@@ -308,8 +317,6 @@ impl Sandbox {
         let mut sandbox = Sandbox {
             store,
             world: None,
-            stdout,
-            stderr,
             logged: (0, 0),
             fuel_per_step: limits.fuel_per_step,
             step_timeout_ms: limits.step_timeout_ms,
@@ -347,9 +354,12 @@ impl Sandbox {
             Some(Trap::OutOfFuel) => SandboxError::OutOfFuel(self.fuel_per_step),
             Some(Trap::Interrupt) => SandboxError::Deadline(self.step_timeout_ms),
             _ => {
-                let stderr = String::from_utf8_lossy(&self.stderr.contents())
-                    .trim()
-                    .to_string();
+                let stderr = match &self.store.data().output {
+                    Some((_, stderr)) => String::from_utf8_lossy(&stderr.contents())
+                        .trim()
+                        .to_string(),
+                    None => String::new(),
+                };
                 let tail: String = stderr
                     .lines()
                     .rev()
@@ -373,7 +383,10 @@ impl Sandbox {
 
     /// Logs what the guest printed since the last call.
     fn flush_output(&mut self) {
-        for (which, pipe) in [(0, self.stdout.clone()), (1, self.stderr.clone())] {
+        let Some((stdout, stderr)) = self.store.data().output.clone() else {
+            return; // the guest never touched WASI
+        };
+        for (which, pipe) in [(0, stdout), (1, stderr)] {
             let bytes = pipe.contents();
             let seen = if which == 0 {
                 &mut self.logged.0

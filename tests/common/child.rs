@@ -195,6 +195,16 @@ impl ChildServer {
 
 impl Drop for ChildServer {
     fn drop(&mut self) {
+        // A failing test shows what the server said (its data directory is
+        // a temporary one, gone after the test).
+        let status = self.proc.try_wait().ok().flatten();
         self.kill9();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- ztbridge (port {}, exited: {status:?}) log tail:\n{}",
+                self.port,
+                self.log_tail()
+            );
+        }
     }
 }

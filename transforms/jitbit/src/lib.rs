@@ -31,6 +31,7 @@
 //! * Everything from the event that reaches HTML is escaped, and every list
 //!   and value is bounded.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Mutex;
 
@@ -492,7 +493,7 @@ impl Flow {
 /// hash of the ID otherwise, a hash of the body when it has no ID.
 fn identity(ev: &Event, body: &str) -> (String, String) {
     let key = match ev.id() {
-        Some(id) if is_plain_id(&id) => id,
+        Some(id) if is_plain_id(&id) => id.into_owned(),
         Some(id) => format!("sha256-{}", &text::sha256_hex(id.as_bytes())[..32]),
         None => {
             let k = format!("body-{}", &text::sha256_hex(body.as_bytes())[..32]);
@@ -633,7 +634,7 @@ fn file_hash(path: &str) -> String {
 /// At most 32 items of 100 bytes: even if every byte is a control
 /// character (escaped as 6 in JSON) the summary stays well under the host's
 /// 64 KiB state value limit.
-fn bounded_list(items: Vec<String>) -> Vec<String> {
+fn bounded_list(items: Vec<Cow<str>>) -> Vec<String> {
     items
         .into_iter()
         .take(MAX_REMEMBERED_ITEMS)
@@ -751,7 +752,7 @@ fn changes(prev: &Summary, ev: &Event) -> Vec<String> {
     }
     if let Some(known) = &prev.file_hashes {
         let known: HashSet<&str> = known.iter().map(String::as_str).collect();
-        let new: Vec<String> = files
+        let new: Vec<Cow<str>> = files
             .into_iter()
             .filter(|f| !known.contains(file_hash(f).as_str()))
             .collect();
@@ -767,7 +768,7 @@ fn changes(prev: &Summary, ev: &Event) -> Vec<String> {
         if before.len() >= MAX_REMEMBERED_ITEMS {
             continue;
         }
-        let new: Vec<String> = now
+        let new: Vec<Cow<str>> = now
             .into_iter()
             .filter(|x| !before.contains(&text::truncate(x, 200)))
             .collect();
@@ -794,8 +795,12 @@ fn esc(s: &str) -> String {
     text::html_escape(&text::truncate(s, MAX_VALUE_BYTES))
 }
 
-fn esc_join(items: &[String]) -> String {
-    let shown: Vec<String> = items.iter().take(MAX_LIST_ITEMS).map(|s| esc(s)).collect();
+fn esc_join<S: AsRef<str>>(items: &[S]) -> String {
+    let shown: Vec<String> = items
+        .iter()
+        .take(MAX_LIST_ITEMS)
+        .map(|s| esc(s.as_ref()))
+        .collect();
     let mut out = shown.join(", ");
     if items.len() > MAX_LIST_ITEMS {
         out.push_str(&format!(
@@ -807,10 +812,10 @@ fn esc_join(items: &[String]) -> String {
 }
 
 /// A bounded `<ul>`, with the count of what is not shown.
-fn html_list(items: &[String]) -> String {
+fn html_list<S: AsRef<str>>(items: &[S]) -> String {
     let mut out = String::from("<ul>");
     for item in items.iter().take(MAX_LIST_ITEMS) {
-        out.push_str(&format!("<li>{}</li>", esc(item)));
+        out.push_str(&format!("<li>{}</li>", esc(item.as_ref())));
     }
     if items.len() > MAX_LIST_ITEMS {
         out.push_str(&format!(
@@ -860,20 +865,20 @@ fn subject(ev: &Event, marker: &str) -> String {
 /// `all_files`: list the files (bounded), else only count them.
 fn details_rows(ev: &Event, all_files: bool) -> Vec<(&'static str, String)> {
     let mut rows: Vec<(&'static str, String)> = Vec::new();
-    let mut text_row = |label: &'static str, v: Option<String>| {
+    let mut text_row = |label: &'static str, v: Option<Cow<str>>| {
         if let Some(v) = v {
             rows.push((label, esc(&v)));
         }
     };
     text_row("Event ID", ev.id());
-    text_row("Severity", Some(ev.severity().label()));
+    text_row("Severity", Some(Cow::Owned(ev.severity().label())));
     text_row("State", ev.state());
     text_row("User", ev.user());
     text_row("Signal strength", ev.signal_strength());
     text_row("Protection mode", ev.protection_mode());
     text_row("Event source", ev.event_source());
-    text_row("Detected", ev.detected());
-    text_row("Updated", ev.updated());
+    text_row("Detected", ev.detected().map(Cow::Owned));
+    text_row("Updated", ev.updated().map(Cow::Owned));
     for (label, items) in [
         ("Client IPs", ev.client_ips()),
         ("Shares", ev.shares()),

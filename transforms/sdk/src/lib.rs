@@ -30,6 +30,8 @@ pub use bindings::ztbridge::transform::types::{
     Step,
 };
 pub use zt_event as event;
+/// JSON text without a DOM: [`json::ObjectWriter`] writes request bodies.
+pub use zt_event::json;
 
 /// Logging through the host (lines appear under the route's name).
 pub mod log {
@@ -101,16 +103,26 @@ pub mod config {
 
     /// A comma-separated list (`"a, b,c"`), trimmed, empty items dropped.
     pub fn list(key: &str, default: &str) -> Vec<String> {
-        get_or(key, default)
+        split_list(&get_or(key, default))
+    }
+
+    /// A `from=to` map written as `"a=b, c=d"`; keys lower-cased.
+    pub fn map(key: &str, default: &str) -> Result<Vec<(String, String)>, Failure> {
+        split_map(key, &get_or(key, default))
+    }
+
+    /// [`list`] of a value already read.
+    pub fn split_list(value: &str) -> Vec<String> {
+        value
             .split(',')
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect()
     }
 
-    /// A `from=to` map written as `"a=b, c=d"`; keys lower-cased.
-    pub fn map(key: &str, default: &str) -> Result<Vec<(String, String)>, Failure> {
-        list(key, default)
+    /// [`map`] of a value already read from config key `key`.
+    pub fn split_map(key: &str, value: &str) -> Result<Vec<(String, String)>, Failure> {
+        split_list(value)
             .into_iter()
             .map(|item| match item.split_once('=') {
                 Some((k, v)) => Ok((k.trim().to_lowercase(), v.trim().to_string())),
@@ -238,7 +250,7 @@ pub mod text {
 
     /// At most `max` characters (PagerDuty counts characters), with "…".
     pub fn truncate_chars(s: &str, max: usize) -> String {
-        if s.chars().count() <= max {
+        if s.len() <= max || s.chars().count() <= max {
             return s.to_string();
         }
         let mut out: String = s.chars().take(max.saturating_sub(1)).collect();

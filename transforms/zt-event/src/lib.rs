@@ -18,37 +18,33 @@
 //! way.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::sync::OnceLock;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+pub mod json;
+
+pub use json::ParseError;
+use json::{Scanner, Span, elements, members, string_value};
 
 /// One parsed webhook event.
 ///
-/// Parsing does not build a DOM of the whole event: one pass over the JSON
-/// keeps only the values of the keys some accessor may read (the best
-/// candidate per field, chosen exactly as a lookup in the full DOM would
-/// choose it) and the text as received.  [`Event::raw`] builds the full
-/// value on first use.
+/// Parsing builds no DOM: one pass over the JSON text ([`scan`]) checks
+/// it, and keeps, per field, where the value that field reads lies in the
+/// text (the best candidate, chosen exactly as a lookup in the full DOM
+/// would choose it).  Accessors decode only what they are asked for;
+/// [`Event::raw`] builds the full value on first use.
 #[derive(Debug, Clone)]
 pub struct Event {
-    /// The JSON as received: its text (value built lazily) or a value.
-    raw: Raw,
-    /// Per field (indexed by `F_*`), the value that field reads.
+    /// The JSON text as received.
+    text: String,
+    /// The whole value, built on first use of [`Event::raw`].
+    value: OnceLock<Value>,
+    /// Per field (indexed by `F_*`), where its value lies in `text`.
     fields: Fields,
 }
 
-type Fields = [Option<Value>; FIELDS.len()];
-
-#[derive(Debug, Clone)]
-enum Raw {
-    Text {
-        text: String,
-        value: OnceLock<Value>,
-    },
-    Value(Value),
-}
+type Fields = [Option<Span>; FIELDS.len()];
 
 /// Superna's documented severities, plus whatever else arrives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,16 +62,18 @@ pub enum Severity {
 impl Severity {
     /// Reads a severity case-insensitively ("CRITICAL", "Critical", "crit").
     pub fn parse(s: &str) -> Severity {
-        let n = normalize(s);
-        if n.starts_with("crit") {
-            Severity::Critical
-        } else if n.starts_with("maj") {
-            Severity::Major
-        } else if n.starts_with("warn") {
-            Severity::Warning
-        } else {
-            Severity::Other(s.trim().to_string())
-        }
+        let kind = with_normalized(s, |n| {
+            if n.starts_with(b"crit") {
+                Some(Severity::Critical)
+            } else if n.starts_with(b"maj") {
+                Some(Severity::Major)
+            } else if n.starts_with(b"warn") {
+                Some(Severity::Warning)
+            } else {
+                None
+            }
+        });
+        kind.unwrap_or_else(|| Severity::Other(s.trim().to_string()))
     }
 
     /// Lower-case name used in configuration and logs.
@@ -121,16 +119,23 @@ pub enum StateKind {
 impl StateKind {
     /// Classifies a raw state string.
     pub fn classify(state: &str) -> StateKind {
-        let n = normalize(state);
-        if n.contains("falsepositive") {
+        with_normalized(state, StateKind::classify_normalized)
+    }
+
+    fn classify_normalized(n: &[u8]) -> StateKind {
+        let has = |needle: &[u8]| {
+            n.windows(needle.len())
+                .any(|w| w[0] == needle[0] && w == needle)
+        };
+        if has(b"falsepositive") {
             StateKind::FalsePositive
-        } else if n.contains("recover") || n.contains("archiv") {
+        } else if has(b"recover") || has(b"archiv") {
             StateKind::Recovered
-        } else if n.contains("restor") || n.contains("unlock") {
+        } else if has(b"restor") || has(b"unlock") {
             StateKind::AccessRestored
-        } else if n.contains("delayed") {
+        } else if has(b"delayed") {
             StateKind::DelayedLockout
-        } else if n.contains("lock") {
+        } else if has(b"lock") {
             StateKind::Lockout
         } else {
             StateKind::Other
@@ -162,11 +167,11 @@ impl StateKind {
 /// True when `state` matches one entry of a configured list: an entry is a
 /// kind name (`access_restored`) or a raw state, compared normalised.
 pub fn state_matches(state: &str, entries: &[String]) -> bool {
-    let kind = StateKind::classify(state);
-    let n = normalize(state);
-    entries.iter().any(|e| {
-        let e = normalize(e);
-        !e.is_empty() && (e == normalize(kind.name()) || e == n)
+    with_normalized(state, |n| {
+        let kind = normalize(StateKind::classify_normalized(n).name());
+        entries
+            .iter()
+            .any(|e| with_normalized(e, |e| !e.is_empty() && (e == kind.as_bytes() || e == n)))
     })
 }
 
@@ -180,6 +185,23 @@ pub fn severity_matches(severity: &Severity, entries: &[String]) -> bool {
             (a, b) => a == b,
         }
     })
+}
+
+/// Calls `f` with [`normalize`]`(s)`, without allocating for short ASCII
+/// text (the normal case).
+fn with_normalized<R>(s: &str, f: impl FnOnce(&[u8]) -> R) -> R {
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    for &b in s.as_bytes() {
+        if !b.is_ascii() || n == buf.len() {
+            return f(normalize(s).as_bytes());
+        }
+        if b.is_ascii_alphanumeric() {
+            buf[n] = b.to_ascii_lowercase();
+            n += 1;
+        }
+    }
+    f(&buf[..n])
 }
 
 /// Lower-cases and drops everything but letters and digits.
@@ -317,8 +339,6 @@ const URL_KEYS: &[&str] = &[
 const MODE_KEYS: &[&str] = &["protectionmode", "mode"];
 const SNAPSHOT_KEYS: &[&str] = &["snapshots", "snapshotstaken", "snapshot", "snapshotnames"];
 /// Objects that may wrap the event (`{"event": {...}}`).
-/// (`lookup_key` matches them; a test keeps the two in step.)
-#[cfg_attr(not(test), allow(dead_code))]
 const WRAPPER_KEYS: &[&str] = &[
     "event",
     "data",
@@ -366,7 +386,7 @@ const FIELDS: [&[&str]; 16] = [
 ];
 
 /// What a key is, once normalised.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum KeyKind {
     /// A candidate of field `.0` with preference `.1` (lower is better).
     Field(u8, u8),
@@ -375,11 +395,59 @@ enum KeyKind {
     Other,
 }
 
+/// FNV-1a (64-bit) of normalised key bytes, one byte at a time.
+const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+const fn fnv_step(h: u64, b: u8) -> u64 {
+    (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+}
+const fn fnv(bytes: &[u8]) -> u64 {
+    let (mut h, mut i) = (FNV_START, 0);
+    while i < bytes.len() {
+        h = fnv_step(h, bytes[i]);
+        i += 1;
+    }
+    h
+}
+
+/// Slots of [`KEY_TABLE`] (a power of two, over twice the known keys).
+const SLOTS: usize = 256;
+type Slot = Option<(u64, &'static [u8], KeyKind)>;
+
+/// Every known key (`FIELDS` and `WRAPPER_KEYS`) by its hash, open
+/// addressing with linear probing: one probe or two per key read, instead
+/// of comparing a key with a hundred names.  Built at compile time.
+static KEY_TABLE: [Slot; SLOTS] = {
+    const fn insert(table: &mut [Slot; SLOTS], key: &'static str, kind: KeyKind) {
+        let h = fnv(key.as_bytes());
+        let mut i = h as usize & (SLOTS - 1);
+        while table[i].is_some() {
+            i = (i + 1) & (SLOTS - 1);
+        }
+        table[i] = Some((h, key.as_bytes(), kind));
+    }
+    let mut table: [Slot; SLOTS] = [None; SLOTS];
+    let mut f = 0;
+    while f < FIELDS.len() {
+        let mut p = 0;
+        while p < FIELDS[f].len() {
+            insert(&mut table, FIELDS[f][p], KeyKind::Field(f as u8, p as u8));
+            p += 1;
+        }
+        f += 1;
+    }
+    let mut w = 0;
+    while w < WRAPPER_KEYS.len() {
+        insert(&mut table, WRAPPER_KEYS[w], KeyKind::Wrapper);
+        w += 1;
+    }
+    table
+};
+
 /// Classifies a key by its normalised form, without allocating for ASCII
 /// keys (the normal case).
 fn classify_key(key: &str) -> KeyKind {
     let mut buf = [0u8; 24];
-    let mut n = 0;
+    let (mut n, mut h) = (0, FNV_START);
     for &b in key.as_bytes() {
         if !b.is_ascii() {
             return lookup_key(normalize(key).as_bytes());
@@ -390,133 +458,34 @@ fn classify_key(key: &str) -> KeyKind {
                 // only make it longer).
                 return KeyKind::Other;
             }
-            buf[n] = b.to_ascii_lowercase();
+            let b = b.to_ascii_lowercase();
+            buf[n] = b;
+            h = fnv_step(h, b);
             n += 1;
         }
     }
-    lookup_key(&buf[..n])
+    lookup_hashed(&buf[..n], h)
 }
 
-/// The kind of a normalised key: `FIELDS` and `WRAPPER_KEYS` as one
-/// `match`, which compiles to a decision tree on the length and the bytes
-/// instead of a hundred string comparisons per key (a test checks that it
-/// agrees with the lists).
+/// The kind of a normalised key.
 fn lookup_key(norm: &[u8]) -> KeyKind {
-    match norm {
-        b"eventid" => KeyKind::Field(F_ID as u8, 0),
-        b"id" => KeyKind::Field(F_ID as u8, 1),
-        b"alertid" => KeyKind::Field(F_ID as u8, 2),
-        b"incidentid" => KeyKind::Field(F_ID as u8, 3),
-        b"zerotrusteventid" => KeyKind::Field(F_ID as u8, 4),
-        b"ransomwareeventid" => KeyKind::Field(F_ID as u8, 5),
-        b"eventuuid" => KeyKind::Field(F_ID as u8, 6),
-        b"uuid" => KeyKind::Field(F_ID as u8, 7),
-        b"eventidentifier" => KeyKind::Field(F_ID as u8, 8),
-        b"severity" => KeyKind::Field(F_SEVERITY as u8, 0),
-        b"eventseverity" => KeyKind::Field(F_SEVERITY as u8, 1),
-        b"severitylevel" => KeyKind::Field(F_SEVERITY as u8, 2),
-        b"level" => KeyKind::Field(F_SEVERITY as u8, 3),
-        b"priority" => KeyKind::Field(F_SEVERITY as u8, 4),
-        b"state" => KeyKind::Field(F_STATE as u8, 0),
-        b"eventstate" => KeyKind::Field(F_STATE as u8, 1),
-        b"status" => KeyKind::Field(F_STATE as u8, 2),
-        b"eventstatus" => KeyKind::Field(F_STATE as u8, 3),
-        b"lockoutstate" => KeyKind::Field(F_STATE as u8, 4),
-        b"action" => KeyKind::Field(F_STATE as u8, 5),
-        b"user" => KeyKind::Field(F_USER as u8, 0),
-        b"username" => KeyKind::Field(F_USER as u8, 1),
-        b"useraccount" => KeyKind::Field(F_USER as u8, 2),
-        b"account" => KeyKind::Field(F_USER as u8, 3),
-        b"accountname" => KeyKind::Field(F_USER as u8, 4),
-        b"actor" => KeyKind::Field(F_USER as u8, 5),
-        b"userid" => KeyKind::Field(F_USER as u8, 6),
-        b"nfsclient" => KeyKind::Field(F_USER as u8, 7),
-        b"clientips" => KeyKind::Field(F_IP as u8, 0),
-        b"clientip" => KeyKind::Field(F_IP as u8, 1),
-        b"clientipaddresses" => KeyKind::Field(F_IP as u8, 2),
-        b"clientaddresses" => KeyKind::Field(F_IP as u8, 3),
-        b"ipaddresses" => KeyKind::Field(F_IP as u8, 4),
-        b"ips" => KeyKind::Field(F_IP as u8, 5),
-        b"ip" => KeyKind::Field(F_IP as u8, 6),
-        b"sourceip" => KeyKind::Field(F_IP as u8, 7),
-        b"clients" => KeyKind::Field(F_IP as u8, 8),
-        b"shares" => KeyKind::Field(F_SHARE as u8, 0),
-        b"share" => KeyKind::Field(F_SHARE as u8, 1),
-        b"smbshares" => KeyKind::Field(F_SHARE as u8, 2),
-        b"affectedshares" => KeyKind::Field(F_SHARE as u8, 3),
-        b"sharenames" => KeyKind::Field(F_SHARE as u8, 4),
-        b"sharename" => KeyKind::Field(F_SHARE as u8, 5),
-        b"files" => KeyKind::Field(F_FILE as u8, 0),
-        b"file" => KeyKind::Field(F_FILE as u8, 1),
-        b"filepaths" => KeyKind::Field(F_FILE as u8, 2),
-        b"filenames" => KeyKind::Field(F_FILE as u8, 3),
-        b"affectedfiles" => KeyKind::Field(F_FILE as u8, 4),
-        b"paths" => KeyKind::Field(F_FILE as u8, 5),
-        b"path" => KeyKind::Field(F_FILE as u8, 6),
-        b"objects" => KeyKind::Field(F_FILE as u8, 7),
-        b"threatdetectors" => KeyKind::Field(F_DETECTOR as u8, 0),
-        b"detectors" => KeyKind::Field(F_DETECTOR as u8, 1),
-        b"detector" => KeyKind::Field(F_DETECTOR as u8, 2),
-        b"signals" => KeyKind::Field(F_DETECTOR as u8, 3),
-        b"signal" => KeyKind::Field(F_DETECTOR as u8, 4),
-        b"threats" => KeyKind::Field(F_DETECTOR as u8, 5),
-        b"signalstrength" => KeyKind::Field(F_STRENGTH as u8, 0),
-        b"strength" => KeyKind::Field(F_STRENGTH as u8, 1),
-        b"detectorcount" => KeyKind::Field(F_STRENGTH as u8, 2),
-        b"nes" => KeyKind::Field(F_CLUSTER as u8, 0),
-        b"ne" => KeyKind::Field(F_CLUSTER as u8, 1),
-        b"cluster" => KeyKind::Field(F_CLUSTER as u8, 2),
-        b"clustername" => KeyKind::Field(F_CLUSTER as u8, 3),
-        b"clusters" => KeyKind::Field(F_CLUSTER as u8, 4),
-        b"nascluster" => KeyKind::Field(F_CLUSTER as u8, 5),
-        b"nasname" => KeyKind::Field(F_CLUSTER as u8, 6),
-        b"nas" => KeyKind::Field(F_CLUSTER as u8, 7),
-        b"eventsource" => KeyKind::Field(F_SOURCE as u8, 0),
-        b"sourcetype" => KeyKind::Field(F_SOURCE as u8, 1),
-        b"source" => KeyKind::Field(F_SOURCE as u8, 2),
-        b"detected" => KeyKind::Field(F_TIME as u8, 0),
-        b"detectedat" => KeyKind::Field(F_TIME as u8, 1),
-        b"detectiontime" => KeyKind::Field(F_TIME as u8, 2),
-        b"detectedtime" => KeyKind::Field(F_TIME as u8, 3),
-        b"timestamp" => KeyKind::Field(F_TIME as u8, 4),
-        b"time" => KeyKind::Field(F_TIME as u8, 5),
-        b"eventtime" => KeyKind::Field(F_TIME as u8, 6),
-        b"created" => KeyKind::Field(F_TIME as u8, 7),
-        b"createdat" => KeyKind::Field(F_TIME as u8, 8),
-        b"createdtime" => KeyKind::Field(F_TIME as u8, 9),
-        b"date" => KeyKind::Field(F_TIME as u8, 10),
-        b"starttime" => KeyKind::Field(F_TIME as u8, 11),
-        b"updated" => KeyKind::Field(F_UPDATED as u8, 0),
-        b"updatedat" => KeyKind::Field(F_UPDATED as u8, 1),
-        b"lastupdated" => KeyKind::Field(F_UPDATED as u8, 2),
-        b"modified" => KeyKind::Field(F_UPDATED as u8, 3),
-        b"modifiedat" => KeyKind::Field(F_UPDATED as u8, 4),
-        b"url" => KeyKind::Field(F_URL as u8, 0),
-        b"consoleurl" => KeyKind::Field(F_URL as u8, 1),
-        b"eventurl" => KeyKind::Field(F_URL as u8, 2),
-        b"link" => KeyKind::Field(F_URL as u8, 3),
-        b"href" => KeyKind::Field(F_URL as u8, 4),
-        b"uri" => KeyKind::Field(F_URL as u8, 5),
-        b"eyeglassurl" => KeyKind::Field(F_URL as u8, 6),
-        b"detailsurl" => KeyKind::Field(F_URL as u8, 7),
-        b"protectionmode" => KeyKind::Field(F_MODE as u8, 0),
-        b"mode" => KeyKind::Field(F_MODE as u8, 1),
-        b"snapshots" => KeyKind::Field(F_SNAPSHOT as u8, 0),
-        b"snapshotstaken" => KeyKind::Field(F_SNAPSHOT as u8, 1),
-        b"snapshot" => KeyKind::Field(F_SNAPSHOT as u8, 2),
-        b"snapshotnames" => KeyKind::Field(F_SNAPSHOT as u8, 3),
-        b"event" => KeyKind::Wrapper,
-        b"data" => KeyKind::Wrapper,
-        b"alert" => KeyKind::Wrapper,
-        b"payload" => KeyKind::Wrapper,
-        b"zerotrustevent" => KeyKind::Wrapper,
-        b"details" => KeyKind::Wrapper,
-        _ => KeyKind::Other,
+    lookup_hashed(norm, fnv(norm))
+}
+
+/// [`lookup_key`] with the key's hash already computed.
+fn lookup_hashed(norm: &[u8], h: u64) -> KeyKind {
+    let mut i = h as usize & (SLOTS - 1);
+    loop {
+        match KEY_TABLE[i] {
+            None => return KeyKind::Other,
+            Some((kh, k, kind)) if kh == h && k == norm => return kind,
+            Some(_) => i = (i + 1) & (SLOTS - 1),
+        }
     }
 }
 
 /// A value found under a candidate key during the scan.
-struct Candidate<'de> {
+struct Candidate<'a> {
     field: u8,
     preference: u8,
     /// Position of the wrapper's key among the top-level keys (`None`: the
@@ -525,8 +494,11 @@ struct Candidate<'de> {
     /// Position of the key in its object (first occurrence: a repeated key
     /// keeps its first place and takes its last value, as in a DOM).
     position: u32,
-    key: Cow<'de, str>,
-    value: Value,
+    key: Cow<'a, str>,
+    /// Where the value lies in the text.
+    value: Span,
+    /// The value is `null` (null values count as absent).
+    null: bool,
 }
 
 impl Candidate<'_> {
@@ -544,22 +516,29 @@ impl Candidate<'_> {
 
 /// The scan's state: candidates so far and the wrappers seen.
 #[derive(Default)]
-struct Scan<'de> {
-    candidates: Vec<Candidate<'de>>,
+struct Scan<'a> {
+    candidates: Vec<Candidate<'a>>,
     /// Wrapper keys at the top level with their first position.
-    wrappers: Vec<(Cow<'de, str>, u32)>,
+    wrappers: Vec<(Cow<'a, str>, u32)>,
 }
 
-impl<'de> Scan<'de> {
+impl<'a> Scan<'a> {
     /// Records a value under a candidate key; a repeated key replaces the
     /// value in place.
-    fn add(&mut self, c: Candidate<'de>) {
+    fn add(&mut self, c: Candidate<'a>) {
         if let Some(old) = self
             .candidates
             .iter_mut()
-            .find(|o| o.wrapper == c.wrapper && o.key == c.key)
+            // Equal keys have equal kinds: compare the numbers first.
+            .find(|o| {
+                o.field == c.field
+                    && o.preference == c.preference
+                    && o.wrapper == c.wrapper
+                    && o.key == c.key
+            })
         {
             old.value = c.value;
+            old.null = c.null;
         } else {
             self.candidates.push(c);
         }
@@ -567,9 +546,9 @@ impl<'de> Scan<'de> {
 
     /// The best non-null value per field.
     fn finish(self) -> Fields {
-        let mut best: [Option<Candidate<'de>>; FIELDS.len()] = Default::default();
+        let mut best: [Option<Candidate<'a>>; FIELDS.len()] = Default::default();
         for c in self.candidates {
-            if c.value.is_null() {
+            if c.null {
                 continue;
             }
             let slot = &mut best[c.field as usize];
@@ -579,275 +558,206 @@ impl<'de> Scan<'de> {
         }
         best.map(|c| c.map(|c| c.value))
     }
-}
 
-/// A map key, borrowed from the input when it has no escapes.
-struct KeySeed;
-
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string key")
-    }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(v))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v.to_string()))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v))
-    }
-}
-
-/// Scans an object's members into `scan`: the top level (`wrapper` None)
-/// or one wrapper object (`wrapper` its position).
-struct ObjectSeed<'a, 'de> {
-    scan: &'a mut Scan<'de>,
-    wrapper: Option<u32>,
-}
-
-impl<'de> DeserializeSeed<'de> for ObjectSeed<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ObjectSeed<'_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    /// Reads the members of the object the scanner is at (its `{`): the
+    /// top level (`wrapper` None) or one wrapper object (`wrapper` its
+    /// position).
+    fn object(&mut self, sc: &mut Scanner<'a>, wrapper: Option<u32>) -> Result<(), ParseError> {
+        sc.at += 1; // `{`
+        sc.skip_ws();
+        if sc.eat(b'}') {
+            return Ok(());
+        }
         let mut position = 0u32;
-        while let Some(key) = map.next_key_seed(KeySeed)? {
+        loop {
+            let key = sc.key()?;
             let here = position;
             position += 1;
             match classify_key(&key) {
                 KeyKind::Field(field, preference) => {
-                    let value = map.next_value::<Value>()?;
-                    self.scan.add(Candidate {
+                    let value = sc.value()?;
+                    self.add(Candidate {
                         field,
                         preference,
-                        wrapper: self.wrapper,
+                        wrapper,
                         position: here,
                         key,
+                        null: sc.is_null(value),
                         value,
                     });
                 }
-                KeyKind::Wrapper if self.wrapper.is_none() => {
+                KeyKind::Wrapper if wrapper.is_none() => {
                     // A repeated wrapper keeps its first place and its last
                     // value: forget what the earlier one held.
-                    let at = match self.scan.wrappers.iter().find(|(k, _)| *k == key) {
+                    let at = match self.wrappers.iter().find(|(k, _)| *k == key) {
                         Some(&(_, at)) => {
-                            self.scan.candidates.retain(|c| c.wrapper != Some(at));
+                            self.candidates.retain(|c| c.wrapper != Some(at));
                             at
                         }
                         None => {
-                            self.scan.wrappers.push((key, here));
+                            self.wrappers.push((key, here));
                             here
                         }
                     };
-                    map.next_value_seed(ObjectSeed {
-                        scan: self.scan,
-                        wrapper: Some(at),
-                    })?;
+                    sc.skip_ws();
+                    if sc.peek() == Some(b'{') {
+                        self.object(sc, Some(at))?;
+                    } else {
+                        sc.value()?;
+                    }
                 }
                 _ => {
-                    map.next_value::<IgnoredAny>()?;
+                    sc.value()?;
                 }
             }
+            if !sc.next_member()? {
+                return Ok(());
+            }
         }
-        Ok(())
-    }
-    // Anything but an object has no fields.
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
     }
 }
 
 impl Event {
     /// Parses the webhook body.  Any JSON value is accepted; only objects
     /// have fields.
-    pub fn parse(body: &str) -> Result<Event, serde_json::Error> {
-        let mut scan = Scan::default();
-        let mut de = serde_json::Deserializer::from_str(body);
-        ObjectSeed {
-            scan: &mut scan,
-            wrapper: None,
-        }
-        .deserialize(&mut de)?;
-        de.end()?;
+    pub fn parse(body: impl Into<String>) -> Result<Event, ParseError> {
+        let text: String = body.into();
+        let fields = {
+            let mut scan = Scan {
+                candidates: Vec::with_capacity(16),
+                wrappers: Vec::new(),
+            };
+            let mut sc = Scanner::new(&text);
+            sc.skip_ws();
+            if sc.peek() == Some(b'{') {
+                scan.object(&mut sc, None)?;
+            } else {
+                sc.value()?;
+            }
+            sc.end()?;
+            scan.finish()
+        };
         Ok(Event {
-            fields: scan.finish(),
-            raw: Raw::Text {
-                text: body.to_string(),
-                value: OnceLock::new(),
-            },
+            text,
+            value: OnceLock::new(),
+            fields,
         })
     }
 
     /// Wraps an already parsed value.
     pub fn from_value(raw: Value) -> Event {
-        let mut scan = Scan::default();
-        // Reading a `Value` cannot fail.
-        let _ = ObjectSeed {
-            scan: &mut scan,
-            wrapper: None,
-        }
-        .deserialize(&raw);
-        let fields = scan.finish();
-        Event {
-            fields,
-            raw: Raw::Value(raw),
-        }
+        // serde_json writes valid JSON, which `parse` accepts.
+        let mut event = Event::parse(raw.to_string()).unwrap_or_else(|_| Event {
+            text: "null".into(),
+            value: OnceLock::new(),
+            fields: Default::default(),
+        });
+        event.value = OnceLock::from(raw);
+        event
     }
 
     /// The JSON exactly as received.
     pub fn raw(&self) -> &Value {
-        match &self.raw {
-            Raw::Value(v) => v,
-            // The text was parsed once already: it is valid JSON.
-            Raw::Text { text, value } => {
-                value.get_or_init(|| serde_json::from_str(text).unwrap_or(Value::Null))
-            }
-        }
+        // The text was checked once already: it is valid JSON.
+        self.value
+            .get_or_init(|| serde_json::from_str(&self.text).unwrap_or(Value::Null))
     }
 
     /// The JSON exactly as received, by value.
     pub fn into_raw(self) -> Value {
-        match self.raw {
-            Raw::Value(v) => v,
-            Raw::Text { text, value } => value
-                .into_inner()
-                .unwrap_or_else(|| serde_json::from_str(&text).unwrap_or(Value::Null)),
-        }
+        let Event { text, value, .. } = self;
+        value
+            .into_inner()
+            .unwrap_or_else(|| serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    /// The JSON text as received, when the event was parsed from text
-    /// ([`Event::parse`]); valid JSON.
+    /// The JSON text as received; valid JSON.
     pub fn raw_text(&self) -> Option<&str> {
-        match &self.raw {
-            Raw::Text { text, .. } => Some(text),
-            Raw::Value(_) => None,
-        }
+        Some(&self.text)
     }
 
-    /// The value of a field: the first of its candidate keys at the top
-    /// level, then in a wrapper object; null values count as absent.
-    fn find(&self, field: usize) -> Option<&Value> {
-        self.fields[field].as_ref()
+    /// The JSON text of a field's value: the first of its candidate keys
+    /// at the top level, then in a wrapper object; null values count as
+    /// absent.
+    fn find(&self, field: usize) -> Option<&str> {
+        self.fields[field].map(|s| &self.text[s.start..s.end])
     }
 
-    fn text(&self, field: usize) -> Option<String> {
+    fn text(&self, field: usize) -> Option<Cow<'_, str>> {
         self.find(field)
             .and_then(scalar_text)
             .filter(|s| !s.is_empty())
     }
 
-    fn list(&self, field: usize) -> Vec<String> {
+    fn list(&self, field: usize) -> Vec<Cow<'_, str>> {
         self.find(field).map(list_text).unwrap_or_default()
     }
 
     /// Superna's event ID, stable across updates of one alert.
-    pub fn id(&self) -> Option<String> {
+    pub fn id(&self) -> Option<Cow<'_, str>> {
         self.text(F_ID)
     }
 
     /// Severity (`Other("")` when absent).
     pub fn severity(&self) -> Severity {
-        self.text(F_SEVERITY)
+        self.find(F_SEVERITY)
+            .and_then(scalar_text)
+            .filter(|s| !s.is_empty())
             .map(|s| Severity::parse(&s))
             .unwrap_or(Severity::Other(String::new()))
     }
 
     /// The state as received (e.g. "LOCKED_OUT").
-    pub fn state(&self) -> Option<String> {
+    pub fn state(&self) -> Option<Cow<'_, str>> {
         self.text(F_STATE)
     }
 
     /// What the state means.
     pub fn state_kind(&self) -> StateKind {
-        self.state()
+        self.find(F_STATE)
+            .and_then(scalar_text)
             .map(|s| StateKind::classify(&s))
             .unwrap_or(StateKind::Other)
     }
 
     /// The acting user (domain account, or an NFS client IP).
-    pub fn user(&self) -> Option<String> {
+    pub fn user(&self) -> Option<Cow<'_, str>> {
         self.text(F_USER)
     }
 
-    pub fn client_ips(&self) -> Vec<String> {
+    pub fn client_ips(&self) -> Vec<Cow<'_, str>> {
         self.list(F_IP)
     }
 
-    pub fn shares(&self) -> Vec<String> {
+    pub fn shares(&self) -> Vec<Cow<'_, str>> {
         self.list(F_SHARE)
     }
 
-    pub fn files(&self) -> Vec<String> {
+    pub fn files(&self) -> Vec<Cow<'_, str>> {
         self.list(F_FILE)
     }
 
     /// Number of items of the file list, without copying them.
     pub fn file_count(&self) -> usize {
-        match self.find(F_FILE) {
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter(|v| scalar_text(v).is_some_and(|s| !s.is_empty()))
-                .count(),
-            Some(other) => usize::from(scalar_text(other).is_some_and(|s| !s.is_empty())),
-            None => 0,
-        }
+        self.find(F_FILE).map_or(0, |raw| list_text(raw).len())
     }
 
-    pub fn detectors(&self) -> Vec<String> {
+    pub fn detectors(&self) -> Vec<Cow<'_, str>> {
         self.list(F_DETECTOR)
     }
 
     /// Number of detectors triggered, as text.
-    pub fn signal_strength(&self) -> Option<String> {
+    pub fn signal_strength(&self) -> Option<Cow<'_, str>> {
         self.text(F_STRENGTH)
     }
 
     /// NAS cluster name(s) ("prod-cluster-01").
-    pub fn clusters(&self) -> Vec<String> {
+    pub fn clusters(&self) -> Vec<Cow<'_, str>> {
         self.list(F_CLUSTER)
     }
 
     /// Event source type ("ISILON_CLUSTER").
-    pub fn event_source(&self) -> Option<String> {
+    pub fn event_source(&self) -> Option<Cow<'_, str>> {
         self.text(F_SOURCE)
     }
 
@@ -862,37 +772,44 @@ impl Event {
     }
 
     /// Link to the event in the Superna console, when it is an http(s) URL.
-    pub fn console_url(&self) -> Option<String> {
+    pub fn console_url(&self) -> Option<Cow<'_, str>> {
         self.text(F_URL)
             .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
     }
 
-    pub fn protection_mode(&self) -> Option<String> {
+    pub fn protection_mode(&self) -> Option<Cow<'_, str>> {
         self.text(F_MODE)
     }
 
-    pub fn snapshots(&self) -> Vec<String> {
+    pub fn snapshots(&self) -> Vec<Cow<'_, str>> {
         self.list(F_SNAPSHOT)
     }
 }
 
-fn find_in<'a>(obj: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Value> {
+/// The first member of an object, in the order of `keys` (normalised
+/// names), whose value is not null.
+fn find_in<'a>(obj: &[(Cow<'_, str>, &'a str)], keys: &[&str]) -> Option<&'a str> {
     // Preference follows `keys`, not the object's order.
     keys.iter().find_map(|want| {
         obj.iter()
-            .find(|(k, v)| !v.is_null() && normalize(k) == *want)
-            .map(|(_, v)| v)
+            .find(|(k, v)| *v != "null" && normalize(k) == *want)
+            .map(|(_, v)| *v)
     })
 }
 
-/// A scalar as text; objects give their name-like member.
-fn scalar_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.trim().to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Object(o) => find_in(
-            o,
+/// A value (JSON text) as text; objects give their name-like member,
+/// arrays their items joined.
+fn scalar_text(raw: &str) -> Option<Cow<'_, str>> {
+    match raw.as_bytes().first()? {
+        b'"' => Some(match string_value(raw) {
+            Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
+            Cow::Owned(s) => Cow::Owned(s.trim().to_string()),
+        }),
+        b'-' | b'0'..=b'9' => Some(number_text(raw)),
+        b't' => Some(Cow::Borrowed("true")),
+        b'f' => Some(Cow::Borrowed("false")),
+        b'{' => find_in(
+            &members(raw),
             &[
                 "name",
                 "displayname",
@@ -904,36 +821,85 @@ fn scalar_text(v: &Value) -> Option<String> {
                 "username",
             ],
         )
-        .and_then(scalar_text),
-        Value::Array(a) => {
-            let parts: Vec<String> = a.iter().filter_map(scalar_text).collect();
-            (!parts.is_empty()).then(|| parts.join(", "))
+        .and_then(scalar_text)
+        .map(|s| Cow::Owned(s.into_owned())),
+        b'[' => {
+            let parts: Vec<Cow<str>> = elements(raw).into_iter().filter_map(scalar_text).collect();
+            (!parts.is_empty()).then(|| Cow::Owned(parts.join(", ")))
         }
-        Value::Null => None,
+        _ => None,
     }
+}
+
+/// A number as serde_json writes it: integers as received, anything else
+/// through serde_json (`1.50` is `1.5`, `1e2` is `100.0`).
+fn number_text(raw: &str) -> Cow<'_, str> {
+    if is_plain_integer(raw) {
+        return Cow::Borrowed(raw);
+    }
+    Cow::Owned(
+        serde_json::from_str::<serde_json::Number>(raw)
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| raw.to_string()),
+    )
+}
+
+/// `0` or `-?[1-9][0-9]*`, short enough to be an i64.
+fn is_plain_integer(raw: &str) -> bool {
+    let digits = raw.strip_prefix('-').unwrap_or(raw).as_bytes();
+    raw == "0"
+        || (!digits.is_empty()
+            && digits.len() <= 18
+            && digits[0] != b'0'
+            && digits.iter().all(u8::is_ascii_digit))
 }
 
 /// A scalar or an array as a list of texts; a comma-separated string stays
 /// one item (file names may contain commas).
-fn list_text(v: &Value) -> Vec<String> {
-    match v {
-        Value::Array(a) => a
-            .iter()
-            .filter_map(scalar_text)
-            .filter(|s| !s.is_empty())
-            .collect(),
-        other => scalar_text(other)
+fn list_text(raw: &str) -> Vec<Cow<'_, str>> {
+    if !raw.starts_with('[') {
+        return scalar_text(raw)
             .filter(|s| !s.is_empty())
             .into_iter()
-            .collect(),
+            .collect();
     }
+    // Strings (the usual item) are decoded as they are read.
+    let mut out = Vec::new();
+    let mut sc = Scanner::new(raw);
+    sc.at = 1;
+    loop {
+        sc.skip_ws();
+        let item = match sc.peek() {
+            Some(b'"') => match sc.string() {
+                Ok(Cow::Borrowed(s)) => Some(Cow::Borrowed(s.trim())),
+                Ok(Cow::Owned(s)) => Some(Cow::Owned(s.trim().to_string())),
+                Err(_) => break,
+            },
+            Some(b']') | None => break,
+            Some(_) => match sc.value() {
+                Ok(span) => scalar_text(&raw[span.start..span.end]),
+                Err(_) => break,
+            },
+        };
+        if let Some(item) = item.filter(|s| !s.is_empty()) {
+            out.push(item);
+        }
+        sc.skip_ws();
+        if !sc.eat(b',') {
+            break;
+        }
+    }
+    out
 }
 
 /// Reads RFC 3339 / ISO 8601 text or epoch seconds / milliseconds.
-fn time_rfc3339(v: &Value) -> Option<String> {
-    match v {
-        Value::Number(n) => n.as_i64().and_then(epoch_to_rfc3339),
-        Value::String(s) => {
+fn time_rfc3339(raw: &str) -> Option<String> {
+    match raw.as_bytes().first()? {
+        b'-' | b'0'..=b'9' if is_plain_integer(raw) => {
+            raw.parse::<i64>().ok().and_then(epoch_to_rfc3339)
+        }
+        b'"' => {
+            let s = string_value(raw);
             let s = s.trim();
             if let Ok(n) = s.parse::<i64>() {
                 return epoch_to_rfc3339(n);
@@ -1161,10 +1127,133 @@ mod tests {
             assert_eq!(scanned.raw(), &raw, "{body}");
             for (f, keys) in FIELDS.iter().enumerate() {
                 let want = reference_find(&raw, keys);
-                assert_eq!(scanned.find(f), want, "field {f} of {body}");
-                assert_eq!(from_value.find(f), want, "field {f} of {body} (from_value)");
+                let value = |e: &Event| {
+                    e.find(f)
+                        .map(|t| serde_json::from_str::<Value>(t).expect("a value's text"))
+                };
+                assert_eq!(value(&scanned).as_ref(), want, "field {f} of {body}");
+                assert_eq!(
+                    value(&from_value).as_ref(),
+                    want,
+                    "field {f} of {body} (from_value)"
+                );
             }
             assert_eq!(scanned.file_count(), scanned.files().len(), "{body}");
+        }
+    }
+
+    /// The accessors' decoding before the scanner: from a serde_json DOM.
+    mod dom {
+        use serde_json::{Map, Value};
+
+        fn find_in<'a>(obj: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Value> {
+            keys.iter().find_map(|want| {
+                obj.iter()
+                    .find(|(k, v)| !v.is_null() && super::normalize(k) == *want)
+                    .map(|(_, v)| v)
+            })
+        }
+
+        pub fn scalar_text(v: &Value) -> Option<String> {
+            match v {
+                Value::String(s) => Some(s.trim().to_string()),
+                Value::Number(n) => Some(n.to_string()),
+                Value::Bool(b) => Some(b.to_string()),
+                Value::Object(o) => find_in(
+                    o,
+                    &[
+                        "name",
+                        "displayname",
+                        "value",
+                        "path",
+                        "id",
+                        "ip",
+                        "address",
+                        "username",
+                    ],
+                )
+                .and_then(scalar_text),
+                Value::Array(a) => {
+                    let parts: Vec<String> = a.iter().filter_map(scalar_text).collect();
+                    (!parts.is_empty()).then(|| parts.join(", "))
+                }
+                Value::Null => None,
+            }
+        }
+
+        pub fn list_text(v: &Value) -> Vec<String> {
+            match v {
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(scalar_text)
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                other => scalar_text(other)
+                    .filter(|s| !s.is_empty())
+                    .into_iter()
+                    .collect(),
+            }
+        }
+
+        pub fn time(v: &Value) -> Option<String> {
+            match v {
+                Value::Number(n) => n.as_i64().and_then(super::epoch_to_rfc3339),
+                Value::String(s) => {
+                    let s = s.trim();
+                    if let Ok(n) = s.parse::<i64>() {
+                        return super::epoch_to_rfc3339(n);
+                    }
+                    super::looks_iso8601(s).then(|| s.to_string())
+                }
+                _ => None,
+            }
+        }
+    }
+
+    #[test]
+    fn values_decode_as_from_a_dom() {
+        let values = [
+            r#""  padded  ""#,
+            r#""CORP\\jsmith""#,
+            r#""\u00e9t\u00e9 \ud83d\ude00""#,
+            r#""say \"hi\" \\u0041 \/ \t""#,
+            r#""""#,
+            "0",
+            "-17",
+            "123456789012345678",
+            "1234567890123456789",
+            "99999999999999999999",
+            "1.50",
+            "-0",
+            "1e2",
+            "2.5E-3",
+            "true",
+            "false",
+            "null",
+            "[]",
+            r#"["a", " b ", "", null, 3, true, ["x", ["y"]], {"name": "n"}]"#,
+            r#"{"Name": "first", "name": "second"}"#,
+            r#"{"value": null, "path": "/p", "id": 4}"#,
+            r#"{"other": 1}"#,
+            r#"{"display_name": {"value": {"ip": "10.0.0.1"}}}"#,
+            r#"[{"address": "a"}, {"user-name": "u"}, {}]"#,
+            r#""2025-06-11T10:15:03Z""#,
+            r#""2025-06-11 10:15""#,
+            r#"" 1749636903 ""#,
+            "1749636903",
+            "1749636903250",
+            "1749636903.5",
+            r#""yesterday""#,
+        ];
+        for raw in values {
+            let dom: Value = serde_json::from_str(raw).unwrap();
+            assert_eq!(
+                scalar_text(raw).map(Cow::into_owned),
+                dom::scalar_text(&dom),
+                "scalar {raw}"
+            );
+            assert_eq!(list_text(raw), dom::list_text(&dom), "list {raw}");
+            assert_eq!(time_rfc3339(raw), dom::time(&dom), "time {raw}");
         }
     }
 
