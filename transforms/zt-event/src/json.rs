@@ -129,7 +129,9 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// An error at the current position.
+    /// An error at the current position (rare: out of the hot path).
+    #[cold]
+    #[inline(never)]
     pub fn error(&self, message: &'static str) -> ParseError {
         let at = self.at.min(self.bytes.len());
         let before = &self.bytes[..at];
