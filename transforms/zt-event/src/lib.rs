@@ -786,6 +786,19 @@ impl Event {
     }
 }
 
+/// Members that name an object standing where a text is expected
+/// (`{"name": "bob"}` as a user), normalised, in order of preference.
+const NAME_KEYS: &[&str] = &[
+    "name",
+    "displayname",
+    "value",
+    "path",
+    "id",
+    "ip",
+    "address",
+    "username",
+];
+
 /// The first member of an object, in the order of `keys` (normalised
 /// names), whose value is not null.
 fn find_in<'a>(obj: &[(Cow<'_, str>, &'a str)], keys: &[&str]) -> Option<&'a str> {
@@ -808,21 +821,9 @@ fn scalar_text(raw: &str) -> Option<Cow<'_, str>> {
         b'-' | b'0'..=b'9' => Some(number_text(raw)),
         b't' => Some(Cow::Borrowed("true")),
         b'f' => Some(Cow::Borrowed("false")),
-        b'{' => find_in(
-            &members(raw),
-            &[
-                "name",
-                "displayname",
-                "value",
-                "path",
-                "id",
-                "ip",
-                "address",
-                "username",
-            ],
-        )
-        .and_then(scalar_text)
-        .map(|s| Cow::Owned(s.into_owned())),
+        b'{' => find_in(&members(raw), NAME_KEYS)
+            .and_then(scalar_text)
+            .map(|s| Cow::Owned(s.into_owned())),
         b'[' => {
             let parts: Vec<Cow<str>> = elements(raw).into_iter().filter_map(scalar_text).collect();
             (!parts.is_empty()).then(|| Cow::Owned(parts.join(", ")))
@@ -1159,20 +1160,7 @@ mod tests {
                 Value::String(s) => Some(s.trim().to_string()),
                 Value::Number(n) => Some(n.to_string()),
                 Value::Bool(b) => Some(b.to_string()),
-                Value::Object(o) => find_in(
-                    o,
-                    &[
-                        "name",
-                        "displayname",
-                        "value",
-                        "path",
-                        "id",
-                        "ip",
-                        "address",
-                        "username",
-                    ],
-                )
-                .and_then(scalar_text),
+                Value::Object(o) => find_in(o, super::NAME_KEYS).and_then(scalar_text),
                 Value::Array(a) => {
                     let parts: Vec<String> = a.iter().filter_map(scalar_text).collect();
                     (!parts.is_empty()).then(|| parts.join(", "))
