@@ -157,6 +157,26 @@ fn corpus() -> Vec<(String, Vec<u8>, &'static str, Option<&'static str>)> {
         c.push((format!("invalid utf8 {i}"), b.clone(), json, None));
         c.push((format!("invalid utf8 gz {i}"), gzip(&b), json, Some("gzip")));
     }
+    // JSON that serde_json refuses although each token looks right: lone
+    // UTF-16 surrogates and numbers beyond f64 (the event scanner must
+    // refuse them too).
+    for (i, bad) in [
+        r#"{"user": "\ud800"}"#,
+        r#"{"user": "\udc00x"}"#,
+        r#"{"id": "a", "user": "\ud83d\u0041"}"#,
+        r#"{"signalStrength": 1e400}"#,
+        r#"{"n": [-2E+999]}"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        c.push((
+            format!("refused by serde {i}"),
+            bad.as_bytes().to_vec(),
+            json,
+            None,
+        ));
+    }
     // Deep nesting.
     for depth in [65usize, 100, 1000, 100_000] {
         let arr = format!("{}{}", "[".repeat(depth), "]".repeat(depth));

@@ -538,7 +538,13 @@ fn fit(head: &Head, payload: &Payload, received: &Received) -> String {
     let Ok(mut body) = serde_json::from_str::<Value>(&text) else {
         return text;
     };
-    shrink_custom_details(&mut body, text.len());
+    // Sizes from here on are those of serde_json's text of the DOM (which
+    // may differ from the received text: `\u00e9` is written `é`, `1E9`
+    // is written `1000000000.0`).
+    let size = json_len(&body);
+    if size > MAX_REQUEST_BYTES {
+        shrink_custom_details(&mut body, size);
+    }
     serde_json::to_string(&body).unwrap_or_default()
 }
 
@@ -686,6 +692,65 @@ mod tests {
             v["payload"]["custom_details"]["received_event"],
             serde_json::from_str::<Value>(LOCKOUT).unwrap()
         );
+    }
+
+    /// The request body of `event`, parsed, checked to be within the limit.
+    fn sent(event: &str) -> Value {
+        let (body, _) = request_body(&settings(), input(event)).unwrap();
+        assert!(body.len() <= MAX_REQUEST_BYTES, "{} bytes", body.len());
+        serde_json::from_str(&body).unwrap()
+    }
+
+    #[test]
+    fn big_events_fit_and_are_cut_only_when_they_must() {
+        // Pretty-printed and over the limit as received, but not once the
+        // whitespace is gone: sent whole.
+        let files: Vec<String> = (0..17_500)
+            .map(|i| format!("/ifs/data/f{i:05}.locked"))
+            .collect();
+        let event = serde_json::to_string_pretty(&json!({"id": "BIG-1", "files": files})).unwrap();
+        assert!(event.len() > MAX_REQUEST_BYTES);
+        let v = sent(&event);
+        let details = &v["payload"]["custom_details"];
+        assert_eq!(
+            details["received_event"]["files"].as_array().unwrap().len(),
+            17_500
+        );
+        assert!(details.get("ztbridge_truncated").is_none());
+
+        // 600 KB of `\u00e9` escapes is 200 KB once decoded: sent whole.
+        let escaped = format!(
+            r#"{{"id": "BIG-2", "note": "{}"}}"#,
+            "\\u00e9".repeat(100_000)
+        );
+        assert!(escaped.len() > MAX_REQUEST_BYTES);
+        let v = sent(&escaped);
+        let details = &v["payload"]["custom_details"];
+        assert_eq!(
+            details["received_event"]["note"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .count(),
+            100_000
+        );
+        assert!(details.get("ztbridge_truncated").is_none());
+
+        // Numbers that serde_json writes longer than received (`1E9` is
+        // `1000000000.0`), too many to fit: cut, said so, within the limit.
+        let numbers = format!(
+            r#"{{"id": "BIG-3", "n": [{}]}}"#,
+            vec!["1E9"; 140_000].join(",")
+        );
+        let v = sent(&numbers);
+        let details = &v["payload"]["custom_details"];
+        assert!(
+            details["ztbridge_truncated"]
+                .as_str()
+                .unwrap()
+                .contains("shrunk")
+        );
+        assert_eq!(details["received_event"]["id"], "BIG-3");
     }
 
     /// Not a test: `cargo test -p zt-pagerduty --release -- --ignored

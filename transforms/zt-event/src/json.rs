@@ -14,7 +14,10 @@
 //! exhaust the (small) stack of a wasm guest.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
+use std::hash::Hash;
 
 /// Why a text is not JSON: what was expected, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,12 +84,14 @@ pub(crate) fn string_special(bytes: &[u8], mut i: usize) -> usize {
         i += 8;
     }
     if i < len && len >= 8 {
-        // The last eight bytes, overlapping some already read (or before
-        // the start): mask those off.
+        // The last eight bytes, overlapping some before `i`: shift those
+        // out *before* the arithmetic, so a special byte just before `i`
+        // cannot borrow into byte `i` (`"` then `#`, `\` then `]`), and
+        // ignore the zero bytes shifted in at the top.
         let skip = (i - (len - 8)) * 8;
-        let x = word(bytes, len - 8);
-        return match first_special_masked(x, !0u64 << skip) {
-            Some(at) => len - 8 + at,
+        let x = word(bytes, len - 8) >> skip;
+        return match first_special_masked(x, !0u64 >> skip) {
+            Some(at) => i + at,
             None => len,
         };
     }
@@ -227,11 +232,25 @@ impl<'a> Scanner<'a> {
                             self.at += 1
                         }
                         Some(b'u') => {
-                            let hex = self.bytes.get(self.at + 1..self.at + 5);
-                            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                                return Err(self.error("invalid \\u escape"));
-                            }
+                            // A UTF-16 unit; surrogates must come in pairs
+                            // (serde_json refuses lone ones, and so do we).
+                            let unit = self.hex_unit(self.at + 1)?;
                             self.at += 5;
+                            if (0xdc00..0xe000).contains(&unit) {
+                                return Err(self.error("lone trailing surrogate in a \\u escape"));
+                            }
+                            if (0xd800..0xdc00).contains(&unit) {
+                                let low = match self.bytes.get(self.at..self.at + 2) {
+                                    Some(b"\\u") => self.hex_unit(self.at + 2)?,
+                                    _ => 0,
+                                };
+                                if !(0xdc00..0xe000).contains(&low) {
+                                    return Err(
+                                        self.error("lone leading surrogate in a \\u escape")
+                                    );
+                                }
+                                self.at += 6;
+                            }
                         }
                         _ => return Err(self.error("invalid escape")),
                     }
@@ -240,6 +259,16 @@ impl<'a> Scanner<'a> {
                 None => return Err(self.error("unterminated string")),
             }
         }
+    }
+
+    /// The four hex digits at `at`, as a UTF-16 unit.
+    fn hex_unit(&self, at: usize) -> Result<u32, ParseError> {
+        self.bytes
+            .get(at..at + 4)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .ok_or_else(|| self.error("invalid \\u escape"))
     }
 
     fn digits(&mut self) -> usize {
@@ -251,6 +280,7 @@ impl<'a> Scanner<'a> {
     }
 
     fn number(&mut self) -> Result<(), ParseError> {
+        let start = self.at;
         self.eat(b'-');
         match self.peek() {
             Some(b'0') => self.at += 1,
@@ -262,7 +292,9 @@ impl<'a> Scanner<'a> {
         if self.eat(b'.') && self.digits() == 0 {
             return Err(self.error("invalid number"));
         }
+        let mut exponent = false;
         if let Some(b'e' | b'E') = self.peek() {
+            exponent = true;
             self.at += 1;
             if let Some(b'+' | b'-') = self.peek() {
                 self.at += 1;
@@ -270,6 +302,16 @@ impl<'a> Scanner<'a> {
             if self.digits() == 0 {
                 return Err(self.error("invalid number"));
             }
+        }
+        // As serde_json: a number too large for an f64 is an error (only
+        // an exponent or over 300 digits can get there).
+        if (exponent || self.at - start > 300)
+            && self.text[start..self.at]
+                .parse::<f64>()
+                .is_ok_and(f64::is_infinite)
+        {
+            self.at = start;
+            return Err(self.error("number out of range"));
         }
         Ok(())
     }
@@ -570,32 +612,91 @@ pub(crate) fn elements(raw: &str) -> Vec<&str> {
     out
 }
 
-/// The members of a JSON object (`raw` already validated) in order of
-/// first appearance; a repeated key keeps its first place and its last
+/// Finds an earlier entry by key: a scan while there are few entries (the
+/// normal case, no hashing), a hash map once there are many, so an object
+/// with thousands of keys costs linear time.  The map hashes with
+/// SipHash under random keys: crafted collisions do not help an attacker.
+pub(crate) struct KeyIndex<K> {
+    few: Vec<(K, usize)>,
+    many: Option<HashMap<K, usize>>,
+}
+
+impl<K> Default for KeyIndex<K> {
+    fn default() -> Self {
+        KeyIndex {
+            few: Vec::new(),
+            many: None,
+        }
+    }
+}
+
+/// Entries kept in the scanned list before moving to the map.
+const FEW: usize = 16;
+
+impl<K: Hash + Eq> KeyIndex<K> {
+    /// The index recorded for `key`, or `None` after recording `index`.
+    pub fn get_or_insert(&mut self, key: K, index: usize) -> Option<usize> {
+        if let Some(many) = &mut self.many {
+            return match many.entry(key) {
+                Entry::Occupied(e) => Some(*e.get()),
+                Entry::Vacant(e) => {
+                    e.insert(index);
+                    None
+                }
+            };
+        }
+        if let Some((_, i)) = self.few.iter().find(|(k, _)| *k == key) {
+            return Some(*i);
+        }
+        if self.few.len() < FEW {
+            self.few.push((key, index));
+        } else {
+            let mut many: HashMap<K, usize> = self.few.drain(..).collect();
+            many.insert(key, index);
+            self.many = Some(many);
+        }
+        None
+    }
+}
+
+/// The value of an object's name-like member (`raw` already validated):
+/// the first member in the order of `names` (normalised keys) whose value
+/// is not null, where a repeated key keeps its first place and its last
 /// value, as in a map.
-pub(crate) fn members(raw: &str) -> Vec<(Cow<'_, str>, &str)> {
-    let mut out: Vec<(Cow<'_, str>, &str)> = Vec::new();
+pub(crate) fn name_member<'r>(raw: &'r str, names: &[&str]) -> Option<&'r str> {
+    // (preference, value) of the members named in `names`, in order.
+    let mut named: Vec<(usize, &'r str)> = Vec::new();
+    let mut index: KeyIndex<Cow<'r, str>> = KeyIndex::default();
     let mut sc = Scanner::new(raw);
     if !sc.eat(b'{') {
-        return out;
+        return None;
     }
     sc.skip_ws();
     if sc.eat(b'}') {
-        return out;
+        return None;
     }
     loop {
-        let Ok(key) = sc.key() else { break };
-        let Ok(span) = sc.value() else { break };
+        let key = sc.key().ok()?;
+        let span = sc.value().ok()?;
         let value = &raw[span.start..span.end];
-        match out.iter_mut().find(|(k, _)| *k == key) {
-            Some(old) => old.1 = value,
-            None => out.push((key, value)),
+        let preference =
+            crate::with_normalized(&key, |n| names.iter().position(|want| want.as_bytes() == n));
+        if let Some(preference) = preference {
+            match index.get_or_insert(key, named.len()) {
+                Some(i) => named[i].1 = value,
+                None => named.push((preference, value)),
+            }
         }
         if !matches!(sc.next_member(), Ok(true)) {
             break;
         }
     }
-    out
+    (0..names.len()).find_map(|p| {
+        named
+            .iter()
+            .find(|(q, v)| *q == p && *v != "null")
+            .map(|(_, v)| *v)
+    })
 }
 
 #[cfg(test)]
@@ -627,6 +728,10 @@ mod tests {
             r#"{"a": {"b": [1, {"c": null}]}, "d": "\u0000"}"#,
             "\"caf\u{e9} \u{1f600}\"",
             "\"0123456789abcdef\\\"0123456789abcdef\"",
+            r#""\ud83d\ude00 \uD834\uDD1E""#,
+            "1e308",
+            "1e-400",
+            "123456789012345678901234567890",
         ] {
             assert!(
                 serde_json::from_str::<serde_json::Value>(text).is_ok(),
@@ -669,6 +774,15 @@ mod tests {
             "{}{}",
             "1 2",
             "[\"a\" \"b\"]",
+            // Lone surrogates and numbers beyond f64.
+            r#""\ud800""#,
+            r#""\ud800x""#,
+            r#""\ud800\u0041""#,
+            r#""\udc00""#,
+            r#"{"a": "\udfff"}"#,
+            "1e400",
+            "-1E+309",
+            "[1.5e999]",
         ] {
             assert!(
                 serde_json::from_str::<serde_json::Value>(text).is_err(),
@@ -705,8 +819,10 @@ mod tests {
             let want: String = serde_json::from_str(raw).unwrap();
             assert_eq!(string_value(raw), want, "{raw}");
         }
-        // A lone surrogate (serde_json refuses it) becomes U+FFFD.
-        assert_eq!(string_value(r#""a\ud800b""#), "a\u{fffd}b");
+        // The scanner refuses a lone surrogate (as serde_json does); should
+        // one reach the decoder anyway, it becomes U+FFFD.
+        assert!(Scanner::new(r#""a\ud800b""#).string().is_err());
+        assert_eq!(unescape(r"a\ud800b"), "a\u{fffd}b");
     }
 
     #[test]
@@ -736,16 +852,69 @@ mod tests {
     }
 
     #[test]
-    fn members_and_elements() {
-        let m = members(r#"{"a": 1, "b": [2, 3], "a": "x", "\u0063": null}"#);
-        let got: Vec<(&str, &str)> = m.iter().map(|(k, v)| (k.as_ref(), *v)).collect();
-        assert_eq!(got, [("a", "\"x\""), ("b", "[2, 3]"), ("c", "null")]);
+    fn a_special_byte_before_the_start_does_not_leak_into_the_next() {
+        // SWAR borrows: `"` + 1 is `#`, `\` + 1 is `]`, 0x1f + 1 is a space.
+        // Each special byte is placed just before `start`, with the byte
+        // one above it right after, at every offset of the last word.
+        for len in 8..24 {
+            for start in 1..len {
+                for (special, next) in [(b'"', b'#'), (b'\\', b']'), (0x1f, b' '), (0, 1)] {
+                    let mut bytes = vec![b'x'; len];
+                    bytes[start - 1] = special;
+                    bytes[start] = next;
+                    let want = if next < 0x20 { start } else { len };
+                    assert_eq!(
+                        string_special(&bytes, start),
+                        want,
+                        "len {len} start {start} {special:#x}"
+                    );
+                }
+            }
+        }
+        // What the bug did to whole texts.
+        for text in [
+            r##"{"aaaaaa":"#x"}"##,
+            r##"      "#""##,
+            r##"["xxxxxxx","\\]"]"##,
+        ] {
+            assert!(check(text).is_ok(), "{text}");
+        }
+        assert_eq!(string_value("\"#abcde\""), "#abcde");
+    }
+
+    #[test]
+    fn name_members_and_elements() {
+        let names = ["name", "value"];
+        let obj = r#"{"Value": 1, "name": null, "a": [2, 3], "NAME": "x", "value": 2, "Value": 3}"#;
+        // `NAME` is the first non-null `name`; `Value` keeps its place
+        // before `value` and takes its last value.
+        assert_eq!(name_member(obj, &names), Some("\"x\""));
+        assert_eq!(
+            name_member(r#"{"Value": 1, "value": 2, "Value": 3}"#, &names),
+            Some("3")
+        );
+        assert_eq!(
+            name_member(r#"{"n\u0061me": "esc"}"#, &names),
+            Some("\"esc\"")
+        );
+        assert_eq!(name_member("{}", &names), None);
+        assert_eq!(name_member(r#"{"name": null}"#, &names), None);
         assert_eq!(
             elements(r#"[ 1, {"a": [2]}, "s" ]"#),
             ["1", r#"{"a": [2]}"#, "\"s\""]
         );
         assert!(elements("[]").is_empty());
-        assert!(members("{ }").is_empty());
+    }
+
+    #[test]
+    fn key_index_finds_keys_before_and_after_it_grows() {
+        let mut index = KeyIndex::default();
+        for i in 0..100 {
+            assert_eq!(index.get_or_insert(format!("k{i}"), i), None);
+        }
+        for i in 0..100 {
+            assert_eq!(index.get_or_insert(format!("k{i}"), 1000), Some(i));
+        }
     }
 
     #[test]

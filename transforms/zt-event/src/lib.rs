@@ -25,7 +25,7 @@ use serde_json::Value;
 pub mod json;
 
 pub use json::ParseError;
-use json::{Scanner, Span, elements, members, string_value};
+use json::{KeyIndex, Scanner, Span, elements, name_member, string_value};
 
 /// One parsed webhook event.
 ///
@@ -189,7 +189,7 @@ pub fn severity_matches(severity: &Severity, entries: &[String]) -> bool {
 
 /// Calls `f` with [`normalize`]`(s)`, without allocating for short ASCII
 /// text (the normal case).
-fn with_normalized<R>(s: &str, f: impl FnOnce(&[u8]) -> R) -> R {
+pub(crate) fn with_normalized<R>(s: &str, f: impl FnOnce(&[u8]) -> R) -> R {
     let mut buf = [0u8; 64];
     let mut n = 0;
     for &b in s.as_bytes() {
@@ -491,6 +491,11 @@ struct Candidate<'a> {
     /// Position of the wrapper's key among the top-level keys (`None`: the
     /// key is at the top level).
     wrapper: Option<u32>,
+    /// Index of that wrapper in `Scan::wrappers`, and its generation when
+    /// the value was seen: a repeated wrapper starts a new generation and
+    /// what the older ones held no longer counts.
+    wrapper_slot: u32,
+    generation: u32,
     /// Position of the key in its object (first occurrence: a repeated key
     /// keeps its first place and takes its last value, as in a DOM).
     position: u32,
@@ -515,44 +520,66 @@ impl Candidate<'_> {
 }
 
 /// The scan's state: candidates so far and the wrappers seen.
-#[derive(Default)]
+///
+/// Repeated keys are found through [`KeyIndex`]es, not by comparing every
+/// key with every other: an event with thousands of spellings of `id` (or
+/// of `event`) costs linear time, not quadratic.
 struct Scan<'a> {
     candidates: Vec<Candidate<'a>>,
-    /// Wrapper keys at the top level with their first position.
-    wrappers: Vec<(Cow<'a, str>, u32)>,
+    /// (wrapper slot, key) of each candidate, to its index.
+    candidate_index: KeyIndex<(u32, Cow<'a, str>)>,
+    /// Wrapper keys at the top level: (first position, generation).
+    wrappers: Vec<(u32, u32)>,
+    /// Wrapper key to its index in `wrappers`.
+    wrapper_index: KeyIndex<Cow<'a, str>>,
 }
 
+/// `wrapper_slot` of top-level candidates.
+const TOP: u32 = u32::MAX;
+
 impl<'a> Scan<'a> {
+    fn new() -> Scan<'a> {
+        Scan {
+            candidates: Vec::with_capacity(16),
+            candidate_index: KeyIndex::default(),
+            wrappers: Vec::new(),
+            wrapper_index: KeyIndex::default(),
+        }
+    }
+
+    /// Whether a candidate belongs to the latest value of its wrapper.
+    fn current(&self, c: &Candidate) -> bool {
+        c.wrapper_slot == TOP || self.wrappers[c.wrapper_slot as usize].1 == c.generation
+    }
+
     /// Records a value under a candidate key; a repeated key replaces the
-    /// value in place.
+    /// value in place (and keeps its first position, unless what it
+    /// replaces belonged to an earlier value of its wrapper).
     fn add(&mut self, c: Candidate<'a>) {
-        if let Some(old) = self
-            .candidates
-            .iter_mut()
-            // Equal keys have equal kinds: compare the numbers first.
-            .find(|o| {
-                o.field == c.field
-                    && o.preference == c.preference
-                    && o.wrapper == c.wrapper
-                    && o.key == c.key
-            })
+        let next = self.candidates.len();
+        match self
+            .candidate_index
+            .get_or_insert((c.wrapper_slot, c.key.clone()), next)
         {
-            old.value = c.value;
-            old.null = c.null;
-        } else {
-            self.candidates.push(c);
+            Some(i) if self.current(&self.candidates[i]) => {
+                let old = &mut self.candidates[i];
+                old.value = c.value;
+                old.null = c.null;
+            }
+            Some(i) => self.candidates[i] = c,
+            None => self.candidates.push(c),
         }
     }
 
     /// The best non-null value per field.
     fn finish(self) -> Fields {
-        let mut best: [Option<Candidate<'a>>; FIELDS.len()] = Default::default();
-        for c in self.candidates {
-            if c.null {
+        let mut best: [Option<&Candidate<'a>>; FIELDS.len()] = Default::default();
+        for c in &self.candidates {
+            if c.null || !self.current(c) {
                 continue;
             }
             let slot = &mut best[c.field as usize];
-            if slot.as_ref().is_none_or(|b| c.rank() < b.rank()) {
+            if slot.is_none_or(|b| c.rank() < b.rank()) {
                 *slot = Some(c);
             }
         }
@@ -576,10 +603,16 @@ impl<'a> Scan<'a> {
             match classify_key(&key) {
                 KeyKind::Field(field, preference) => {
                     let value = sc.value()?;
+                    let (slot, generation) = match wrapper {
+                        Some(slot) => (slot, self.wrappers[slot as usize].1),
+                        None => (TOP, 0),
+                    };
                     self.add(Candidate {
                         field,
                         preference,
-                        wrapper,
+                        wrapper: wrapper.map(|slot| self.wrappers[slot as usize].0),
+                        wrapper_slot: slot,
+                        generation,
                         position: here,
                         key,
                         null: sc.is_null(value),
@@ -589,19 +622,20 @@ impl<'a> Scan<'a> {
                 KeyKind::Wrapper if wrapper.is_none() => {
                     // A repeated wrapper keeps its first place and its last
                     // value: forget what the earlier one held.
-                    let at = match self.wrappers.iter().find(|(k, _)| *k == key) {
-                        Some(&(_, at)) => {
-                            self.candidates.retain(|c| c.wrapper != Some(at));
-                            at
+                    let next = self.wrappers.len();
+                    let slot = match self.wrapper_index.get_or_insert(key, next) {
+                        Some(slot) => {
+                            self.wrappers[slot].1 += 1;
+                            slot
                         }
                         None => {
-                            self.wrappers.push((key, here));
-                            here
+                            self.wrappers.push((here, 0));
+                            next
                         }
                     };
                     sc.skip_ws();
                     if sc.peek() == Some(b'{') {
-                        self.object(sc, Some(at))?;
+                        self.object(sc, Some(slot as u32))?;
                     } else {
                         sc.value()?;
                     }
@@ -623,10 +657,7 @@ impl Event {
     pub fn parse(body: impl Into<String>) -> Result<Event, ParseError> {
         let text: String = body.into();
         let fields = {
-            let mut scan = Scan {
-                candidates: Vec::with_capacity(16),
-                wrappers: Vec::new(),
-            };
+            let mut scan = Scan::new();
             let mut sc = Scanner::new(&text);
             sc.skip_ws();
             if sc.peek() == Some(b'{') {
@@ -799,17 +830,6 @@ const NAME_KEYS: &[&str] = &[
     "username",
 ];
 
-/// The first member of an object, in the order of `keys` (normalised
-/// names), whose value is not null.
-fn find_in<'a>(obj: &[(Cow<'_, str>, &'a str)], keys: &[&str]) -> Option<&'a str> {
-    // Preference follows `keys`, not the object's order.
-    keys.iter().find_map(|want| {
-        obj.iter()
-            .find(|(k, v)| *v != "null" && normalize(k) == *want)
-            .map(|(_, v)| *v)
-    })
-}
-
 /// A value (JSON text) as text; objects give their name-like member,
 /// arrays their items joined.
 fn scalar_text(raw: &str) -> Option<Cow<'_, str>> {
@@ -821,7 +841,7 @@ fn scalar_text(raw: &str) -> Option<Cow<'_, str>> {
         b'-' | b'0'..=b'9' => Some(number_text(raw)),
         b't' => Some(Cow::Borrowed("true")),
         b'f' => Some(Cow::Borrowed("false")),
-        b'{' => find_in(&members(raw), NAME_KEYS)
+        b'{' => name_member(raw, NAME_KEYS)
             .and_then(scalar_text)
             .map(|s| Cow::Owned(s.into_owned())),
         b'[' => {
@@ -1243,6 +1263,62 @@ mod tests {
             assert_eq!(list_text(raw), dom::list_text(&dom), "list {raw}");
             assert_eq!(time_rfc3339(raw), dom::time(&dom), "time {raw}");
         }
+    }
+
+    /// A key spelled the `n`th way: `n` in base 3 as `_`, `-` and ` `
+    /// after the first letter of `word` (all one key once normalised).
+    fn spelling(word: &str, mut n: usize) -> String {
+        let mut chars = word.chars();
+        let mut out: String = chars.next().into_iter().collect();
+        while n > 0 {
+            out.push(['_', '-', ' '][n % 3]);
+            n /= 3;
+        }
+        out.extend(chars);
+        out
+    }
+
+    #[test]
+    fn thousands_of_spellings_of_one_key_are_read_in_linear_time() {
+        // Hostile shapes that a comparison of every key with every other
+        // would make quadratic: many spellings of a field, of a wrapper,
+        // and of an object's `name`.  (Correctness is asserted; a
+        // quadratic version would take minutes here, not milliseconds.)
+        let n = 20_000;
+        let keys: Vec<String> = (0..n).map(|i| spelling("id", i)).collect();
+        let members: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                format!(
+                    "{:?}: {}",
+                    k,
+                    if i + 1 == keys.len() {
+                        "\"last\""
+                    } else {
+                        "null"
+                    }
+                )
+            })
+            .collect();
+        let e = Event::parse(format!("{{{}}}", members.join(","))).unwrap();
+        assert_eq!(e.id().as_deref(), Some("last"));
+
+        let wrappers: Vec<String> = (0..n)
+            .map(|i| format!("{:?}: {{\"user\": \"u{i}\"}}", spelling("event", i)))
+            .collect();
+        let e = Event::parse(format!("{{{}}}", wrappers.join(","))).unwrap();
+        assert_eq!(e.user().as_deref(), Some("u0"));
+
+        let names: Vec<String> = (0..n)
+            .map(|i| format!("{:?}: null", spelling("name", i)))
+            .collect();
+        let e = Event::parse(format!(
+            "{{\"user\": {{{}, \"name\": \"n\"}}}}",
+            names.join(",")
+        ))
+        .unwrap();
+        assert_eq!(e.user().as_deref(), Some("n"));
     }
 
     #[test]
