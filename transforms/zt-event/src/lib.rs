@@ -1265,6 +1265,149 @@ mod tests {
         }
     }
 
+    /// Mutated events (bytes inserted, deleted, replaced and duplicated,
+    /// from an alphabet of JSON's own characters and their neighbours)
+    /// must be accepted exactly when serde_json accepts them, and then read
+    /// exactly as a DOM lookup reads them.  Deterministic (a fixed seed);
+    /// `ZT_EVENT_MUTATIONS=300000` runs more.
+    #[test]
+    fn mutated_events_are_judged_and_read_as_serde_json_does() {
+        let rounds: usize = std::env::var("ZT_EVENT_MUTATIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(6000);
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/events");
+        let mut seeds: Vec<String> = std::fs::read_dir(fixtures)
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        seeds.push(SAMPLE.to_string());
+        seeds.push(
+            r##"{"event": {"id": "w", "user": {"name": "n"}}, "files": ["a", "#b", "\\]"]}"##
+                .into(),
+        );
+        const ALPHABET: &[&str] = &[
+            "\"",
+            "\\",
+            "#",
+            "]",
+            "[",
+            "{",
+            "}",
+            ":",
+            ",",
+            " ",
+            "\n",
+            "\t",
+            "\u{1f}",
+            "!",
+            "-",
+            "+",
+            ".",
+            "e",
+            "E",
+            "0",
+            "1",
+            "9",
+            "u",
+            "\\u",
+            "\\ud800",
+            "\\udc00",
+            "d8",
+            "null",
+            "true",
+            "\u{e9}",
+            "\u{1f600}",
+            "a",
+            "id",
+            "\"id\":",
+            "1e400",
+            "\u{0}",
+        ];
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let (mut accepted, mut refused) = (0, 0);
+        for round in 0..rounds {
+            let mut text = seeds[round % seeds.len()].clone();
+            for _ in 0..=next(3) {
+                let mut at = next(text.len() + 1);
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                let piece = ALPHABET[next(ALPHABET.len())];
+                match next(4) {
+                    0 => text.insert_str(at, piece),
+                    1 => {
+                        let mut end = (at + 1 + next(4)).min(text.len());
+                        while !text.is_char_boundary(end) {
+                            end += 1;
+                        }
+                        text.replace_range(at..end, "");
+                    }
+                    2 => {
+                        let mut end = (at + 1).min(text.len());
+                        while !text.is_char_boundary(end) {
+                            end += 1;
+                        }
+                        text.replace_range(at..end, piece);
+                    }
+                    _ => {
+                        let copy = text[at..].chars().take(8).collect::<String>();
+                        text.insert_str(at, &copy);
+                    }
+                }
+            }
+            let dom = serde_json::from_str::<Value>(&text);
+            let ours = Event::parse(text.as_str());
+            assert_eq!(
+                ours.is_ok(),
+                dom.is_ok(),
+                "{text:?}: {:?} / {:?}",
+                ours.err(),
+                dom.err()
+            );
+            let (Ok(ev), Ok(dom)) = (ours, dom) else {
+                refused += 1;
+                continue;
+            };
+            accepted += 1;
+            assert_eq!(ev.raw(), &dom, "{text:?}");
+            for (f, keys) in FIELDS.iter().enumerate() {
+                let got = ev
+                    .find(f)
+                    .map(|t| serde_json::from_str::<Value>(t).expect("a value"));
+                assert_eq!(
+                    got.as_ref(),
+                    reference_find(&dom, keys),
+                    "field {f} of {text:?}"
+                );
+            }
+            for field in [F_ID, F_USER, F_STATE] {
+                let want = reference_find(&dom, FIELDS[field]).and_then(dom::scalar_text);
+                let got = ev.find(field).and_then(scalar_text).map(Cow::into_owned);
+                assert_eq!(got, want, "text of field {field} of {text:?}");
+            }
+            for field in [F_FILE, F_IP, F_DETECTOR] {
+                let want = reference_find(&dom, FIELDS[field])
+                    .map(dom::list_text)
+                    .unwrap_or_default();
+                assert_eq!(ev.list(field), want, "list {field} of {text:?}");
+            }
+        }
+        // Both outcomes are exercised.
+        assert!(
+            accepted > 500 && refused > 500,
+            "{accepted} accepted, {refused} refused"
+        );
+    }
+
     /// A key spelled the `n`th way: `n` in base 3 as `_`, `-` and ` `
     /// after the first letter of `word` (all one key once normalised).
     fn spelling(word: &str, mut n: usize) -> String {
