@@ -181,10 +181,10 @@ impl Intake {
             return Err(IntakeError::Empty);
         }
         check_depth(text, self.limits.max_json_depth)?;
-        // serde_json checks the text (its messages say what is wrong and
-        // where) without building a DOM; the event model reads it once more.
-        serde_json::from_str::<serde::de::IgnoredAny>(text)
-            .map_err(|e| IntakeError::Json(e.to_string()))?;
+        // One pass checks the JSON (accepting and refusing exactly what
+        // serde_json does: a test in zt-event compares them) and notes where
+        // the fields lie; no DOM is built.
+        let event = zt_event::Event::parse(text).map_err(|e| IntakeError::Json(e.to_string()))?;
         let kind = match text.trim_start().as_bytes().first() {
             Some(b'{') => None,
             Some(b'[') => Some("an array"),
@@ -196,7 +196,6 @@ impl Intake {
         if let Some(kind) = kind {
             return Err(IntakeError::NotObject(kind));
         }
-        let event = zt_event::Event::parse(text).map_err(|e| IntakeError::Json(e.to_string()))?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         // A random part so receipt IDs cannot be enumerated (RandomState
         // is seeded from the OS per process and per thread).

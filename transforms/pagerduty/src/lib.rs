@@ -198,7 +198,7 @@ fn request_body(settings: &Settings, input: EventInput) -> Result<(String, Pendi
         let received = Received {
             receipt_id: &receipt_id,
             received_at: &received_at,
-            event: ev.raw_text().unwrap_or("null"),
+            event: ev.raw_text(),
         };
         fit(&head, &payload, &received)
     };
@@ -219,7 +219,7 @@ fn dedup_key(ev: &Event) -> String {
             }
         }
         None => {
-            let body = ev.raw_text().unwrap_or_default();
+            let body = ev.raw_text();
             let k = format!(
                 "superna-zt-body-{}",
                 &text::sha256_hex(body.as_bytes())[..32]

@@ -703,8 +703,8 @@ impl Event {
     }
 
     /// The JSON text as received; valid JSON.
-    pub fn raw_text(&self) -> Option<&str> {
-        Some(&self.text)
+    pub fn raw_text(&self) -> &str {
+        &self.text
     }
 
     /// The JSON text of a field's value: the first of its candidate keys
