@@ -8,10 +8,11 @@
 //! metered.  The scanner walks the text once, checks it is JSON (RFC 8259:
 //! one value, nothing but whitespace around it), and hands out byte ranges
 //! of the values its caller asks about.  Nothing is decoded until an
-//! accessor wants it ([`string_value`], [`elements`], [`members`]).
+//! accessor wants it ([`string_value`], [`elements`], [`name_member`]).
 //!
 //! Nesting is tracked on a heap stack, never by recursion, so no input can
-//! exhaust the (small) stack of a wasm guest.
+//! exhaust the (small) stack of a wasm guest; as in serde_json, at most
+//! [`MAX_DEPTH`] arrays and objects may be open at once.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -57,7 +58,14 @@ pub(crate) struct Scanner<'a> {
     pub at: usize,
     /// Open containers while skipping a value: true for objects.
     stack: Vec<bool>,
+    /// Containers open around the value being read that the caller walks
+    /// itself (the event's object, a wrapper object), for [`MAX_DEPTH`].
+    pub outer: usize,
 }
+
+/// Arrays and objects open at once, at most: serde_json's recursion limit
+/// (it refuses the 128th), so both refuse the same texts.
+pub const MAX_DEPTH: usize = 127;
 
 const QUOTES: u64 = 0x2222_2222_2222_2222;
 const BACKSLASHES: u64 = 0x5c5c_5c5c_5c5c_5c5c;
@@ -131,6 +139,7 @@ impl<'a> Scanner<'a> {
             bytes: text.as_bytes(),
             at: 0,
             stack: Vec::new(),
+            outer: 0,
         }
     }
 
@@ -303,12 +312,11 @@ impl<'a> Scanner<'a> {
                 return Err(self.error("invalid number"));
             }
         }
-        // As serde_json: a number too large for an f64 is an error (only
-        // an exponent or over 300 digits can get there).
+        // As serde_json: a number too large for an f64 is an error.  Only
+        // an exponent or over 300 digits can get there; serde_json's own
+        // parser then decides (its rounding near f64::MAX is not Rust's).
         if (exponent || self.at - start > 300)
-            && self.text[start..self.at]
-                .parse::<f64>()
-                .is_ok_and(f64::is_infinite)
+            && serde_json::from_str::<serde_json::Number>(&self.text[start..self.at]).is_err()
         {
             self.at = start;
             return Err(self.error("number out of range"));
@@ -348,6 +356,9 @@ impl<'a> Scanner<'a> {
                     self.at += 1;
                     let object = open == b'{';
                     self.skip_ws();
+                    if self.outer + self.stack.len() >= MAX_DEPTH {
+                        return Err(self.error("recursion limit exceeded"));
+                    }
                     if !self.eat(if object { b'}' } else { b']' }) {
                         self.stack.push(object);
                         if object {
@@ -731,6 +742,9 @@ mod tests {
             r#""\ud83d\ude00 \uD834\uDD1E""#,
             "1e308",
             "1e-400",
+            // ... and these down to it.
+            "1.79769313486231582e308",
+            "1.79769313486231597e308",
             "123456789012345678901234567890",
         ] {
             assert!(
@@ -783,6 +797,9 @@ mod tests {
             "1e400",
             "-1E+309",
             "[1.5e999]",
+            // serde_json rounds these up past f64::MAX.
+            "1.7976931348623158e308",
+            "17976931348623158e292",
         ] {
             assert!(
                 serde_json::from_str::<serde_json::Value>(text).is_err(),
@@ -793,9 +810,16 @@ mod tests {
     }
 
     #[test]
-    fn deep_nesting_does_not_recurse() {
-        let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
-        assert!(check(&deep).is_ok());
+    fn nesting_is_limited_as_in_serde_json_without_recursing() {
+        for depth in [1, 126, 127, 128, 129, 200_000] {
+            let arrays = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let objects = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+            for text in [arrays, objects] {
+                let serde = serde_json::from_str::<serde_json::Value>(&text).is_ok();
+                assert_eq!(check(&text).is_ok(), serde, "depth {depth}");
+                assert_eq!(serde, depth <= MAX_DEPTH, "depth {depth}");
+            }
+        }
         let open = "[{\"a\":".repeat(100_000);
         assert!(check(&open).is_err());
     }

@@ -588,9 +588,16 @@ impl<'a> Scan<'a> {
 
     /// Reads the members of the object the scanner is at (its `{`): the
     /// top level (`wrapper` None) or one wrapper object (`wrapper` its
-    /// position).
+    /// index in `wrappers`).
     fn object(&mut self, sc: &mut Scanner<'a>, wrapper: Option<u32>) -> Result<(), ParseError> {
         sc.at += 1; // `{`
+        sc.outer += 1;
+        let read = self.members(sc, wrapper);
+        sc.outer -= 1;
+        read
+    }
+
+    fn members(&mut self, sc: &mut Scanner<'a>, wrapper: Option<u32>) -> Result<(), ParseError> {
         sc.skip_ws();
         if sc.eat(b'}') {
             return Ok(());
@@ -1289,6 +1296,8 @@ mod tests {
                 .into(),
         );
         const ALPHABET: &[&str] = &[
+            "1.7976931348623158e308",
+            "[[[[[[[[[[[[[[[[",
             "\"",
             "\\",
             "#",
@@ -1406,6 +1415,22 @@ mod tests {
             accepted > 500 && refused > 500,
             "{accepted} accepted, {refused} refused"
         );
+    }
+
+    #[test]
+    fn nesting_inside_the_event_and_its_wrapper_counts_as_serde_json_counts_it() {
+        for d in 123..=129 {
+            let inner = format!("{}1{}", "[".repeat(d), "]".repeat(d));
+            for text in [
+                format!(r#"{{"event": {{"id": {inner}}}}}"#),
+                format!(r#"{{"other": {{"id": {inner}}}}}"#),
+                format!(r#"{{"id": {inner}}}"#),
+                inner.clone(),
+            ] {
+                let serde = serde_json::from_str::<Value>(&text).is_ok();
+                assert_eq!(Event::parse(text.as_str()).is_ok(), serde, "{d}: {text}");
+            }
+        }
     }
 
     /// A key spelled the `n`th way: `n` in base 3 as `_`, `-` and ` `
