@@ -1112,15 +1112,22 @@ mod tests {
         None
     }
 
-    #[test]
-    fn scan_finds_what_a_dom_lookup_finds() {
+    /// The example events of the end-to-end tests.
+    fn fixture_events() -> Vec<String> {
         let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/events");
-        let mut bodies: Vec<String> = std::fs::read_dir(fixtures)
+        let bodies: Vec<String> = std::fs::read_dir(fixtures)
             .map(|d| {
                 d.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
                     .collect()
             })
             .unwrap_or_default();
+        assert!(bodies.len() >= 8, "fixtures missing from {fixtures}");
+        bodies
+    }
+
+    #[test]
+    fn scan_finds_what_a_dom_lookup_finds() {
+        let mut bodies = fixture_events();
         bodies.extend(
             [
                 SAMPLE,
@@ -1283,13 +1290,7 @@ mod tests {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(6000);
-        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/events");
-        let mut seeds: Vec<String> = std::fs::read_dir(fixtures)
-            .map(|d| {
-                d.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut seeds = fixture_events();
         seeds.push(SAMPLE.to_string());
         seeds.push(
             r##"{"event": {"id": "w", "user": {"name": "n"}}, "files": ["a", "#b", "\\]"]}"##
