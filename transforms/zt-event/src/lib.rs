@@ -29,7 +29,7 @@ use json::{KeyIndex, Scanner, Span, elements, name_member, string_value};
 
 /// One parsed webhook event.
 ///
-/// Parsing builds no DOM: one pass over the JSON text ([`scan`]) checks
+/// Parsing builds no DOM: one pass over the JSON text ([`json`]) checks
 /// it, and keeps, per field, where the value that field reads lies in the
 /// text (the best candidate, chosen exactly as a lookup in the full DOM
 /// would choose it).  Accessors decode only what they are asked for;
