@@ -198,9 +198,8 @@ fn request_body(settings: &Settings, input: EventInput) -> Result<(String, Pendi
         let received = Received {
             receipt_id: &receipt_id,
             received_at: &received_at,
-            event: ev.raw_text(),
         };
-        fit(&head, &payload, &received)
+        fit(&head, &payload, &received, ev.raw_text())
     };
     Ok((body, Pending { action, dedup_key }))
 }
@@ -328,8 +327,6 @@ impl Head<'_> {
 struct Received<'a> {
     receipt_id: &'a str,
     received_at: &'a str,
-    /// The event's JSON text as received.
-    event: &'a str,
 }
 
 /// `payload` of a trigger: what PagerDuty shows, and the fields ztbridge
@@ -360,7 +357,7 @@ struct Payload<'e> {
 
 /// At most `max` characters, borrowed when nothing is cut.
 fn bounded<'e>(s: Cow<'e, str>, max: usize) -> Cow<'e, str> {
-    if s.len() <= max || s.chars().count() <= max {
+    if s.len() <= max {
         s
     } else {
         Cow::Owned(text::truncate_chars(&s, max))
@@ -526,12 +523,12 @@ fn minify(json: &str) -> String {
 
 /// The trigger's body, within PagerDuty's size limit: the event as
 /// received; else without its whitespace; else shrunk (rare: a huge event).
-fn fit(head: &Head, payload: &Payload, received: &Received) -> String {
-    let text = head.write(Some((payload, received, received.event)));
+fn fit(head: &Head, payload: &Payload, received: &Received, event: &str) -> String {
+    let text = head.write(Some((payload, received, event)));
     if text.len() <= MAX_REQUEST_BYTES {
         return text;
     }
-    let text = head.write(Some((payload, received, &minify(received.event))));
+    let text = head.write(Some((payload, received, &minify(event))));
     if text.len() <= MAX_REQUEST_BYTES {
         return text;
     }
