@@ -18,13 +18,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ztbridge_runtime::bindings::types::{Event, HttpResponse, Step};
-use ztbridge_runtime::cache::CompileCache;
-use ztbridge_runtime::engine::{Engine, Limits};
-use ztbridge_runtime::redact::Redactor;
+use ztbridge_runtime::sandbox::bindings::types::{Event, HttpResponse, Step};
+use ztbridge_runtime::sandbox::CompileCache;
+use ztbridge_runtime::{config::Limits, sandbox::Engine};
+use ztbridge_runtime::text::Redactor;
 use ztbridge_runtime::sandbox::{FlowContext, Sandbox};
-use ztbridge_runtime::state::{MemoryState, StateStore};
-use ztbridge_runtime::transform::Transform;
+use ztbridge_runtime::store::{MemoryState, TransformState};
+use ztbridge_runtime::sandbox::Transform;
 
 const WASM_DIR: &str = env!("ZTBRIDGE_WASM_DIR");
 
@@ -36,7 +36,7 @@ struct Case {
     events: usize,
 }
 
-fn one(engine: &Engine, case: &Case, event: &Event, state: &Arc<dyn StateStore>) -> u64 {
+fn one(engine: &Engine, case: &Case, event: &Event, state: &Arc<dyn TransformState>) -> u64 {
     let ctx = FlowContext::new(
         Arc::from("route"),
         case.config.clone(),
@@ -54,7 +54,7 @@ fn one(engine: &Engine, case: &Case, event: &Event, state: &Arc<dyn StateStore>)
 }
 
 /// Median microseconds per event over 10 batches; fuel of one event.
-fn measure(engine: &Engine, case: &Case, event: &Event, state: &Arc<dyn StateStore>) -> (f64, u64) {
+fn measure(engine: &Engine, case: &Case, event: &Event, state: &Arc<dyn TransformState>) -> (f64, u64) {
     let batches = 10;
     let per_batch = (case.events / batches).max(1);
     let mut fuel = 0;
@@ -117,7 +117,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let engine = Engine::new(Limits::default()).expect("engine");
-    let state: Arc<dyn StateStore> = Arc::new(MemoryState::default());
+    let state: Arc<dyn TransformState> = Arc::new(MemoryState::default());
     let body = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/events/critical-lockout.json"

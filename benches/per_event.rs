@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ztbridge_runtime::bindings::types::{Event, HttpResponse, Step};
-use ztbridge_runtime::engine::{Engine, Limits};
-use ztbridge_runtime::redact::Redactor;
+use ztbridge_runtime::sandbox::bindings::types::{Event, HttpResponse, Step};
+use ztbridge_runtime::{config::Limits, sandbox::Engine};
+use ztbridge_runtime::text::Redactor;
 use ztbridge_runtime::sandbox::{FlowContext, Sandbox};
-use ztbridge_runtime::state::{MemoryState, StateStore};
-use ztbridge_runtime::transform::Transform;
+use ztbridge_runtime::store::{MemoryState, TransformState};
+use ztbridge_runtime::sandbox::Transform;
 
 const WASM_DIR: &str = env!("ZTBRIDGE_WASM_DIR");
 
@@ -26,7 +26,7 @@ struct Case {
     event: Event,
     /// Canned responses fed back step by step (empty: only `start`).
     responses: Vec<Vec<HttpResponse>>,
-    state: Arc<dyn StateStore>,
+    state: Arc<dyn TransformState>,
 }
 
 fn one(engine: &Engine, case: &Case) {
@@ -96,9 +96,9 @@ fn main() {
     let batches = 20;
     let per_batch = (iters / batches).max(1);
     let engine = Engine::new(Limits::default()).expect("engine");
-    let state: Arc<dyn StateStore> = Arc::new(MemoryState::default());
+    let state: Arc<dyn TransformState> = Arc::new(MemoryState::default());
     // Jitbit update: the category and the ticket are already known.
-    let known: Arc<dyn StateStore> = Arc::new(MemoryState::with(
+    let known: Arc<dyn TransformState> = Arc::new(MemoryState::with(
         "route",
         [
             (

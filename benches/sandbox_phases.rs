@@ -8,12 +8,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
-use ztbridge_runtime::bindings::types::Event;
-use ztbridge_runtime::engine::{Engine, Limits};
-use ztbridge_runtime::redact::Redactor;
+use ztbridge_runtime::sandbox::bindings::types::Event;
+use ztbridge_runtime::{config::Limits, sandbox::Engine};
+use ztbridge_runtime::text::Redactor;
 use ztbridge_runtime::sandbox::{FlowContext, Sandbox};
-use ztbridge_runtime::state::{MemoryState, StateStore};
-use ztbridge_runtime::transform::Transform;
+use ztbridge_runtime::store::{MemoryState, TransformState};
+use ztbridge_runtime::sandbox::Transform;
 
 fn main() {
     let engine = Engine::new(Limits::default()).unwrap();
@@ -23,7 +23,7 @@ fn main() {
         .ok()
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| env!("ZTBRIDGE_WASM_DIR").to_string());
-    let state: Arc<dyn StateStore> = Arc::new(MemoryState::default());
+    let state: Arc<dyn TransformState> = Arc::new(MemoryState::default());
     let body = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/events/critical-lockout.json"

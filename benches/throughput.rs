@@ -184,7 +184,7 @@ fn main() {
         let addr = listener.local_addr().expect("addr");
         let run_app = app.clone();
         tokio::spawn(async move {
-            ztbridge_runtime::server::run(listener, run_app, std::future::pending()).await
+            run_app.serve(listener, std::future::pending()).await
         });
         let started = Instant::now();
         let zt = load(format!("http://{addr}/webhook"), bodies.clone(), clients).await;

@@ -380,7 +380,7 @@ async fn sighup_reloads_a_new_version_and_keeps_the_old_when_tampered() {
     let d1 = digest_of(&server, &r1);
     assert_eq!(
         d1,
-        ztbridge_runtime::transform::digest(&std::fs::read(&deployed).unwrap())
+        ztbridge_runtime::sandbox::digest(&std::fs::read(&deployed).unwrap())
     );
 
     // `config check` sees the same, and never prints the secret.
@@ -402,7 +402,7 @@ async fn sighup_reloads_a_new_version_and_keeps_the_old_when_tampered() {
     let v2 = p("v2.wasm");
     sign(&deployed, &p("keys/second.key"), &v2);
     std::fs::rename(&v2, &deployed).unwrap();
-    let d2 = ztbridge_runtime::transform::digest(&std::fs::read(&deployed).unwrap());
+    let d2 = ztbridge_runtime::sandbox::digest(&std::fs::read(&deployed).unwrap());
     assert_ne!(d1, d2);
     server.reload_and_wait_for("reloaded").await;
     let r2 = deliver_one(&server, &pd, "RSW-RELOAD-2").await;

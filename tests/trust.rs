@@ -59,7 +59,7 @@ fn build_app(keys: &Keys, file: &str, target: &str) -> Result<App, String> {
         keys.path("trusted.pub"),
     );
     let config = Config::parse(&text, "test").map_err(|e| e.to_string())?;
-    App::build(config, &builtins(), true).map_err(|e| e.to_string())
+    App::build(config, &builtins(), true).map_err(|e| ztbridge_runtime::text::error_chain(&e))
 }
 
 #[test]
@@ -168,7 +168,7 @@ async fn the_service_loads_only_trusted_intact_files() {
 
     let stripped = keys.component("stripped.wasm", Some("trusted"));
     let bytes =
-        ztbridge_runtime::signing::strip_signatures(&std::fs::read(&stripped).unwrap()).unwrap();
+        ztbridge_runtime::trust::signing::strip_signatures(&std::fs::read(&stripped).unwrap()).unwrap();
     std::fs::write(&stripped, &bytes).unwrap();
     let err = build_app(&keys, &stripped, &target)
         .err()
@@ -183,11 +183,7 @@ async fn the_service_loads_only_trusted_intact_files() {
     let app = Arc::new(build_app(&keys, &good, &target).expect("signed file loads"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(ztbridge_runtime::server::run(
-        listener,
-        app,
-        std::future::pending(),
-    ));
+    tokio::spawn(app.serve(listener, std::future::pending()));
     let resp = reqwest::Client::new()
         .post(format!("http://{addr}/webhook"))
         .header("content-type", "application/json")

@@ -1,34 +1,32 @@
 //! Builds the running service from a configuration: engine, transforms,
-//! routes, state store, transport and dispatcher.
+//! routes, store, transport, dispatcher and the HTTP state.  The
+//! composition root: it may import every module.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Builtins;
-use crate::auth::WebhookAuth;
-use crate::cache::CompileCache;
-use crate::config::{Config, ConfigError, TrustConfig};
-use crate::dispatch::Dispatcher;
-use crate::engine::{Engine, EngineError};
-use crate::intake::Intake;
-use crate::metrics::Metrics;
-use crate::outbound::{HttpTransport, TransportError};
-use crate::rate::RateLimits;
-use crate::route::{Route, RouteError};
-use crate::signing::{self, SigningError, TrustedKeys, load_public_keys};
-use crate::state::{SqliteState, StateError, StateStore};
+use crate::config::{Config, ConfigError};
+use crate::delivery::{Dispatcher, RouteSet};
+use crate::egress::{ClientError, HttpTransport};
+use crate::flow::{Route, RouteError};
+use crate::http::{HttpState, Intake, WebhookAuth};
+use crate::ops::Metrics;
+use crate::sandbox::{CompileCache, Engine, EngineError};
+use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
-use crate::transform::{Transform, TransformError};
+use crate::trust::{LoadError, SigningError, Trust, load_transform};
 
-/// The service's shared state, handed to the HTTP handlers.
+/// The running service.
 pub struct App {
     /// The configuration it was built from.
     pub config: Config,
+    /// The wasm engine every transform runs in.
     pub engine: Arc<Engine>,
-    pub intake: Intake,
+    /// What the HTTP handlers share (intake, dispatcher, auth, metrics).
+    pub http: Arc<HttpState>,
+    /// Stores webhooks and runs their deliveries.
     pub dispatcher: Arc<Dispatcher>,
-    /// Webhook authentication, when configured.
-    pub auth: Arc<Option<WebhookAuth>>,
     /// What `/metrics` exports.
     pub metrics: Arc<Metrics>,
     /// Whether a route with missing config is an error (a config file was
@@ -44,108 +42,23 @@ pub enum AppError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
-    Transform(#[from] TransformError),
+    Transform(#[from] LoadError),
     #[error(transparent)]
     Route(#[from] RouteError),
-    #[error("data directory {dir}: {error}")]
-    State { dir: String, error: StateError },
-    #[error("data directory {dir}: {error}")]
-    Store { dir: String, error: StoreError },
+    #[error("data directory {dir}")]
+    Store {
+        dir: String,
+        #[source]
+        error: StoreError,
+    },
     #[error(transparent)]
-    Transport(#[from] TransportError),
+    Client(#[from] ClientError),
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("[trust] keys: {0}")]
+    #[error("[trust] keys")]
     Trust(#[from] SigningError),
     #[error("no route is enabled: configure at least one (see the README)")]
     NoRoutes,
-}
-
-/// Which files may load.
-pub enum Trust {
-    /// Only files signed by one of these keys.
-    Keys(TrustedKeys),
-    /// Anything (development switch, dry runs).
-    AnyFile,
-}
-
-impl Trust {
-    /// From the `[trust]` config section.
-    pub fn from_config(cfg: &TrustConfig) -> Result<Trust, SigningError> {
-        if cfg.allow_unsigned {
-            tracing::warn!(
-                "DEVELOPMENT MODE: [trust] allow_unsigned = true: transform files load WITHOUT signature checks"
-            );
-            return Ok(Trust::AnyFile);
-        }
-        Ok(Trust::Keys(if cfg.keys.is_empty() {
-            TrustedKeys::new()
-        } else {
-            load_public_keys(&cfg.keys)?
-        }))
-    }
-}
-
-/// Loads `builtin:NAME` from the embedded set, anything else from a file
-/// whose signature `trust` accepts (checked before compiling).
-pub fn load_transform(
-    engine: &Engine,
-    spec: &str,
-    builtins: &Builtins,
-    trust: &Trust,
-) -> Result<Arc<Transform>, TransformError> {
-    load_transform_cached(engine, spec, builtins, trust, None)
-}
-
-/// [`load_transform`] with an on-disk compile cache (the signature is
-/// checked on the wasm bytes first; the cache is keyed by their digest).
-pub fn load_transform_cached(
-    engine: &Engine,
-    spec: &str,
-    builtins: &Builtins,
-    trust: &Trust,
-    cache: Option<&CompileCache>,
-) -> Result<Arc<Transform>, TransformError> {
-    match spec.strip_prefix("builtin:") {
-        Some(name) => {
-            let bytes = builtins
-                .get(name)
-                .ok_or_else(|| TransformError::UnknownBuiltin {
-                    name: name.to_string(),
-                    known: builtins.keys().cloned().collect::<Vec<_>>().join(", "),
-                })?;
-            Transform::load_with_cache(engine, spec, bytes, cache)
-        }
-        None => {
-            let bytes = std::fs::read(spec).map_err(|e| TransformError::Read {
-                origin: spec.to_string(),
-                message: e.to_string(),
-            })?;
-            match trust {
-                Trust::AnyFile => {
-                    if signing::signers(&bytes)
-                        .map(|s| s.is_empty())
-                        .unwrap_or(true)
-                    {
-                        tracing::warn!(
-                            file = spec,
-                            "loading an UNSIGNED transform (development mode)"
-                        );
-                    }
-                }
-                Trust::Keys(keys) => {
-                    let verified = signing::verify(&bytes, keys).map_err(|error| {
-                        TransformError::Untrusted {
-                            origin: spec.to_string(),
-                            error,
-                        }
-                    })?;
-                    tracing::info!(file = spec, signers = ?verified.key_ids, "transform signature verified");
-                }
-            }
-            Transform::load_with_cache(engine, spec, &bytes, cache)
-        }
-    }
 }
 
 impl App {
@@ -160,12 +73,6 @@ impl App {
         let trust = Trust::from_config(&config.trust)?;
         let engine = Arc::new(Engine::new(config.limits.clone())?);
         let data_dir = config.data_dir();
-        let state: Arc<dyn StateStore> = Arc::new(SqliteState::open(&data_dir).map_err(
-            |error| AppError::State {
-                dir: data_dir.display().to_string(),
-                error,
-            },
-        )?);
         let cache = CompileCache::new(data_dir.join("compile-cache"));
         let routes = build_routes(&config, &engine, builtins, &trust, strict, &cache)?;
         if routes.is_empty() && strict {
@@ -180,29 +87,33 @@ impl App {
             Duration::from_millis(config.limits.request_timeout_ms),
             config.limits.max_response_body_bytes,
         )?;
-        let store = Arc::new(Store::open(&data_dir).map_err(|error| AppError::Store {
-            dir: data_dir.display().to_string(),
-            error,
-        })?);
-        let rates = rate_limits(&config, &routes);
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&data_dir).map_err(|error| AppError::Store {
+                dir: data_dir.display().to_string(),
+                error,
+            })?);
+        let routes = route_set(&config, routes);
         let metrics = Arc::new(Metrics::new());
         let dispatcher = Dispatcher::new(
             engine.clone(),
             routes,
-            state,
             transport,
             config.delivery.clone(),
             store,
-            rates,
+            Some(data_dir),
             metrics.clone(),
         );
-        let intake = Intake::new(config.intake.clone());
+        let http = Arc::new(HttpState {
+            intake: Intake::new(config.intake.clone()),
+            dispatcher: dispatcher.clone(),
+            auth,
+            metrics: metrics.clone(),
+        });
         Ok(App {
             config,
             engine,
-            intake,
+            http,
             dispatcher,
-            auth,
             metrics,
             cache,
             strict,
@@ -222,7 +133,7 @@ fn build_routes(
 ) -> Result<Vec<Arc<Route>>, AppError> {
     let mut routes = Vec::new();
     for rc in config.routes.iter().filter(|r| r.enabled) {
-        let transform = load_transform_cached(engine, &rc.transform, builtins, trust, Some(cache))?;
+        let transform = load_transform(engine, &rc.transform, builtins, trust, Some(cache))?;
         match Route::build(rc, transform, &|k| std::env::var(k).ok()) {
             Ok(route) => {
                 tracing::info!(
@@ -244,13 +155,15 @@ fn build_routes(
     Ok(routes)
 }
 
-fn rate_limits(config: &Config, routes: &[Arc<Route>]) -> RateLimits {
-    RateLimits::new(
+/// The routes with the rate limits their config sets.
+fn route_set(config: &Config, routes: Vec<Arc<Route>>) -> RouteSet {
+    let limits = crate::delivery::rate::limits(
         config
             .routes
             .iter()
             .filter(|rc| routes.iter().any(|r| *r.name == *rc.name)),
-    )
+    );
+    RouteSet::new(routes, limits)
 }
 
 impl App {
@@ -294,9 +207,19 @@ impl App {
             .iter()
             .map(|r| format!("{} {}", r.name, r.transform.digest))
             .collect();
-        let rates = rate_limits(config, &routes);
-        self.dispatcher
-            .replace_routes(crate::dispatch::RouteSet::new(routes, rates));
+        self.dispatcher.replace_routes(route_set(config, routes));
         Ok(summary)
+    }
+}
+
+impl App {
+    /// Starts delivering and serves webhooks on `listener` until
+    /// `shutdown` completes, then drains.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        crate::http::run(listener, self.http.clone(), shutdown).await
     }
 }

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use anyhow::bail;
-use ztbridge_runtime::store::DeliveryState;
+use ztbridge_runtime::store::{DeliveryState, ListFilter};
+
+use ztbridge_runtime::time::rfc3339_millis;
 
 use super::StoreArgs;
 
@@ -33,8 +35,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None => bail!("--state {s}: expected pending, in_flight, delivered or failed"),
         },
     };
-    let store = args.store.open()?;
-    let rows = store.list(state, args.route.as_deref(), args.limit)?;
+    let open = args.store.open()?;
+    let rows = open.run(open.store.list(ListFilter {
+        state,
+        route: args.route.clone(),
+        limit: args.limit,
+    }))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
@@ -48,8 +54,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "RECEIPT", "RECEIVED", "EVENT ID", "ROUTE", "STATE", "TRY", "HTTP"
     );
     for r in rows {
-        let detail = match r.delivery.as_str() {
-            "pending" => match (&r.next_attempt_at, &r.reason) {
+        let detail = match r.delivery {
+            DeliveryState::Pending => match (r.next_attempt_ms.map(rfc3339_millis), &r.reason) {
                 (Some(at), Some(why)) => format!("next {at}; last: {why}"),
                 (Some(at), None) => format!("next {at}"),
                 _ => String::new(),
@@ -59,10 +65,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!(
             "{:<34} {:<24} {:<24} {:<12} {:<10} {:>3} {:>4}  {}",
             r.receipt_id,
-            r.received_at,
+            rfc3339_millis(r.received_ms),
             clip(r.event_id.as_deref().unwrap_or("-"), 24),
             clip(&r.route, 12),
-            r.delivery,
+            r.delivery.as_str(),
             r.attempts,
             r.last_status
                 .map(|s| s.to_string())

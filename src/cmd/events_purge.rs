@@ -25,8 +25,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.delivered_before
         )
     })?;
-    let store = args.store.open()?;
-    let n = store.purge_delivered_before(before)?;
+    let open = args.store.open()?;
+    let n = open.run(open.store.purge_delivered_before(before))?;
     println!(
         "purged {n} webhook{} delivered before {}",
         if n == 1 { "" } else { "s" },

@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 
 use anyhow::bail;
+use ztbridge_runtime::store::RetrySelection;
 
 use super::StoreArgs;
 
@@ -28,11 +29,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("name a receipt ID, or pass --all-failed");
     }
     let horizon_ms = args.store.config()?.delivery.horizon_ms();
-    let store = args.store.open()?;
-    let retried = store.retry_failed(args.id.clone(), args.route.clone(), horizon_ms)?;
+    let open = args.store.open()?;
+    let selection = RetrySelection {
+        receipt_id: args.id.clone(),
+        route: args.route.clone(),
+    };
+    let retried = open.run(open.store.retry_failed(selection, horizon_ms))?;
     if retried.is_empty() {
         match &args.id {
-            Some(id) if store.record(id, false)?.is_none() => {
+            Some(id) if open.run(open.store.record(id, false))?.is_none() => {
                 eprintln!("error: no webhook with receipt ID {id:?}");
                 return Ok(ExitCode::from(1));
             }

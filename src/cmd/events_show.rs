@@ -15,23 +15,24 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let store = args.store.open()?;
-    if let Some(record) = store.record(&args.id, true)? {
+    let open = args.store.open()?;
+    let store = &open.store;
+    if let Some(record) = open.run(store.record(&args.id, true))? {
         println!("{}", serde_json::to_string_pretty(&record)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let receipts = store.receipts_for_event_id(&args.id)?;
+    let receipts = open.run(store.receipts_for_event_id(&args.id))?;
     if receipts.is_empty() {
         eprintln!(
             "error: no webhook with receipt ID or event ID {:?} in {}",
             args.id,
-            store.path().display()
+            open.place
         );
         return Ok(ExitCode::from(1));
     }
     let records: Vec<_> = receipts
         .iter()
-        .filter_map(|r| store.record(r, true).transpose())
+        .filter_map(|r| open.run(store.record(r, true)).transpose())
         .collect::<Result<_, _>>()?;
     println!("{}", serde_json::to_string_pretty(&records)?);
     Ok(ExitCode::SUCCESS)

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ztbridge_runtime::signing::KeyPair;
+use ztbridge_runtime::trust::signing::KeyPair;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -15,7 +15,11 @@ pub mod transform_sign;
 pub mod transform_test;
 pub mod transform_verify;
 
+use std::sync::Arc;
+
 use ztbridge_runtime::config::LogFormat;
+use ztbridge_runtime::store::Store;
+use ztbridge_runtime::store::sqlite::SqliteStore;
 
 /// Logs to stderr: plain text (journald adds timestamps of its own but a
 /// terminal does not, so they stay) or JSON.  `RUST_LOG` overrides the
@@ -57,11 +61,36 @@ impl StoreArgs {
         })
     }
 
-    pub fn open(&self) -> anyhow::Result<ztbridge_runtime::store::Store> {
+    /// The store the service uses, for a command that runs to completion.
+    pub fn open(&self) -> anyhow::Result<OpenStore> {
         let dir = match &self.data_dir {
             Some(d) => d.clone(),
             None => self.config()?.data_dir(),
         };
-        Ok(ztbridge_runtime::store::Store::open_existing(&dir)?)
+        let store = SqliteStore::open_existing(&dir)?;
+        Ok(OpenStore {
+            place: store.describe(),
+            store: Arc::new(store),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        })
+    }
+}
+
+/// A store opened by a command, with the runtime its calls run on.
+pub struct OpenStore {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Where it is, for messages.
+    pub place: String,
+    /// Runs the store's async calls to completion.
+    rt: tokio::runtime::Runtime,
+}
+
+impl OpenStore {
+    /// Runs one store call to completion.
+    pub fn run<F: std::future::Future>(&self, call: F) -> F::Output {
+        self.rt.block_on(call)
     }
 }

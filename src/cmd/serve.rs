@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use ztbridge_runtime::app::App;
 use ztbridge_runtime::config::Config;
-use ztbridge_runtime::server;
 
 use crate::builtin;
 
@@ -46,7 +45,7 @@ pub fn run(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        server::run(listener, app, shutdown_signal())
+        app.clone().serve(listener, shutdown_signal())
             .await
             .context("server")?;
         tracing::info!("stopped");
@@ -74,7 +73,7 @@ async fn reload_on_sighup(
         // Notify only a running service: not before READY, not after STOPPING.
         let notify = app.dispatcher.is_running();
         if notify {
-            ztbridge_runtime::notify::reloading();
+            ztbridge_runtime::ops::notify::reloading();
         }
         let (app2, path, builtins2) = (app.clone(), config_path.clone(), builtins.clone());
         let result = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
@@ -86,7 +85,7 @@ async fn reload_on_sighup(
         })
         .await;
         match result {
-            Ok(Ok(routes)) => tracing::info!(?routes, "reloaded"),
+            Ok(Ok(routes)) => tracing::info!(routes = %routes.join(", "), "reloaded"),
             Ok(Err(e)) => {
                 tracing::error!("reload failed; the previous configuration keeps running: {e:#}")
             }
@@ -94,7 +93,7 @@ async fn reload_on_sighup(
                 tracing::error!("reload failed; the previous configuration keeps running: {e}")
             }
         }
-        ztbridge_runtime::notify::ready();
+        ztbridge_runtime::ops::notify::ready();
     }
 }
 

@@ -8,14 +8,15 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
-use ztbridge_runtime::app::{Trust, load_transform};
-use ztbridge_runtime::bindings::types::{Event, Header, HttpResponse};
+use ztbridge_runtime::trust::{Trust, load_transform};
+use ztbridge_runtime::sandbox::bindings::types::{Event, Header, HttpResponse};
 use ztbridge_runtime::config::{ConfigValue, RouteConfig};
-use ztbridge_runtime::engine::{Engine, Limits};
-use ztbridge_runtime::flow::{self, CannedTransport, FlowReport, Outcome};
-use ztbridge_runtime::route::Route;
-use ztbridge_runtime::state::{MemoryState, StateStore};
-use ztbridge_runtime::transform::Transform;
+use ztbridge_runtime::{config::Limits, sandbox::Engine};
+use ztbridge_runtime::egress::CannedTransport;
+use ztbridge_runtime::flow::{self, FlowReport, Outcome};
+use ztbridge_runtime::flow::Route;
+use ztbridge_runtime::store::{MemoryState, TransformState};
+use ztbridge_runtime::sandbox::Transform;
 
 use crate::builtin;
 
@@ -161,7 +162,7 @@ impl DryRun {
         };
         let route = Route::build(&route_config, self.transform, env)?;
         let memory = Arc::new(MemoryState::with(&self.route, self.state));
-        let state: Arc<dyn StateStore> = memory.clone();
+        let state: Arc<dyn TransformState> = memory.clone();
         let transport = CannedTransport::new(self.responses);
         let report = runtime.block_on(flow::run(engine, &route, &state, self.event, &transport));
         let after = memory.dump(&self.route)?;
@@ -198,9 +199,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let trust = if args.trusted.is_empty() {
         Trust::AnyFile
     } else {
-        Trust::Keys(ztbridge_runtime::signing::load_public_keys(&args.trusted)?)
+        Trust::Keys(ztbridge_runtime::trust::signing::load_public_keys(&args.trusted)?)
     };
-    let transform = load_transform(&engine, &args.transform, &builtin::all(), &trust)?;
+    let transform = load_transform(&engine, &args.transform, &builtin::all(), &trust, None)?;
     let name = args
         .route
         .clone()

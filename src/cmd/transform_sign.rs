@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ztbridge_runtime::signing;
+use ztbridge_runtime::trust::signing;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -36,7 +36,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "signed": out,
             "key_id": key.public_key().key_id(),
             "signers": signing::signers(&signed)?,
-            "digest": ztbridge_runtime::transform::digest(&signed),
+            "digest": ztbridge_runtime::sandbox::digest(&signed),
         }))?
     );
     Ok(ExitCode::SUCCESS)

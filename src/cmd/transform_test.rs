@@ -34,12 +34,12 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
-use ztbridge_runtime::bindings::types::Event;
-use ztbridge_runtime::cache::CompileCache;
+use ztbridge_runtime::sandbox::bindings::types::Event;
+use ztbridge_runtime::sandbox::CompileCache;
 use ztbridge_runtime::config::ConfigValue;
-use ztbridge_runtime::engine::{Engine, Limits};
+use ztbridge_runtime::{config::Limits, sandbox::Engine};
 use ztbridge_runtime::flow::FlowReport;
-use ztbridge_runtime::transform::Transform;
+use ztbridge_runtime::sandbox::Transform;
 
 use super::transform_run::{DryRun, offline_runtime, responses_from_json};
 use crate::builtin;
@@ -265,54 +265,28 @@ fn project_steps(actual: &Value, expect: &Value) -> Value {
     )
 }
 
-/// Line diff (longest common subsequence): `-` expected, `+` actual, with
-/// three lines of context around each change.
+/// Line diff (the `similar` crate's Myers diff, which stays fast on
+/// large bodies): `-` expected, `+` actual, with three lines of context
+/// around each change and `...` between hunks.
 pub(crate) fn diff(expected: &str, actual: &str) -> String {
-    let a: Vec<&str> = expected.lines().collect();
-    let b: Vec<&str> = actual.lines().collect();
-    if a.len() * b.len() > 25_000_000 {
-        return format!("--- expected\n{expected}\n+++ actual\n{actual}\n");
-    }
-    let (n, m) = (a.len(), b.len());
-    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    // (tag, line): ' ' same, '-' only expected, '+' only actual.
-    let mut ops = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < n || j < m {
-        if i < n && j < m && a[i] == b[j] {
-            ops.push((' ', a[i]));
-            i += 1;
-            j += 1;
-        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            ops.push(('-', a[i]));
-            i += 1;
-        } else {
-            ops.push(('+', b[j]));
-            j += 1;
-        }
-    }
-    let changed: Vec<usize> = (0..ops.len()).filter(|&k| ops[k].0 != ' ').collect();
+    let d = similar::TextDiff::from_lines(expected, actual);
     let mut out = String::from("    --- expected\n    +++ actual\n");
-    let mut last_shown: Option<usize> = None;
-    for (k, (tag, line)) in ops.iter().enumerate() {
-        let near = changed.iter().any(|&c| c.abs_diff(k) <= 3);
-        if !near {
-            continue;
-        }
-        if last_shown.is_some_and(|l| l + 1 < k) || (last_shown.is_none() && k > 0) {
+    for (n, group) in d.grouped_ops(3).iter().enumerate() {
+        let first = group.first().map_or(0, |op| op.old_range().start);
+        if n > 0 || first > 0 {
             out.push_str("    ...\n");
         }
-        out.push_str(&format!("    {tag} {line}\n"));
-        last_shown = Some(k);
+        for op in group {
+            for change in d.iter_changes(op) {
+                let tag = match change.tag() {
+                    similar::ChangeTag::Equal => ' ',
+                    similar::ChangeTag::Delete => '-',
+                    similar::ChangeTag::Insert => '+',
+                };
+                let line = change.value().trim_end_matches(['\n', '\r']);
+                out.push_str(&format!("    {tag} {line}\n"));
+            }
+        }
     }
     out
 }

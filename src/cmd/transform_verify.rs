@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use ztbridge_runtime::signing;
+use ztbridge_runtime::trust::signing;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,7 +33,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let trusted = signing::load_public_keys(&key_paths)?;
     let wasm = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let digest = ztbridge_runtime::transform::digest(&wasm);
+    let digest = ztbridge_runtime::sandbox::digest(&wasm);
     match signing::verify(&wasm, &trusted) {
         Ok(v) => {
             println!(

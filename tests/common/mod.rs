@@ -355,7 +355,7 @@ impl Server {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let run_app = app.clone();
         tokio::spawn(async move {
-            ztbridge_runtime::server::run(listener, run_app, async move {
+            run_app.serve(listener, async move {
                 let _ = rx.await;
             })
             .await

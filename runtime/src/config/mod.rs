@@ -1,0 +1,342 @@
+//! The TOML configuration (see `ztbridge.example.toml` and the README).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+
+use serde::{Deserialize, Serialize};
+
+mod limits;
+mod value;
+
+pub use limits::{DeliveryPolicy, IntakeLimits, Limits};
+pub use value::{ConfigValue, env_name};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the webhook server binds (keep it on loopback unless the
+    /// appliance must reach it over the network).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where state is kept.  Default: `$STATE_DIRECTORY` (systemd), else
+    /// `./ztbridge-data`.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// `text` (journald friendly) or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Sandbox limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Inbound request limits.
+    #[serde(default)]
+    pub intake: IntakeLimits,
+    /// Retries of failed deliveries.
+    #[serde(default)]
+    pub delivery: DeliveryPolicy,
+    /// Optional authentication of `POST /webhook`.
+    #[serde(default)]
+    pub inbound: InboundAuth,
+    /// Which transform files may load.
+    #[serde(default)]
+    pub trust: TrustConfig,
+    /// Destinations.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Trust policy for transforms loaded from files.  Built-in transforms are
+/// part of the binary and trusted with it (their digests are printed at
+/// start); a file must carry a valid signature by one of `keys`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Public key files, or directories of `*.pub` files.
+    #[serde(default)]
+    pub keys: Vec<PathBuf>,
+    /// Development only: load unsigned (or untrusted) files.  Logged as a
+    /// warning at every start.
+    #[serde(default)]
+    pub allow_unsigned: bool,
+}
+
+/// Authentication of incoming webhooks.  Superna can send a static custom
+/// header; ztbridge compares it in constant time.  With `token` unset every
+/// webhook is accepted (keep `listen` on loopback then).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundAuth {
+    /// The shared secret.  `{ env = "..." }` or `{ file = "..." }` keep it
+    /// out of the file.
+    pub token: Option<ConfigValue>,
+    /// Header carrying it.  Default `Authorization`, as `Bearer <token>`;
+    /// any other header carries the bare token (e.g. `X-Ztbridge-Token`).
+    pub header: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5000))
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One destination.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name: used in logs, state and `ZTBRIDGE_<NAME>_<KEY>`.
+    pub name: String,
+    /// `builtin:pagerduty`, `builtin:jitbit`, or a path to a `.wasm`.
+    pub transform: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Deliver only these severities (`critical`, `major`, `warning`, or any
+    /// other value as received).  Empty: all.
+    #[serde(default)]
+    pub severities: Vec<String>,
+    /// Deliver only these states: kinds (`lockout`, `delayed_lockout`,
+    /// `access_restored`, `recovered`, `false_positive`) or raw values.
+    /// Empty: all.
+    #[serde(default)]
+    pub states: Vec<String>,
+    /// Allow plain `http://` requests (lab and loopback tests only).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Narrows the transform's egress allow-list to these hosts.
+    #[serde(default)]
+    pub egress: Option<Vec<String>>,
+    /// At most this many deliveries (flows) per minute to this route's
+    /// destination; none: unlimited.  PagerDuty accepts about 120 events
+    /// a minute per routing key: the built-in default route uses 100.
+    #[serde(default)]
+    pub rate_per_minute: Option<u32>,
+    /// Deliveries allowed at once before the rate applies (default: a
+    /// tenth of `rate_per_minute`, at least 1).
+    #[serde(default)]
+    pub rate_burst: Option<u32>,
+    /// Routes with the same `rate_key` share one limit (e.g. two routes
+    /// using one PagerDuty routing key).  Default: the route's name.
+    #[serde(default)]
+    pub rate_key: Option<String>,
+    /// The transform's config keys.
+    #[serde(default)]
+    pub config: BTreeMap<String, ConfigValue>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+    #[error("route `{route}`: config key `{key}`: {message}")]
+    Value {
+        route: String,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.into(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration used without a file: the built-in PagerDuty and
+    /// Jitbit routes, each enabled only when its required keys are set
+    /// through the environment (`ZTBRIDGE_PAGERDUTY_ROUTING_KEY`...).
+    pub fn builtin_default(builtin_names: &[String]) -> Config {
+        let routes = builtin_names
+            .iter()
+            .map(|name| RouteConfig {
+                name: name.clone(),
+                transform: format!("builtin:{name}"),
+                enabled: true,
+                severities: if name == "pagerduty" {
+                    vec!["critical".into(), "major".into()]
+                } else {
+                    vec![]
+                },
+                states: vec![],
+                allow_http: false,
+                egress: None,
+                rate_per_minute: (name == "pagerduty").then_some(100),
+                rate_burst: None,
+                rate_key: None,
+                config: BTreeMap::new(),
+            })
+            .collect();
+        Config {
+            listen: default_listen(),
+            data_dir: None,
+            log_format: LogFormat::default(),
+            limits: Limits::default(),
+            intake: IntakeLimits::default(),
+            delivery: DeliveryPolicy::default(),
+            inbound: InboundAuth::default(),
+            trust: TrustConfig::default(),
+            routes,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &self.routes {
+            if r.name.is_empty()
+                || !r
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "route name `{}` must be non-empty ASCII letters, digits, `-` or `_`",
+                    r.name
+                )));
+            }
+            if !seen.insert(r.name.to_ascii_lowercase()) {
+                return Err(ConfigError::Invalid(format!(
+                    "route name `{}` is used twice",
+                    r.name
+                )));
+            }
+        }
+        let l = &self.limits;
+        for r in &self.routes {
+            if r.rate_per_minute == Some(0) || r.rate_burst == Some(0) {
+                return Err(ConfigError::Invalid(format!(
+                    "route `{}`: rate_per_minute and rate_burst must be positive (omit them for no limit)",
+                    r.name
+                )));
+            }
+        }
+        let d = &self.delivery;
+        let checks: [(bool, &str); 14] = [
+            (l.fuel_per_step > 0, "limits.fuel_per_step must be positive"),
+            (
+                (1..=600_000).contains(&l.step_timeout_ms),
+                "limits.step_timeout_ms must be 1..=600000",
+            ),
+            (
+                (1 << 20..=4 << 30).contains(&l.memory_bytes),
+                "limits.memory_bytes must be 1 MiB..=4 GiB",
+            ),
+            (
+                (1..=1000).contains(&l.max_steps),
+                "limits.max_steps must be 1..=1000",
+            ),
+            (
+                (1..=10_000).contains(&l.max_instances),
+                "limits.max_instances must be 1..=10000",
+            ),
+            (
+                (100..=3_600_000).contains(&l.request_timeout_ms),
+                "limits.request_timeout_ms must be 100..=3600000",
+            ),
+            (
+                d.max_attempts <= 100_000,
+                "delivery.max_attempts must be 0 (no limit but the horizon)..=100000",
+            ),
+            (
+                (1..=30 * 86_400).contains(&d.retry_horizon_secs),
+                "delivery.retry_horizon_secs must be 1..=2592000 (30 days)",
+            ),
+            (
+                d.max_pending >= 1,
+                "delivery.max_pending must be at least 1",
+            ),
+            (
+                d.initial_backoff_ms >= 1 && d.initial_backoff_ms <= d.max_backoff_ms,
+                "delivery.initial_backoff_ms must be 1..=max_backoff_ms",
+            ),
+            (
+                d.dedupe_window_secs <= 30 * 86_400,
+                "delivery.dedupe_window_secs must be at most 2592000 (30 days)",
+            ),
+            (
+                self.delivery.max_backoff_ms <= 86_400_000,
+                "delivery.max_backoff_ms must be at most a day",
+            ),
+            (
+                (1024..=(1 << 30)).contains(&self.intake.max_decoded_bytes),
+                "intake.max_decoded_bytes must be 1 KiB..=1 GiB",
+            ),
+            (
+                (1024..=(1 << 30)).contains(&self.intake.max_body_bytes),
+                "intake.max_body_bytes must be 1 KiB..=1 GiB",
+            ),
+        ];
+        if let Some((_, why)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err(ConfigError::Invalid((*why).to_string()));
+        }
+        Ok(())
+    }
+
+    /// The data directory in effect.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| {
+            std::env::var_os("STATE_DIRECTORY")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("ztbridge-data"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses() {
+        let text = include_str!("../../../ztbridge.example.toml");
+        let c = Config::parse(text, "example").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:5000");
+        assert!(c.routes.iter().any(|r| r.transform == "builtin:pagerduty"));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_duplicate_routes() {
+        assert!(Config::parse("listn = \"x\"", "t").is_err());
+        let dup = "[[route]]\nname='a'\ntransform='builtin:x'\n[[route]]\nname='A'\ntransform='builtin:y'\n";
+        assert!(matches!(
+            Config::parse(dup, "t"),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn env_names() {
+        assert_eq!(
+            env_name("pagerduty", "routing_key"),
+            "ZTBRIDGE_PAGERDUTY_ROUTING_KEY"
+        );
+        assert_eq!(env_name("pd-eu", "url"), "ZTBRIDGE_PD_EU_URL");
+    }
+}

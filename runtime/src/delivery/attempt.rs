@@ -1,0 +1,243 @@
+//! One attempt: run the route's flow for a claimed delivery in a fresh
+//! sandbox, decide what is next ([`super::retry`]), log it under the
+//! event's span, and record it in the store (retrying the record until it
+//! lands: a delivery left in flight would only resume at the next start).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+use super::Dispatcher;
+use super::retry::{self, Answer, Decision, Ending};
+use crate::egress::HttpTransport;
+use crate::flow::{self, FlowReport, Outcome};
+use crate::ops::Metrics;
+use crate::sandbox::Engine;
+use crate::sandbox::bindings::types;
+use crate::store::{AttemptRecord, Claim, Next, TransformState};
+use crate::text::{display_id, excerpt};
+use crate::time::{now_millis, rfc3339_millis};
+
+/// What an attempt needs besides the claim and the route.
+pub(super) struct Runner {
+    /// Runs the transforms.
+    pub(super) engine: Arc<Engine>,
+    /// The transforms' durable state.
+    pub(super) state: Arc<dyn TransformState>,
+    /// Performs their requests.
+    pub(super) transport: HttpTransport,
+    /// Outcomes, flow durations and fuel, destination latency.
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl Dispatcher {
+    pub(super) async fn attempt(self: Arc<Self>, claim: Claim, permit: OwnedSemaphorePermit) {
+        let span = tracing::info_span!(
+            "event",
+            event_id = %display_id(claim.event_id.as_deref()),
+            receipt_id = %claim.receipt_id,
+            route = %claim.key.route,
+        );
+        async move {
+            let Some(route) = self.routes().get(&claim.key.route).cloned() else {
+                // Removed by a reload between claim and start: give it back
+                // (it waits for the route, like any stranded delivery).
+                self.release(&claim).await;
+                drop(permit);
+                self.wake.notify_one();
+                return;
+            };
+            let input = types::Event {
+                body: claim.body.clone(),
+                receipt_id: claim.receipt_id.clone(),
+                received_at: rfc3339_millis(claim.received_ms),
+                attempt: claim.attempt,
+            };
+            let r = &self.runner;
+            let report = flow::run(&r.engine, &route, &r.state, input, &r.transport).await;
+            let now = now_millis();
+            let next = next_for(&self.policy, &claim, &report, now);
+            log(&claim, &report, &next);
+            let outcome = match &next {
+                Next::Delivered => "delivered",
+                Next::Retry { .. } => "retry",
+                Next::Failed { .. } => "failed",
+            };
+            r.metrics.attempt(&claim.key.route, outcome, &report);
+            let settled = !matches!(next, Next::Retry { .. });
+            if !self.record_attempt(&claim, record_of(&claim, &report, now), next).await {
+                return;
+            }
+            if settled {
+                self.room.settled();
+            }
+            drop(permit);
+            self.wake.notify_one();
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Records the attempt, retrying while the store fails; `false` when
+    /// the service stopped first (the delivery resumes at the next start).
+    async fn record_attempt(&self, claim: &Claim, row: AttemptRecord, next: Next) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self
+                .store
+                .finish(claim.key.clone(), row.clone(), next.clone())
+                .await
+            {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::error!(
+                        "cannot record the attempt (retrying): {}",
+                        crate::text::error_chain(&e)
+                    );
+                    if self.stopping() {
+                        return false;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+}
+
+/// The last response (or transport failure) of a flow.
+fn last_answer(report: &FlowReport) -> Option<Answer> {
+    let last = report.steps.last()?.responses.last()?;
+    Some(match last.failure {
+        Some(kind) => Answer::Transport(kind),
+        None => Answer::Status {
+            code: last.status,
+            retry_after: last.retry_after.clone(),
+        },
+    })
+}
+
+/// Where the delivery goes after this attempt.
+fn next_for(
+    policy: &crate::config::DeliveryPolicy,
+    claim: &Claim,
+    report: &FlowReport,
+    now: i64,
+) -> Next {
+    let failed = match &report.outcome {
+        Outcome::Done { .. } => None,
+        Outcome::Failed {
+            kind,
+            retryable,
+            message,
+            retry_after_seconds,
+        } => Some((
+            *retryable,
+            *retry_after_seconds,
+            format!("{kind:?} error: {}", excerpt(message, 500)),
+        )),
+        Outcome::Incomplete { message } => Some((
+            false,
+            None,
+            format!("incomplete flow: {}", excerpt(message, 500)),
+        )),
+    };
+    let ending = match &failed {
+        None => Ending::Done,
+        Some((retryable, retry_after_seconds, message)) => Ending::Failed {
+            retryable: Some(*retryable),
+            retry_after_seconds: *retry_after_seconds,
+            message,
+        },
+    };
+    let salt = claim
+        .receipt_id
+        .bytes()
+        .chain(claim.key.route.bytes())
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let attempt = retry::Attempt {
+        number: claim.attempt,
+        ending,
+        last: last_answer(report),
+        deadline_ms: claim.deadline_ms,
+        now_ms: now,
+        salt,
+    };
+    match retry::decide(policy, &attempt) {
+        Decision::Done => Next::Delivered,
+        Decision::RetryAt(at_ms) => Next::Retry { at_ms },
+        Decision::DeadLetter(reason) => Next::Failed { reason },
+    }
+}
+
+/// The attempt as recorded.
+fn record_of(claim: &Claim, report: &FlowReport, now: i64) -> AttemptRecord {
+    AttemptRecord {
+        attempt: claim.attempt,
+        at_ms: now,
+        outcome: serde_json::to_value(&report.outcome).unwrap_or(serde_json::Value::Null),
+        last_status: report
+            .steps
+            .last()
+            .and_then(|s| s.responses.last())
+            .map(|r| r.status),
+        error: match &report.outcome {
+            Outcome::Done { .. } => None,
+            Outcome::Failed { message, .. } | Outcome::Incomplete { message } => {
+                Some(excerpt(message, 500))
+            }
+        },
+        steps: report.steps.len() as u32,
+        fuel_used: report.fuel_used,
+        duration_ms: report.duration_ms,
+        transform_digest: report.transform_digest.clone(),
+    }
+}
+
+/// One log line per attempt, under the event's span; fields in plain form.
+fn log(claim: &Claim, report: &FlowReport, next: &Next) {
+    let last_status = report
+        .steps
+        .last()
+        .and_then(|s| s.responses.last())
+        .map(|r| r.status);
+    let digest = report.transform_digest.as_str();
+    match next {
+        Next::Delivered => {
+            let message = match &report.outcome {
+                Outcome::Done { message } => message.as_str(),
+                _ => "",
+            };
+            tracing::info!(
+                attempt = claim.attempt,
+                fuel = report.fuel_used,
+                ms = report.duration_ms,
+                transform_digest = digest,
+                "delivered: {message}"
+            );
+        }
+        Next::Retry { at_ms } => {
+            let error = match &report.outcome {
+                Outcome::Failed { message, .. } | Outcome::Incomplete { message } => {
+                    excerpt(message, 500)
+                }
+                Outcome::Done { .. } => String::new(),
+            };
+            tracing::warn!(
+                attempt = claim.attempt,
+                last_status,
+                transform_digest = digest,
+                next_attempt_at = %rfc3339_millis(*at_ms),
+                "delivery failed, will retry: {error}"
+            );
+        }
+        Next::Failed { reason } => tracing::error!(
+            attempt = claim.attempt,
+            last_status,
+            transform_digest = digest,
+            "delivery failed (dead letter): {reason}"
+        ),
+    }
+}

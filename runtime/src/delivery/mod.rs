@@ -1,0 +1,283 @@
+//! Delivery: admits accepted webhooks into the [`Store`] and runs each
+//! route's deliveries from it, with retries.
+//!
+//! * [`Dispatcher::admit`] stores an event and one delivery per route whose
+//!   filter takes it; it returns only once that is durable, so a 2xx always
+//!   means the event survives a crash.
+//! * The [`scheduler`] claims due deliveries from the store, as many as
+//!   there are sandbox slots, in per-alert order, within rate limits.
+//! * An [`attempt`] runs the route's flow from the start in a fresh
+//!   sandbox and records it; the [`retry`] policy decides what is next.
+//! * [`housekeeping`] re-counts the backlog, checks free disk space and
+//!   purges old deliveries; [`room`] is the back-pressure it feeds.
+//!
+//! May import: `flow`, `store`, `sandbox`, `egress`, `ops`, `config`,
+//! `time`, `text`.
+
+mod attempt;
+mod housekeeping;
+pub(crate) mod rate;
+mod retry;
+mod room;
+mod routes;
+mod scheduler;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, Semaphore};
+
+pub use room::Full;
+pub use routes::RouteSet;
+
+use crate::config::DeliveryPolicy;
+use crate::egress::HttpTransport;
+use crate::ops::Metrics;
+use crate::sandbox::Engine;
+use crate::store::{Admission, EventRecord, NewEvent, Store, StoreError, TransformState};
+use crate::time::now_millis;
+
+/// An accepted webhook, as intake hands it over.
+pub struct Accepted<'a> {
+    /// The host's identifier of this webhook.
+    pub receipt_id: String,
+    /// When it was received (ms since the epoch).
+    pub received_ms: i64,
+    /// The event, read tolerantly.
+    pub event: &'a zt_event::Event,
+    /// The JSON text as received (after inflating).
+    pub body: Arc<str>,
+    /// The request headers worth keeping.
+    pub headers: Vec<(String, String)>,
+}
+
+/// What became of a webhook handed to [`Dispatcher::admit`].
+#[derive(Debug, Clone)]
+pub enum Admitted {
+    /// Stored durably; these routes will deliver it.
+    Stored { routes: Vec<String> },
+    /// The same body was accepted earlier (within the duplicate window).
+    Duplicate {
+        /// The receipt that was stored.
+        receipt_id: String,
+        /// When it was received (ms since the epoch).
+        received_ms: i64,
+    },
+}
+
+/// Runs routes' deliveries from the store.
+pub struct Dispatcher {
+    /// Where events, deliveries and attempts live.
+    store: Arc<dyn Store>,
+    /// The routes that run now (swapped on reload).
+    routes: routes::RouteTable,
+    /// Retries, bounds and retention (`[delivery]`).
+    policy: DeliveryPolicy,
+    /// What an attempt needs: the engine, transform state, the HTTP client
+    /// and the metrics it reports to.
+    runner: attempt::Runner,
+    /// Whether another webhook may be accepted (back-pressure).
+    room: room::Room,
+    /// Where free disk space is checked (the SQLite data directory).
+    disk_dir: Option<PathBuf>,
+    /// Bounds attempts running at once to the engine's instance slots.
+    slots: Arc<Semaphore>,
+    /// How many slots there are (the drain takes them all).
+    slot_count: u32,
+    /// Wakes the scheduler: a new event, a finished attempt, shutdown.
+    wake: Notify,
+    /// Set once `start` has resumed the store and started the scheduler.
+    running: AtomicBool,
+    /// Set on shutdown: nothing more is claimed.
+    stopping: AtomicBool,
+    /// When the scheduler last went round its loop (ms since the epoch):
+    /// it wakes at least every second, so an old value means it is stuck.
+    heartbeat: AtomicI64,
+}
+
+impl Dispatcher {
+    /// `disk_dir`: the directory whose free space guards intake (the
+    /// SQLite data directory; `None` when the store is remote).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        engine: Arc<Engine>,
+        routes: RouteSet,
+        transport: HttpTransport,
+        policy: DeliveryPolicy,
+        store: Arc<dyn Store>,
+        disk_dir: Option<PathBuf>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Dispatcher> {
+        let slot_count = engine.limits.max_instances.max(1);
+        store.set_rate_limits(routes.limits());
+        let state: Arc<dyn TransformState> = store.transform_state();
+        Arc::new(Dispatcher {
+            room: room::Room::new(policy.max_pending as u64),
+            routes: routes::RouteTable::new(routes),
+            runner: attempt::Runner {
+                engine,
+                state,
+                transport,
+                metrics,
+            },
+            policy,
+            store,
+            disk_dir,
+            slots: Arc::new(Semaphore::new(slot_count as usize)),
+            slot_count,
+            wake: Notify::new(),
+            running: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            heartbeat: AtomicI64::new(now_millis()),
+        })
+    }
+
+    /// The store deliveries are run from.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The routes that run now.
+    pub fn routes(&self) -> Arc<RouteSet> {
+        self.routes.current()
+    }
+
+    /// Replaces the routes (reload).  New events and attempts use the new
+    /// set; attempts running now finish on the routes they started with.
+    pub fn replace_routes(&self, routes: RouteSet) {
+        self.store.set_rate_limits(routes.limits());
+        self.routes.replace(routes);
+        self.wake.notify_one();
+    }
+
+    /// Whether another webhook may be accepted now.
+    pub fn room(&self) -> Result<(), Full> {
+        self.room.check()
+    }
+
+    /// Stores `event` with one delivery per route whose filter takes it;
+    /// returns once durable.
+    pub async fn admit(&self, event: Accepted<'_>) -> Result<Admitted, StoreError> {
+        let routes = self.routes().taking(event.event);
+        let event_id = event.event.id().map(std::borrow::Cow::into_owned);
+        let new = NewEvent {
+            order_key: event_id.clone().unwrap_or_else(|| event.receipt_id.clone()),
+            receipt_id: event.receipt_id.clone(),
+            received_ms: event.received_ms,
+            event_id,
+            severity: event.event.severity().name(),
+            state: event.event.state().map(std::borrow::Cow::into_owned),
+            body_hash: hex::encode(Sha256::digest(event.body.as_bytes())),
+            body: event.body,
+            headers: event.headers,
+            routes: routes.clone(),
+            deadline_ms: event.received_ms.saturating_add(self.policy.horizon_ms()),
+        };
+        let dedupe_ms = self.policy.dedupe_window_secs.saturating_mul(1000) as i64;
+        match self.store.admit(new, dedupe_ms).await? {
+            Admission::Stored => {
+                if routes.is_empty() {
+                    tracing::info!(receipt_id = %event.receipt_id, "no route takes this event (filters)");
+                } else {
+                    self.room.opened(routes.len() as u64);
+                    self.wake.notify_one();
+                }
+                Ok(Admitted::Stored { routes })
+            }
+            Admission::Duplicate {
+                receipt_id,
+                received_ms,
+            } => Ok(Admitted::Duplicate {
+                receipt_id,
+                received_ms,
+            }),
+        }
+    }
+
+    /// Resumes what was not delivered and starts the scheduler and the
+    /// housekeeping task.  Call once, inside the runtime.
+    pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
+        let resumed = self.store.start().await?;
+        if resumed > 0 {
+            tracing::warn!(
+                resumed,
+                "attempts interrupted by the last stop will be made again"
+            );
+        }
+        // No purge here: a large one must not delay readiness.
+        self.housekeeping_pass(false).await;
+        let backlog = self.room.open();
+        if backlog > 0 {
+            tracing::info!(open = backlog, "resuming undelivered events");
+        }
+        tokio::spawn(self.clone().schedule());
+        tokio::spawn(self.clone().housekeeping());
+        self.running.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Started and not stopping: notifications to systemd make sense.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Relaxed) && !self.stopping()
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Stops claiming, then waits up to `drain_timeout_ms` for running
+    /// attempts.  What does not finish is attempted again at the next start.
+    pub async fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+        let timeout = Duration::from_millis(self.policy.drain_timeout_ms);
+        match tokio::time::timeout(timeout, self.slots.acquire_many(self.slot_count)).await {
+            Ok(_) => tracing::info!("deliveries drained"),
+            Err(_) => tracing::warn!(
+                timeout_ms = self.policy.drain_timeout_ms,
+                "attempts still running at shutdown; they will be made again at the next start"
+            ),
+        }
+    }
+
+    /// Healthy: not stopping, the scheduler went round its loop in the last
+    /// 30 seconds, and the store commits a write within `timeout`.
+    pub async fn health(&self, timeout: Duration) -> Result<(), String> {
+        if self.stopping() {
+            return Err("shutting down".into());
+        }
+        let age = now_millis() - self.heartbeat.load(Ordering::Relaxed);
+        if age > 30_000 {
+            return Err(format!("the delivery scheduler has not run for {age} ms"));
+        }
+        match tokio::time::timeout(timeout, self.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!(
+                "the event store is not writable: {}",
+                crate::text::error_chain(&e)
+            )),
+            Err(_) => Err(format!(
+                "the event store did not commit within {} ms",
+                timeout.as_millis()
+            )),
+        }
+    }
+
+    /// Names of the routes that run, in configuration order.
+    pub fn route_names(&self) -> Vec<String> {
+        self.routes().iter().map(|r| r.name.to_string()).collect()
+    }
+
+    /// Open deliveries (pending or in flight), as last counted.
+    pub fn open_deliveries(&self) -> u64 {
+        self.room.open()
+    }
+
+    /// What is known of one webhook (`GET /api/events/{receipt}`).
+    pub async fn record(&self, receipt_id: &str) -> Result<Option<EventRecord>, StoreError> {
+        self.store.record(receipt_id, false).await
+    }
+}

@@ -1,0 +1,449 @@
+//! The multi-step transform flow for one event: `start`, perform the
+//! requests the step asks for, `resume` with the responses, until the
+//! transform is done or fails.  The same driver serves live delivery (with
+//! [`crate::egress::HttpTransport`]) and the offline dry run (with
+//! [`crate::egress::CannedTransport`]), so the dry run shows exactly what
+//! would be sent.  A [`Route`] is what a flow runs for: a transform with
+//! its resolved config, secrets and egress policy.
+//!
+//! May import: `sandbox`, `egress`, `store` (the transform-state
+//! interface), `config`, `text`.
+
+mod route;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+pub use route::{Filter, Route, RouteError};
+
+use crate::egress::{Transport, TransportFailure};
+use crate::sandbox::bindings::types::{self, HttpRequest, HttpResponse, Step};
+use crate::sandbox::{Engine, FlowContext, GuestLog, Sandbox, SandboxError};
+use crate::store::TransformState;
+use crate::text::excerpt;
+
+/// A request as recorded: secrets redacted, `Authorization` hidden.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestRecord {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// A response as recorded (body excerpt).
+#[derive(Debug, Clone, Serialize)]
+pub struct ResponseRecord {
+    /// HTTP status; 0 when the request got no response.
+    pub status: u16,
+    /// The body (an excerpt, secrets redacted), or why there was none.
+    pub body: String,
+    /// Why the request got no response, when it got none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<TransportFailure>,
+    /// The `Retry-After` header, as sent (the retry policy reads it).
+    #[serde(skip)]
+    pub retry_after: Option<String>,
+    /// How long the destination took (metrics; not shown: dry runs stay
+    /// deterministic).
+    #[serde(skip)]
+    pub elapsed: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub requests: Vec<RequestRecord>,
+    pub responses: Vec<ResponseRecord>,
+}
+
+/// Which part of the flow failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The transform returned a failure (often a destination's answer).
+    Transform,
+    /// The sandbox stopped the transform (fuel, deadline, memory, trap).
+    Sandbox,
+    /// A request went outside the egress allow-list.
+    Egress,
+    /// The transform exceeded an output limit (steps, requests, sizes).
+    Limit,
+    /// The state store failed or a state limit was hit.
+    State,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The transform finished; its short outcome.
+    Done { message: String },
+    /// The flow failed.
+    Failed {
+        kind: FailureKind,
+        retryable: bool,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_seconds: Option<u32>,
+    },
+    /// A dry run had no canned response for a request.
+    Incomplete { message: String },
+}
+
+impl Outcome {
+    fn failed(kind: FailureKind, retryable: bool, message: impl Into<String>) -> Outcome {
+        Outcome::Failed {
+            kind,
+            retryable,
+            message: message.into(),
+            retry_after_seconds: None,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self, Outcome::Done { .. })
+    }
+}
+
+/// Everything that happened in one flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowReport {
+    pub route: String,
+    pub transform: String,
+    pub transform_version: String,
+    pub transform_digest: String,
+    pub steps: Vec<StepRecord>,
+    pub outcome: Outcome,
+    pub logs: Vec<GuestLog>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dropped_logs: usize,
+    /// State writes committed by the flow (`null` = deleted).
+    pub state_writes: BTreeMap<String, Option<String>>,
+    pub fuel_used: u64,
+    pub duration_ms: f64,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Outcome messages kept (the rest is cut with a note).
+const MAX_OUTCOME_BYTES: usize = 4096;
+
+/// Runs `f` on the blocking pool (wasm calls and SQLite commits block).
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("host task failed: {e}"))
+}
+
+type StepResult = Result<Result<Step, types::Failure>, SandboxError>;
+
+/// Runs the whole flow of `route`'s transform for `event`.
+pub async fn run<T: Transport>(
+    engine: &Arc<Engine>,
+    route: &Route,
+    state: &Arc<dyn TransformState>,
+    event: types::Event,
+    transport: &T,
+) -> FlowReport {
+    let started = Instant::now();
+    let mut report = FlowReport {
+        route: route.name.to_string(),
+        transform: route.transform.info.name.clone(),
+        transform_version: route.transform.info.version.clone(),
+        transform_digest: route.transform.digest.clone(),
+        steps: vec![],
+        outcome: Outcome::Incomplete {
+            message: "not started".into(),
+        },
+        logs: vec![],
+        dropped_logs: 0,
+        state_writes: BTreeMap::new(),
+        fuel_used: 0,
+        duration_ms: 0.0,
+    };
+    let ctx = FlowContext::new(
+        route.name.clone(),
+        route.config.clone(),
+        state.clone(),
+        route.redactor.clone(),
+    );
+    let (eng, transform) = (engine.clone(), route.transform.clone());
+    let started_sandbox = blocking(move || -> Result<(Sandbox, StepResult), SandboxError> {
+        let mut sandbox = Sandbox::new(&eng, &transform, ctx)?;
+        let result = sandbox.start(&event);
+        Ok((sandbox, result))
+    })
+    .await;
+    let (mut sandbox, mut result) = match started_sandbox {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => {
+            report.outcome = Outcome::failed(FailureKind::Sandbox, false, e.to_string());
+            report.duration_ms = ms(started);
+            return report;
+        }
+        Err(e) => {
+            report.outcome = Outcome::failed(FailureKind::Sandbox, false, e);
+            report.duration_ms = ms(started);
+            return report;
+        }
+    };
+
+    let limits = engine.limits.clone();
+    report.outcome = loop {
+        // Commit what the step wrote before acting on it; a step the
+        // sandbox stopped did not return, so its writes are dropped.
+        if let Some((retryable, message)) = sandbox.take_state_error() {
+            break Outcome::failed(FailureKind::State, retryable, message);
+        }
+        let writes = sandbox.take_state_writes();
+        let writes = if result.is_err() {
+            BTreeMap::new()
+        } else {
+            writes
+        };
+        if !writes.is_empty() {
+            let (st, name, w) = (state.clone(), route.name.clone(), writes.clone());
+            match blocking(move || st.apply(&name, &w)).await {
+                Ok(Ok(())) => report.state_writes.extend(writes),
+                Ok(Err(e)) => break Outcome::failed(FailureKind::State, true, e.to_string()),
+                Err(e) => break Outcome::failed(FailureKind::State, true, e),
+            }
+        }
+
+        let requests = match result {
+            Err(e) => break Outcome::failed(FailureKind::Sandbox, false, e.to_string()),
+            Ok(Err(f)) => {
+                break Outcome::Failed {
+                    kind: FailureKind::Transform,
+                    retryable: f.retryable,
+                    message: route
+                        .redactor
+                        .apply(&excerpt(&f.message, MAX_OUTCOME_BYTES)),
+                    retry_after_seconds: f.retry_after_seconds,
+                };
+            }
+            Ok(Ok(Step::Done(message))) => {
+                break Outcome::Done {
+                    message: route.redactor.apply(&excerpt(&message, MAX_OUTCOME_BYTES)),
+                };
+            }
+            Ok(Ok(Step::Send(requests))) => requests,
+        };
+
+        if report.steps.len() >= limits.max_steps as usize {
+            break Outcome::failed(
+                FailureKind::Limit,
+                false,
+                format!(
+                    "the transform asked for more than {} steps (limits.max_steps)",
+                    limits.max_steps
+                ),
+            );
+        }
+        if let Err(problem) = check_requests(route, &limits, &requests) {
+            // Record what was refused (redacted) so the operator sees it.
+            report.steps.push(StepRecord {
+                requests: record_requests(route, &requests),
+                responses: vec![],
+            });
+            break problem;
+        }
+
+        let mut step = StepRecord {
+            requests: record_requests(route, &requests),
+            responses: vec![],
+        };
+        let mut responses = Vec::with_capacity(requests.len());
+        let mut missing = None;
+        for (i, req) in requests.iter().enumerate() {
+            let sent_at = Instant::now();
+            match transport.send(req).await {
+                Some(sent) => {
+                    // A request that got no response reaches a 0.1 guest
+                    // as status 0 with the reason in the body.
+                    let (resp, failure) = match sent {
+                        Ok(resp) => (resp, None),
+                        Err(e) => (
+                            HttpResponse {
+                                status: 0,
+                                headers: vec![],
+                                body: e.message,
+                            },
+                            Some(e.kind),
+                        ),
+                    };
+                    let retry_after = resp
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("retry-after"))
+                        .map(|h| excerpt(&h.value, 64));
+                    step.responses.push(ResponseRecord {
+                        status: resp.status,
+                        body: route.redactor.apply(&excerpt(&resp.body, 4096)),
+                        failure,
+                        retry_after,
+                        elapsed: sent_at.elapsed(),
+                    });
+                    responses.push(resp);
+                }
+                None => {
+                    missing = Some(i);
+                    break;
+                }
+            }
+        }
+        let step_no = report.steps.len() + 1;
+        report.steps.push(step);
+        if let Some(i) = missing {
+            break Outcome::Incomplete {
+                message: format!("no canned response for request {} of step {step_no}", i + 1),
+            };
+        }
+
+        let moved = sandbox;
+        match blocking(move || {
+            let mut sandbox = moved;
+            let r = sandbox.resume(&responses);
+            (sandbox, r)
+        })
+        .await
+        {
+            Ok((s, r)) => {
+                sandbox = s;
+                result = r;
+            }
+            Err(e) => {
+                report.outcome = Outcome::failed(FailureKind::Sandbox, false, e);
+                report.duration_ms = ms(started);
+                return report;
+            }
+        }
+    };
+
+    let (logs, dropped) = sandbox.take_logs();
+    report.logs = logs;
+    report.dropped_logs = dropped;
+    report.fuel_used = sandbox.fuel_used();
+    report.duration_ms = ms(started);
+    report
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Output bounds and the egress allow-list; nothing is sent on failure.
+fn check_requests(
+    route: &Route,
+    limits: &crate::config::Limits,
+    requests: &[HttpRequest],
+) -> Result<(), Outcome> {
+    if requests.is_empty() {
+        return Err(Outcome::failed(
+            FailureKind::Limit,
+            false,
+            "the transform asked to send an empty list of requests",
+        ));
+    }
+    if requests.len() > limits.max_requests_per_step {
+        return Err(Outcome::failed(
+            FailureKind::Limit,
+            false,
+            format!(
+                "the transform asked for {} requests in one step; at most {} (limits.max_requests_per_step)",
+                requests.len(),
+                limits.max_requests_per_step
+            ),
+        ));
+    }
+    for req in requests {
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&req.method.as_str()) {
+            return Err(Outcome::failed(
+                FailureKind::Limit,
+                false,
+                format!(
+                    "request method {:?} is not one of GET, POST, PUT, PATCH, DELETE",
+                    excerpt(&req.method, 16)
+                ),
+            ));
+        }
+        if let Some(h) = req.headers.iter().find(|h| {
+            reqwest::header::HeaderName::from_bytes(h.name.as_bytes()).is_err()
+                || reqwest::header::HeaderValue::from_str(&h.value).is_err()
+        }) {
+            return Err(Outcome::failed(
+                FailureKind::Limit,
+                false,
+                format!(
+                    "request header {:?} is not a valid HTTP header name and value",
+                    excerpt(&h.name, 64)
+                ),
+            ));
+        }
+        if req.body.len() > limits.max_request_body_bytes {
+            return Err(Outcome::failed(
+                FailureKind::Limit,
+                false,
+                format!(
+                    "request body of {} bytes exceeds {} (limits.max_request_body_bytes)",
+                    req.body.len(),
+                    limits.max_request_body_bytes
+                ),
+            ));
+        }
+        if req.headers.len() > limits.max_request_headers {
+            return Err(Outcome::failed(
+                FailureKind::Limit,
+                false,
+                format!(
+                    "{} headers exceed {} (limits.max_request_headers)",
+                    req.headers.len(),
+                    limits.max_request_headers
+                ),
+            ));
+        }
+        if let Err(e) = route.egress.check(&req.url) {
+            let message = route.redactor.apply(&e.to_string());
+            tracing::error!(route = %route.name, transform_digest = %route.transform.digest, "{message}");
+            return Err(Outcome::failed(FailureKind::Egress, false, message));
+        }
+    }
+    Ok(())
+}
+
+fn record_requests(route: &Route, requests: &[HttpRequest]) -> Vec<RequestRecord> {
+    requests
+        .iter()
+        .take(64)
+        .map(|r| RequestRecord {
+            method: r.method.chars().take(16).collect(),
+            url: route.redactor.apply(&excerpt(&r.url, 2048)),
+            headers: r
+                .headers
+                .iter()
+                .take(64)
+                .map(|h| {
+                    let sensitive = [
+                        "authorization",
+                        "proxy-authorization",
+                        "x-api-key",
+                        "cookie",
+                    ]
+                    .contains(&h.name.to_ascii_lowercase().as_str());
+                    let value = if sensitive {
+                        "[redacted]".to_string()
+                    } else {
+                        route.redactor.apply(&h.value)
+                    };
+                    (h.name.clone(), value)
+                })
+                .collect(),
+            body: route.redactor.apply(&excerpt(&r.body, 1 << 20)),
+        })
+        .collect()
+}
+

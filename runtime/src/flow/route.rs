@@ -1,0 +1,117 @@
+//! A configured route: a transform, its resolved config, the filter that
+//! decides which events it takes, and its egress policy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::config::{ConfigError, RouteConfig, env_name};
+use crate::egress::Policy;
+use crate::sandbox::Transform;
+use crate::text::Redactor;
+
+/// Which events a route takes.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Empty: every severity.
+    pub severities: Vec<String>,
+    /// Empty: every state.
+    pub states: Vec<String>,
+}
+
+impl Filter {
+    pub fn accepts(&self, event: &zt_event::Event) -> bool {
+        let severity_ok = self.severities.is_empty()
+            || zt_event::severity_matches(&event.severity(), &self.severities);
+        let state_ok = self.states.is_empty()
+            || event
+                .state()
+                .is_some_and(|s| zt_event::state_matches(&s, &self.states));
+        severity_ok && state_ok
+    }
+}
+
+/// A route ready to run.
+pub struct Route {
+    /// Unique name (logs, state namespace).
+    pub name: Arc<str>,
+    pub transform: Arc<Transform>,
+    /// Config values the transform reads: route values over defaults.
+    pub config: Arc<BTreeMap<String, String>>,
+    /// Strips this route's secret values from logs and records.
+    pub redactor: Arc<Redactor>,
+    pub egress: Policy,
+    pub filter: Filter,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error(
+        "route `{route}`: required config key `{key}` is not set (set it in the route's [route.config] or in the environment as {env})"
+    )]
+    MissingConfig {
+        route: String,
+        key: String,
+        env: String,
+    },
+    #[error(transparent)]
+    Value(#[from] ConfigError),
+}
+
+impl Route {
+    /// Resolves the route's config against what the transform declares.
+    /// `env` looks up environment variables (injected for tests).
+    pub fn build(
+        cfg: &RouteConfig,
+        transform: Arc<Transform>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Route, RouteError> {
+        let mut values = BTreeMap::new();
+        for key in &transform.info.config {
+            if let Some(d) = &key.default_value {
+                values.insert(key.name.clone(), d.clone());
+            }
+        }
+        for (key, value) in &cfg.config {
+            if !transform.info.config.iter().any(|k| &k.name == key) {
+                tracing::warn!(route = %cfg.name, "config key `{key}` is not one transform `{}` declares; passed on anyway", transform.info.name);
+            }
+            values.insert(key.clone(), value.resolve(&cfg.name, key)?);
+        }
+        for key in &transform.info.config {
+            if let Some(v) = env(&env_name(&cfg.name, &key.name)) {
+                values.insert(key.name.clone(), v);
+            }
+        }
+        for key in transform.info.config.iter().filter(|k| k.required) {
+            if values.get(&key.name).is_none_or(|v| v.trim().is_empty()) {
+                return Err(RouteError::MissingConfig {
+                    route: cfg.name.clone(),
+                    key: key.name.clone(),
+                    env: env_name(&cfg.name, &key.name),
+                });
+            }
+        }
+        let redactor = Redactor::new(
+            transform
+                .secret_keys()
+                .filter_map(|k| values.get(k).cloned()),
+        );
+        let egress = Policy::new(
+            &transform.info.egress,
+            &values,
+            cfg.egress.as_deref(),
+            cfg.allow_http,
+        );
+        Ok(Route {
+            name: Arc::from(cfg.name.as_str()),
+            transform,
+            config: Arc::new(values),
+            redactor: Arc::new(redactor),
+            egress,
+            filter: Filter {
+                severities: cfg.severities.clone(),
+                states: cfg.states.clone(),
+            },
+        })
+    }
+}

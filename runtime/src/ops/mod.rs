@@ -1,0 +1,10 @@
+//! Operations: what the service tells its operators and its supervisor.
+//! Prometheus [`metrics`], and systemd [`notify`] (readiness, watchdog,
+//! stopping).
+//!
+//! May import: `flow` (the report an attempt's metrics are read from).
+
+pub mod metrics;
+pub mod notify;
+
+pub use metrics::Metrics;

@@ -1,0 +1,56 @@
+//! A transform compiled once and ready to instantiate many times.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::bindings::TransformWorldPre;
+use super::host::HostState;
+
+/// What a transform says about itself (`describe`), in host form.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransformInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// Egress allow-list entries as declared (see the WIT `info` record).
+    pub egress: Vec<String>,
+    pub config: Vec<ConfigKeyInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigKeyInfo {
+    pub name: String,
+    pub description: String,
+    pub required: bool,
+    pub secret: bool,
+    /// Never shown for secret keys.
+    pub default_value: Option<String>,
+}
+
+/// A loaded transform.
+pub struct Transform {
+    /// Where it came from (`builtin:pagerduty` or a file path), for logs.
+    pub source: String,
+    /// `sha256:<hex>` of the component bytes: identifies exactly what ran.
+    pub digest: String,
+    /// Its self-description, read once at load.
+    pub info: TransformInfo,
+    /// Linked and type-checked once; each flow instantiates from it.
+    pub(crate) pre: TransformWorldPre<HostState>,
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+impl Transform {
+    /// Names of the config keys the transform marks secret.
+    pub fn secret_keys(&self) -> impl Iterator<Item = &str> {
+        self.info
+            .config
+            .iter()
+            .filter(|k| k.secret)
+            .map(|k| k.name.as_str())
+    }
+}

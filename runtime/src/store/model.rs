@@ -1,0 +1,318 @@
+//! The records the store keeps and hands out, as typed structs.  Times are
+//! milliseconds since the epoch inside; they are shown as RFC 3339 when a
+//! record is serialised for the API or the CLI.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+use crate::time::rfc3339_millis;
+
+/// A delivery's state: one per (event, route).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Waiting for its first attempt or its next retry.
+    Pending,
+    /// An attempt is running (made pending again at start: a crash mid-way
+    /// means the attempt is made again).
+    InFlight,
+    /// The transform finished: delivered.
+    Delivered,
+    /// Dead letter: given up, with the reason.
+    Failed,
+}
+
+impl DeliveryState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [DeliveryState; 4] = [
+        DeliveryState::Pending,
+        DeliveryState::InFlight,
+        DeliveryState::Delivered,
+        DeliveryState::Failed,
+    ];
+
+    /// The name stored in the database and shown to people.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::InFlight => "in_flight",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    /// The inverse of [`as_str`](Self::as_str) (`in-flight` accepted too).
+    pub fn parse(s: &str) -> Option<DeliveryState> {
+        Some(match s {
+            "pending" => DeliveryState::Pending,
+            "in_flight" | "in-flight" => DeliveryState::InFlight,
+            "delivered" => DeliveryState::Delivered,
+            "failed" => DeliveryState::Failed,
+            _ => return None,
+        })
+    }
+
+    /// Not settled yet: pending or in flight.
+    pub fn is_open(self) -> bool {
+        matches!(self, DeliveryState::Pending | DeliveryState::InFlight)
+    }
+}
+
+impl std::fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An accepted webhook, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The host's identifier of this webhook (unique per receipt).
+    pub receipt_id: String,
+    /// Receive time, milliseconds since the epoch.
+    pub received_ms: i64,
+    /// Superna's event ID, when recognisable.
+    pub event_id: Option<String>,
+    /// What orders deliveries: the event ID, or the receipt ID without one.
+    pub order_key: String,
+    /// Normalised severity (filters, lists).
+    pub severity: String,
+    /// The alert's state as received (lists).
+    pub state: Option<String>,
+    /// SHA-256 of the body (duplicate detection).
+    pub body_hash: String,
+    /// The JSON text as received (after inflating).
+    pub body: Arc<str>,
+    /// The request headers worth keeping (never credentials).
+    pub headers: Vec<(String, String)>,
+    /// Routes whose filter took the event: one delivery each.
+    pub routes: Vec<String>,
+    /// Give up retrying after this time (ms since the epoch).
+    pub deadline_ms: i64,
+}
+
+/// What admitting an event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Stored and committed.
+    Stored,
+    /// The same body was received within the duplicate window: not stored.
+    Duplicate {
+        /// The receipt that was stored.
+        receipt_id: String,
+        /// When it was received (ms since the epoch).
+        received_ms: i64,
+    },
+}
+
+/// Names one delivery: an event (by its sequence number) and a route.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeliveryKey {
+    /// The event's sequence number in the store.
+    pub event_seq: i64,
+    /// The route's name.
+    pub route: String,
+}
+
+/// A delivery taken for an attempt.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// Which delivery.
+    pub key: DeliveryKey,
+    /// The webhook's receipt ID (logs, the transform's event record).
+    pub receipt_id: String,
+    /// When it was received (the transform sees it).
+    pub received_ms: i64,
+    /// Superna's event ID (logs).
+    pub event_id: Option<String>,
+    /// The body as received: the transform's input.
+    pub body: String,
+    /// This attempt's number (1 for the first).
+    pub attempt: u32,
+    /// Give up retrying after this (ms since the epoch).
+    pub deadline_ms: i64,
+}
+
+/// What a claim returned.
+#[derive(Debug, Default)]
+pub struct ClaimBatch {
+    /// Deliveries now in flight for this node.
+    pub claims: Vec<Claim>,
+    /// The shortest rate-limit wait met: a route had due deliveries but no
+    /// token; try again after this.
+    pub rate_wait: Option<Duration>,
+}
+
+/// A per-destination rate limit: `per_minute` deliveries, `burst` at once.
+/// Routes with the same `key` share it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Shared by routes that deliver to the same destination account.
+    pub key: String,
+    /// Deliveries per minute.
+    pub per_minute: u32,
+    /// Deliveries allowed at once before the rate applies.
+    pub burst: u32,
+}
+
+/// One attempt, as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// When it ended.
+    #[serde(rename = "at", serialize_with = "time")]
+    pub at_ms: i64,
+    /// The flow's outcome, as the flow reported it (JSON).
+    pub outcome: serde_json::Value,
+    /// Status of the last response received, if any.
+    pub last_status: Option<u16>,
+    /// What went wrong, with its causes, if anything did (an excerpt).
+    pub error: Option<String>,
+    /// Steps (start + resumes) the flow ran.
+    pub steps: u32,
+    /// Wasm fuel the flow used.
+    pub fuel_used: u64,
+    /// Wall-clock time of the flow.
+    pub duration_ms: f64,
+    /// `sha256:...` of the transform that ran: exactly what decided.
+    pub transform_digest: String,
+}
+
+/// Where a delivery goes after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// Done.
+    Delivered,
+    /// Attempt again at this time (ms since the epoch).
+    Retry { at_ms: i64 },
+    /// Dead letter, with the reason.
+    Failed { reason: String },
+}
+
+/// Which deliveries `list` returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this state.
+    pub state: Option<DeliveryState>,
+    /// Only this route.
+    pub route: Option<String>,
+    /// At most this many rows.
+    pub limit: usize,
+}
+
+/// A row of `events list`: one delivery with its event's summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListRow {
+    /// The webhook's receipt ID.
+    pub receipt_id: String,
+    /// When it was received.
+    #[serde(rename = "received_at", serialize_with = "time")]
+    pub received_ms: i64,
+    /// Superna's event ID, if it had one.
+    pub event_id: Option<String>,
+    /// Normalised severity.
+    pub severity: String,
+    /// The alert's state as received.
+    pub state: Option<String>,
+    /// The route.
+    pub route: String,
+    /// Where the delivery stands.
+    pub delivery: DeliveryState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Status of the last response, if any.
+    pub last_status: Option<u16>,
+    /// Why it failed or is being retried.
+    pub reason: Option<String>,
+    /// When a pending delivery is next attempted.
+    #[serde(rename = "next_attempt_at", serialize_with = "opt_time")]
+    pub next_attempt_ms: Option<i64>,
+}
+
+/// Counts for back-pressure and monitoring.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Backlog {
+    /// Deliveries pending or in flight.
+    pub open: u64,
+    /// Receive time of the oldest event with an open delivery.
+    pub oldest_open_ms: Option<i64>,
+}
+
+/// Everything known of one webhook: `GET /api/events/{receipt}` and
+/// `events show`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    /// The webhook's receipt ID.
+    pub receipt_id: String,
+    /// When it was received.
+    #[serde(rename = "received_at", serialize_with = "time")]
+    pub received_ms: i64,
+    /// Superna's event ID, fit for display (bounded length).
+    pub event_id: Option<String>,
+    /// Normalised severity.
+    pub severity: String,
+    /// The alert's state as received.
+    pub state: Option<String>,
+    /// One per route that took the event.
+    pub deliveries: Vec<DeliveryRecord>,
+    /// The request headers kept (with the body only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<serde_json::Value>,
+    /// The event as received (with the body only): JSON, or the text when
+    /// it is not (it always is: intake checked it).
+    #[serde(rename = "event", skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
+}
+
+/// One route's delivery of an event, with every attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryRecord {
+    /// The route.
+    pub route: String,
+    /// Where it stands.
+    pub state: DeliveryState,
+    /// Attempts counted (interrupted ones included).
+    pub attempts_made: u32,
+    /// Status of the last response, if any.
+    pub last_status: Option<u16>,
+    /// Every recorded attempt, oldest first.
+    pub attempts: Vec<AttemptRecord>,
+    /// Why it failed or is being retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Pending: the next attempt.
+    #[serde(rename = "next_attempt_at", serialize_with = "opt_time", skip_serializing_if = "Option::is_none")]
+    pub next_attempt_ms: Option<i64>,
+    /// Pending: when retrying stops.
+    #[serde(rename = "gives_up_at", serialize_with = "opt_time", skip_serializing_if = "Option::is_none")]
+    pub gives_up_ms: Option<i64>,
+    /// Delivered: when.
+    #[serde(rename = "delivered_at", serialize_with = "opt_time", skip_serializing_if = "Option::is_none")]
+    pub delivered_ms: Option<i64>,
+    /// Failed: when.
+    #[serde(rename = "failed_at", serialize_with = "opt_time", skip_serializing_if = "Option::is_none")]
+    pub failed_ms: Option<i64>,
+}
+
+/// Which failed deliveries `retry_failed` re-queues.
+#[derive(Debug, Clone, Default)]
+pub struct RetrySelection {
+    /// Only this webhook's.
+    pub receipt_id: Option<String>,
+    /// Only this route's.
+    pub route: Option<String>,
+}
+
+fn time<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339_millis(*ms))
+}
+
+fn opt_time<S: Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&rfc3339_millis(*ms)),
+        None => s.serialize_none(),
+    }
+}

@@ -1,0 +1,290 @@
+//! The writes of a delivery's life, as SQL run by the writer thread:
+//! admit, claim, release, finish, recover, retry and purge.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::rate::RateLimiters;
+use crate::store::{
+    Admission, AttemptRecord, Claim, ClaimBatch, DeliveryKey, DeliveryState, NewEvent, Next,
+    RetrySelection, StoreError,
+};
+
+use DeliveryState::{Delivered, Failed, InFlight, Pending};
+
+/// Stores an event and its deliveries unless it is a duplicate.
+pub(super) fn admit(
+    c: &Connection,
+    ev: &NewEvent,
+    dedupe_ms: i64,
+) -> Result<Admission, StoreError> {
+    if dedupe_ms > 0 {
+        let earlier: Option<(String, i64)> = c
+            .prepare_cached(
+                // Only while the earlier one is still the alert's latest:
+                // A, B, A again is a real change back, not a repeat.
+                "SELECT e.receipt_id, e.received_ms FROM events e
+                 WHERE e.body_hash = ?1 AND e.received_ms >= ?2
+                   AND NOT EXISTS (SELECT 1 FROM events l WHERE l.order_key = ?3 AND l.seq > e.seq)
+                 ORDER BY e.seq LIMIT 1",
+            )?
+            .query_row(
+                params![
+                    ev.body_hash,
+                    ev.received_ms.saturating_sub(dedupe_ms),
+                    ev.order_key
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((receipt_id, received_ms)) = earlier {
+            return Ok(Admission::Duplicate {
+                receipt_id,
+                received_ms,
+            });
+        }
+    }
+    let headers = serde_json::Value::Object(
+        ev.headers
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect(),
+    )
+    .to_string();
+    c.prepare_cached(
+        "INSERT INTO events (receipt_id, received_ms, event_id, order_key, severity, state, body_hash, body, headers)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        ev.receipt_id,
+        ev.received_ms,
+        ev.event_id,
+        ev.order_key,
+        ev.severity,
+        ev.state,
+        ev.body_hash,
+        &*ev.body,
+        headers
+    ])?;
+    let seq = c.last_insert_rowid();
+    let mut stmt = c.prepare_cached(
+        "INSERT INTO deliveries (event_seq, route, order_key, state, next_at_ms, deadline_ms, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)",
+    )?;
+    for route in &ev.routes {
+        stmt.execute(params![
+            seq,
+            route,
+            ev.order_key,
+            Pending,
+            ev.received_ms,
+            ev.deadline_ms
+        ])?;
+    }
+    Ok(Admission::Stored)
+}
+
+/// Takes due deliveries in per-alert order, each with a rate token.
+pub(super) fn claim(
+    c: &Connection,
+    now_ms: i64,
+    max: usize,
+    mut skip: Vec<String>,
+    rates: &RateLimiters,
+) -> Result<ClaimBatch, StoreError> {
+    let mut batch = ClaimBatch::default();
+    if max == 0 {
+        return Ok(batch);
+    }
+    let window = (max * 2).max(16);
+    // A route that runs out of tokens is skipped, and the query is asked
+    // again, so one rate-limited route never starves the others.
+    for _round in 0..4 {
+        let skip_json = serde_json::to_string(&skip).unwrap_or_else(|_| "[]".into());
+        let mut stmt = c.prepare_cached(
+            "SELECT d.event_seq, d.route, d.attempts, d.deadline_ms, e.receipt_id, e.received_ms,
+                    e.event_id, e.body
+             FROM deliveries d JOIN events e ON e.seq = d.event_seq
+             WHERE d.state = ?4 AND d.next_at_ms <= ?1
+               AND d.route NOT IN (SELECT value FROM json_each(?2))
+               AND NOT EXISTS (
+                   SELECT 1 FROM deliveries p
+                   WHERE p.route = d.route AND p.order_key = d.order_key
+                     AND p.state IN (?4, ?5)
+                     AND (p.event_seq < d.event_seq OR p.state = ?5))
+             ORDER BY d.event_seq LIMIT ?3",
+        )?;
+        let rows: Vec<Claim> = stmt
+            .query_map(
+                params![now_ms, skip_json, window as i64, Pending, InFlight],
+                |r| {
+                    Ok(Claim {
+                        key: DeliveryKey {
+                            event_seq: r.get(0)?,
+                            route: r.get(1)?,
+                        },
+                        attempt: r.get::<_, u32>(2)?.saturating_add(1),
+                        deadline_ms: r.get(3)?,
+                        receipt_id: r.get(4)?,
+                        received_ms: r.get(5)?,
+                        event_id: r.get(6)?,
+                        body: r.get(7)?,
+                    })
+                },
+            )?
+            .collect::<Result<_, _>>()?;
+        let fetched = rows.len();
+        let mut limited = false;
+        for row in rows {
+            if batch.claims.len() == max {
+                break;
+            }
+            if skip.contains(&row.key.route) {
+                continue;
+            }
+            match rates.admit(&row.key.route) {
+                Ok(()) => batch.claims.push(row),
+                Err(w) => {
+                    batch.rate_wait = Some(batch.rate_wait.map_or(w, |x: Duration| x.min(w)));
+                    skip.push(row.key.route);
+                    limited = true;
+                }
+            }
+        }
+        if batch.claims.len() == max || fetched < window || !limited {
+            break;
+        }
+    }
+    let mut mark = c.prepare_cached(
+        "UPDATE deliveries SET state = ?1, updated_ms = ?2 WHERE event_seq = ?3 AND route = ?4",
+    )?;
+    for cl in &batch.claims {
+        mark.execute(params![InFlight, now_ms, cl.key.event_seq, cl.key.route])?;
+    }
+    Ok(batch)
+}
+
+/// Claimed deliveries back to pending, no attempt counted.
+pub(super) fn release(c: &Connection, keys: &[DeliveryKey]) -> Result<(), StoreError> {
+    let mut stmt = c.prepare_cached(
+        "UPDATE deliveries SET state = ?1 WHERE event_seq = ?2 AND route = ?3 AND state = ?4",
+    )?;
+    for k in keys {
+        stmt.execute(params![Pending, k.event_seq, k.route, InFlight])?;
+    }
+    Ok(())
+}
+
+/// Records an attempt and where its delivery goes next.
+pub(super) fn finish(
+    c: &Connection,
+    key: &DeliveryKey,
+    a: &AttemptRecord,
+    next: &Next,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO attempts (event_seq, route, attempt, at_ms, outcome, last_status, error,
+                               steps, fuel_used, duration_ms, transform_digest)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        key.event_seq,
+        key.route,
+        a.attempt,
+        a.at_ms,
+        a.outcome.to_string(),
+        a.last_status,
+        a.error,
+        a.steps,
+        a.fuel_used.min(i64::MAX as u64) as i64,
+        a.duration_ms,
+        a.transform_digest
+    ])?;
+    let (state, next_at, reason) = match next {
+        Next::Delivered => (Delivered, a.at_ms, None),
+        Next::Retry { at_ms } => (Pending, *at_ms, a.error.clone()),
+        Next::Failed { reason } => (Failed, a.at_ms, Some(reason.clone())),
+    };
+    c.prepare_cached(
+        "UPDATE deliveries SET state = ?3, attempts = ?4, next_at_ms = ?5, updated_ms = ?6,
+                last_status = ?7, reason = ?8
+         WHERE event_seq = ?1 AND route = ?2",
+    )?
+    .execute(params![
+        key.event_seq,
+        key.route,
+        state,
+        a.attempt,
+        next_at,
+        now_ms,
+        a.last_status,
+        reason
+    ])?;
+    Ok(())
+}
+
+/// At start: attempts that were running when the process stopped are
+/// made again, and counted (a transform that crashes the process must not
+/// be retried for ever); past the horizon they are dead letters.
+pub(super) fn recover(c: &Connection, now_ms: i64) -> Result<usize, StoreError> {
+    c.execute(
+        "UPDATE deliveries SET state = ?2, attempts = attempts + 1, updated_ms = ?1,
+                reason = 'an attempt was interrupted by a stop or crash and the retry horizon is over'
+         WHERE state = ?3 AND deadline_ms < ?1",
+        params![now_ms, Failed, InFlight],
+    )?;
+    Ok(c.execute(
+        "UPDATE deliveries SET state = ?2, attempts = attempts + 1, updated_ms = ?1,
+                reason = 'an attempt was interrupted by a stop or crash'
+         WHERE state = ?3",
+        params![now_ms, Pending, InFlight],
+    )?)
+}
+
+/// Failed deliveries back to pending, their horizon restarting now.
+pub(super) fn retry_failed(
+    c: &Connection,
+    sel: &RetrySelection,
+    now_ms: i64,
+    horizon_ms: i64,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut stmt = c.prepare(
+        "UPDATE deliveries SET state = ?5, next_at_ms = ?1, deadline_ms = ?2,
+                updated_ms = ?1, reason = NULL
+         WHERE state = ?6
+           AND (?3 IS NULL OR route = ?3)
+           AND (?4 IS NULL OR event_seq = (SELECT seq FROM events WHERE receipt_id = ?4))
+         RETURNING (SELECT receipt_id FROM events WHERE seq = event_seq), route",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            now_ms,
+            now_ms.saturating_add(horizon_ms),
+            sel.route,
+            sel.receipt_id,
+            Pending,
+            Failed
+        ],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Webhooks deleted per write job, so a large purge never holds the
+/// writer (and the webhooks waiting on it) for long.
+pub(super) const PURGE_BATCH: usize = 1000;
+
+/// Deletes up to [`PURGE_BATCH`] fully delivered webhooks older than
+/// `before_ms`.
+pub(super) fn purge(c: &Connection, before_ms: i64) -> Result<usize, StoreError> {
+    Ok(c.execute(
+        "DELETE FROM events WHERE seq IN (
+             SELECT seq FROM events WHERE received_ms < ?1 AND NOT EXISTS (
+                 SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq
+                   AND (d.state != ?3 OR d.updated_ms >= ?1))
+             LIMIT ?2)",
+        params![before_ms, PURGE_BATCH as i64, Delivered],
+    )?)
+}

@@ -1,0 +1,280 @@
+//! The embedded backend: SQLite in `<data_dir>/events.sqlite3` (events,
+//! deliveries, attempts) and `<data_dir>/state.sqlite3` (transform state).
+//!
+//! Why SQLite (through rusqlite, bundled): one file, no server to run, WAL
+//! with `synchronous = FULL` gives an fsync per commit, and other processes
+//! may read and write the same file while the service runs, which the
+//! `ztbridge events` commands rely on (redb and sled hold an exclusive
+//! lock on their file).
+//!
+//! Writes go through one writer thread ([`writer`]) that commits whatever
+//! is queued in one transaction; reads use their own connection.  One
+//! `serve` owns a data directory (`serve.lock`); rate limits are kept in
+//! memory ([`rate`]), whole in that one process.
+
+mod deliveries;
+mod rate;
+mod schema;
+mod state;
+mod views;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+
+use crate::store::{
+    Admission, AttemptRecord, Backlog, ClaimBatch, DeliveryKey, DeliveryState, EventRecord,
+    ListFilter, ListRow, NewEvent, Next, RateLimit, RetrySelection, Store, StoreError,
+    TransformState,
+};
+use crate::time::now_millis;
+pub use state::SqliteState;
+
+/// File name of the event store inside the data directory.
+pub const FILE_NAME: &str = "events.sqlite3";
+
+/// The SQLite store.  Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    /// The database file (messages, the lock file's place).
+    path: PathBuf,
+    /// The writer thread, which owns the write connection.
+    writer: writer::Writer,
+    /// Reads (the API, the CLI, the scheduler's timers).
+    reader: Arc<Mutex<Connection>>,
+    /// Transform state (`state.sqlite3`).
+    state: Arc<SqliteState>,
+    /// Rate-limit state (this process owns the store).
+    rates: Arc<rate::RateLimiters>,
+    /// `serve.lock`, held from `start` on: one service per directory.
+    lock: Mutex<Option<std::fs::File>>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Backend {
+            backend: "sqlite",
+            context: "statement failed".into(),
+            source: Box::new(e),
+        }
+    }
+}
+
+impl ToSql for DeliveryState {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for DeliveryState {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let s = value.as_str()?;
+        DeliveryState::parse(s).ok_or_else(|| FromSqlError::Other(format!("unknown delivery state {s:?}").into()))
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // An fsync on every commit: a 2xx is only sent after one.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating, migrating) `dir/events.sqlite3` and
+    /// `dir/state.sqlite3`.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::io(format!("cannot create {}", dir.display()), e))?;
+        let path = dir.join(FILE_NAME);
+        let mut write = connect(&path)?;
+        schema::migrate(&mut write, &path.display().to_string())?;
+        let reader = connect(&path)?;
+        let state = SqliteState::open(dir).map_err(|e| StoreError::Backend {
+            backend: "sqlite",
+            context: format!("{}: transform state", dir.display()),
+            source: Box::new(e),
+        })?;
+        Ok(SqliteStore {
+            path,
+            writer: writer::Writer::start(write)?,
+            reader: Arc::new(Mutex::new(reader)),
+            state: Arc::new(state),
+            rates: Arc::default(),
+            lock: Mutex::new(None),
+        })
+    }
+
+    /// Opens an existing store (the CLI): a clear error when there is none.
+    pub fn open_existing(dir: &Path) -> Result<SqliteStore, StoreError> {
+        let path = dir.join(FILE_NAME);
+        if !path.exists() {
+            return Err(StoreError::NotFound(format!(
+                "no event store at {} (is the data directory right? see --data-dir / data_dir)",
+                path.display()
+            )));
+        }
+        SqliteStore::open(dir)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the reader connection, off the async workers.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || f(&reader.lock().unwrap_or_else(|p| p.into_inner())))
+            .await
+            .map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Takes the data directory for this process alone (`serve`): a second
+    /// service on the same directory would re-run the first one's attempts.
+    fn lock_exclusive(&self) -> Result<std::fs::File, StoreError> {
+        let path = self.path.with_file_name("serve.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(format!("cannot open {}", path.display()), e))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |_| {
+                StoreError::Busy(format!(
+                    "another `ztbridge serve` is using this data directory ({} is locked)",
+                    path.display()
+                ))
+            },
+        )?;
+        Ok(file)
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    async fn admit(&self, event: NewEvent, dedupe_window_ms: i64) -> Result<Admission, StoreError> {
+        self.writer
+            .write(move |c| deliveries::admit(c, &event, dedupe_window_ms))
+            .await
+    }
+
+    async fn start(&self) -> Result<usize, StoreError> {
+        let lock = self.lock_exclusive()?;
+        *self.lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(lock);
+        let now = now_millis();
+        self.writer.write(move |c| deliveries::recover(c, now)).await
+    }
+
+    fn set_rate_limits(&self, limits: Vec<(String, RateLimit)>) {
+        self.rates.set(limits);
+    }
+
+    async fn claim(&self, now_ms: i64, max: usize, skip: &[String]) -> Result<ClaimBatch, StoreError> {
+        let (skip, rates) = (skip.to_vec(), self.rates.clone());
+        self.writer
+            .write(move |c| deliveries::claim(c, now_ms, max, skip, &rates))
+            .await
+    }
+
+    async fn release(&self, keys: Vec<DeliveryKey>) -> Result<(), StoreError> {
+        self.writer.write(move |c| deliveries::release(c, &keys)).await
+    }
+
+    async fn finish(
+        &self,
+        key: DeliveryKey,
+        attempt: AttemptRecord,
+        next: Next,
+    ) -> Result<(), StoreError> {
+        let now = now_millis();
+        self.writer
+            .write(move |c| deliveries::finish(c, &key, &attempt, &next, now))
+            .await
+    }
+
+    async fn next_retry_ms(&self, now_ms: i64) -> Result<Option<i64>, StoreError> {
+        self.read(move |c| views::next_retry_ms(c, now_ms)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let now = now_millis();
+        self.writer
+            .write(move |c| {
+                c.execute("UPDATE health SET at_ms = ?1 WHERE id = 1", [now])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn backlog(&self) -> Result<Backlog, StoreError> {
+        self.read(views::backlog).await
+    }
+
+    async fn open_by_route(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(views::open_by_route).await
+    }
+
+    async fn record(
+        &self,
+        receipt_id: &str,
+        with_body: bool,
+    ) -> Result<Option<EventRecord>, StoreError> {
+        let id = receipt_id.to_string();
+        self.read(move |c| views::record(c, &id, with_body)).await
+    }
+
+    async fn receipts_for_event_id(&self, event_id: &str) -> Result<Vec<String>, StoreError> {
+        let id = event_id.to_string();
+        self.read(move |c| views::receipts_for_event_id(c, &id)).await
+    }
+
+    async fn list(&self, filter: ListFilter) -> Result<Vec<ListRow>, StoreError> {
+        self.read(move |c| views::list(c, &filter)).await
+    }
+
+    async fn retry_failed(
+        &self,
+        selection: RetrySelection,
+        horizon_ms: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let now = now_millis();
+        self.writer
+            .write(move |c| deliveries::retry_failed(c, &selection, now, horizon_ms))
+            .await
+    }
+
+    async fn purge_delivered_before(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let n = self
+                .writer
+                .write(move |c| deliveries::purge(c, before_ms))
+                .await?;
+            total += n;
+            if n < deliveries::PURGE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    fn transform_state(&self) -> Arc<dyn TransformState> {
+        self.state.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1223 @@
+//! Signed transforms: Ed25519 signatures embedded in the component itself.
+//!
+//! # Format
+//!
+//! Signatures use the WebAssembly tool-conventions signature format
+//! (<https://github.com/wasm-signatures/design>) as implemented by the
+//! `wasmsign2` crate: a custom section named `signature`, which must be the
+//! first section, holds SHA-256 hashes of everything after it and one or more
+//! Ed25519 signatures over those hashes, each with an optional key ID. Several
+//! signers are allowed: [`sign`] adds a signature and keeps existing ones.
+//!
+//! The format only relies on the section framing (`id`, LEB128 size,
+//! payload), which components share with core modules, and `wasmsign2` 0.2.8
+//! explicitly accepts the component header (`\0asm` `0d 00 01 00`) besides the
+//! core module one (`\0asm` `01 00 00 00`). A custom section is valid anywhere
+//! in a component, so a signed component still loads in wasmtime (tested
+//! below).
+//!
+//! Verification is whole-file: a component passes only if a trusted key
+//! signed the hash of *all* its bytes after the signature section. Signing
+//! does not insert `signature_delimiter` sections (no partial signatures);
+//! files signed elsewhere with delimiters still verify as long as the final
+//! hash, which covers the whole content, was signed.
+//!
+//! # Key files
+//!
+//! [`KeyPair::write`] writes the `wasmsign2` raw format, the one its CLI's
+//! `keygen` writes and its `sign -k` / `verify -K` read:
+//!
+//! * secret key: 65 bytes, `0x81` followed by the 64-byte Ed25519 secret key
+//!   (32-byte seed, then the 32-byte public key); written with mode `0600`;
+//! * public key: 33 bytes, `0x01` followed by the 32-byte Ed25519 public key.
+//!
+//! [`load_secret_key`] and [`load_public_key`] also accept PKCS#8 / SPKI DER
+//! and PEM (as `wasmsign2`'s `from_any` does; no OpenSSH keys).
+//!
+//! # Key IDs
+//!
+//! A key's ID ([`PublicKey::key_id`]) is always derived from the public key:
+//! the first 12 bytes of HMAC-SHA256(key = `"key_id"`, message = the 32-byte
+//! public key), as `wasmsign2::PublicKey::attach_default_key_id` computes it,
+//! shown as 24 lowercase hex digits. [`sign`] stores it with the signature
+//! unless given another one. Key IDs are only hints for operators: every
+//! signature is checked against every trusted key, so a signature whose key
+//! ID was altered or left out still verifies if its key is trusted.
+//!
+//! # Errors
+//!
+//! Errors about a component do not name it: callers know where the bytes came
+//! from and prefix it (as `transform.rs` does with its `origin`). Errors about
+//! key files name the file.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Name of the custom section holding signatures (tool-conventions format).
+const SIGNATURE_SECTION: &str = "signature";
+/// Core module header: magic and version 1.
+const MODULE_HEADER: [u8; 8] = *b"\0asm\x01\x00\x00\x00";
+/// Component header: magic, version 0x0d, layer 1.
+const COMPONENT_HEADER: [u8; 8] = *b"\0asm\x0d\x00\x01\x00";
+/// Hash function identifier for SHA-256 in the signature format.
+const HASH_SHA256: u8 = 0x01;
+
+/// Shown by [`signers`] and in errors for a signature stored without key ID.
+pub const NO_KEY_ID: &str = "(no key id)";
+
+/// Why signing, verifying or loading keys failed.
+///
+/// Messages are meant for operators. Errors about a component do not name
+/// it (the caller prefixes its origin); errors about key files name the file.
+#[derive(Debug, thiserror::Error)]
+pub enum SigningError {
+    /// The bytes are not a WebAssembly component or core module.
+    #[error("not a WebAssembly component or module: {reason}")]
+    NotWasm {
+        /// What is wrong with the header.
+        reason: String,
+    },
+    /// The section structure is broken (truncated file, bad section size...).
+    #[error("malformed WebAssembly: {reason}")]
+    MalformedWasm {
+        /// Which section is broken and how.
+        reason: String,
+    },
+    /// There is no `signature` section: never signed, or the signature
+    /// section was stripped (the two cannot be told apart).
+    #[error(
+        "not signed: it has no \"signature\" section (it was never signed, or its signature section was stripped)"
+    )]
+    Unsigned,
+    /// The `signature` section exists but cannot be used.
+    #[error("malformed signature section: {reason}")]
+    MalformedSignature {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The content is intact (it matches what was signed) but no trusted
+    /// key signed it.
+    #[error("{}", unknown_key_message(key_ids, *trusted))]
+    UnknownKey {
+        /// Key IDs (hex) of the signatures found, [`NO_KEY_ID`] for
+        /// signatures stored without one.
+        key_ids: Vec<String>,
+        /// How many keys were trusted.
+        trusted: usize,
+    },
+    /// A signature does not match the content: the component was modified
+    /// after signing, or a trusted key's signature was altered.
+    #[error("tampered: {reason} (signature key id(s): {})", key_ids.join(", "))]
+    Tampered {
+        /// What does not match.
+        reason: String,
+        /// Key IDs (hex) of the signatures concerned.
+        key_ids: Vec<String>,
+    },
+    /// [`sign`] was asked to add a signature that is already there.
+    #[error("already signed with key {key_id}")]
+    AlreadySigned {
+        /// The key ID (hex) stored with the existing signature.
+        key_id: String,
+    },
+    /// A key file or directory could not be read.
+    #[error("{}: cannot read key file: {source}", path.display())]
+    KeyFileRead {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A key file could not be written (including: it already exists).
+    #[error("{}: cannot write key file: {source}", path.display())]
+    KeyFileWrite {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A key file's content is not a usable key.
+    #[error("{}: not a valid Ed25519 {kind} key: {reason}", path.display())]
+    MalformedKey {
+        /// The file.
+        path: PathBuf,
+        /// `"public"` or `"secret"`.
+        kind: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A directory given as trusted keys holds no `*.pub` file.
+    #[error("{}: no public key files (*.pub) in this directory", path.display())]
+    NoPublicKeys {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// `wasmsign2` failed unexpectedly while signing.
+    #[error("signing failed: {reason}")]
+    Sign {
+        /// The underlying error.
+        reason: String,
+    },
+}
+
+fn unknown_key_message(key_ids: &[String], trusted: usize) -> String {
+    let ids = key_ids.join(", ");
+    if trusted == 0 {
+        format!("signed by key(s) {ids}, but no key is trusted")
+    } else {
+        format!(
+            "signed only by unknown key(s) {ids}: none of the {trusted} trusted key(s) signed it"
+        )
+    }
+}
+
+/// An Ed25519 public key and its key ID.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    /// The key, without key ID: verification tries every signature.
+    inner: wasmsign2::PublicKey,
+    /// Raw key ID (see the module docs).
+    key_id: Vec<u8>,
+    /// `key_id` in hex.
+    key_id_hex: String,
+}
+
+impl PublicKey {
+    fn from_wasmsign2(pk: wasmsign2::PublicKey) -> PublicKey {
+        let inner = wasmsign2::PublicKey {
+            pk: pk.pk,
+            key_id: None,
+        };
+        let key_id = inner
+            .clone()
+            .attach_default_key_id()
+            .key_id
+            .unwrap_or_default();
+        let key_id_hex = hex::encode(&key_id);
+        PublicKey {
+            inner,
+            key_id,
+            key_id_hex,
+        }
+    }
+
+    /// The key ID, as 24 lowercase hex digits (see the module docs).
+    pub fn key_id(&self) -> &str {
+        &self.key_id_hex
+    }
+
+    /// The key in `wasmsign2` raw format: `0x01` and the 32-byte key.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.inner.to_bytes()
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.key_id_hex)
+    }
+}
+
+/// An Ed25519 secret key. Its `Debug` output never shows the key.
+#[derive(Clone)]
+pub struct SecretKey {
+    inner: wasmsign2::SecretKey,
+    public: PublicKey,
+}
+
+impl SecretKey {
+    fn from_wasmsign2(sk: wasmsign2::SecretKey) -> SecretKey {
+        let pk = wasmsign2::PublicKey {
+            pk: sk.sk.public_key(),
+            key_id: None,
+        };
+        SecretKey {
+            inner: sk,
+            public: PublicKey::from_wasmsign2(pk),
+        }
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey(key id {}, redacted)", self.public.key_id_hex)
+    }
+}
+
+/// A freshly generated key pair.
+#[derive(Debug, Clone)]
+pub struct KeyPair {
+    /// The public key, to distribute to verifiers.
+    pub public: PublicKey,
+    /// The secret key, to keep on the signing machine.
+    pub secret: SecretKey,
+}
+
+impl KeyPair {
+    /// Generates a new random Ed25519 key pair.
+    pub fn generate() -> KeyPair {
+        let kp = wasmsign2::KeyPair::generate();
+        let secret = SecretKey::from_wasmsign2(kp.sk);
+        KeyPair {
+            public: secret.public.clone(),
+            secret,
+        }
+    }
+
+    /// Writes the secret key and the public key in `wasmsign2` raw format
+    /// (see the module docs). Refuses to overwrite an existing file. The
+    /// secret key file is created with mode `0600` on Unix. If the public key
+    /// cannot be written, the secret key file just created is removed.
+    pub fn write(
+        &self,
+        secret_path: impl AsRef<Path>,
+        public_path: impl AsRef<Path>,
+    ) -> Result<(), SigningError> {
+        let (secret_path, public_path) = (secret_path.as_ref(), public_path.as_ref());
+        write_new(secret_path, &self.secret.inner.to_bytes(), 0o600)?;
+        if let Err(e) = write_new(public_path, &self.public.to_bytes(), 0o644) {
+            let _ = std::fs::remove_file(secret_path);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SigningError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let err = |source| SigningError::KeyFileWrite {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = options.open(path).map_err(err)?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(err)
+}
+
+fn read_key_file(path: &Path) -> Result<Vec<u8>, SigningError> {
+    std::fs::read(path).map_err(|source| SigningError::KeyFileRead {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Loads a secret key: `wasmsign2` raw (65 bytes, `0x81` + 64-byte key),
+/// PKCS#8 DER or PEM. Checks that the key is internally consistent.
+pub fn load_secret_key(path: impl AsRef<Path>) -> Result<SecretKey, SigningError> {
+    let path = path.as_ref();
+    let bytes = read_key_file(path)?;
+    let malformed = |reason: String| SigningError::MalformedKey {
+        path: path.to_owned(),
+        kind: "secret",
+        reason,
+    };
+    if bytes.is_empty() {
+        return Err(malformed("the file is empty".into()));
+    }
+    if bytes.len() == 33 && bytes[0] == 0x01 {
+        return Err(malformed(
+            "this is a public key file (33 bytes starting with 0x01), not a secret key".into(),
+        ));
+    }
+    let sk = wasmsign2::SecretKey::from_any(&bytes).map_err(|_| {
+        malformed(format!(
+            "expected the wasmsign2 raw format (65 bytes: 0x81 then the 64-byte key), PKCS#8 DER or PEM; got {} bytes in none of these formats",
+            bytes.len()
+        ))
+    })?;
+    sk.sk
+        .validate_public_key(&sk.sk.public_key())
+        .map_err(|e| {
+            malformed(format!(
+                "corrupted key: its public half does not match its seed ({e})"
+            ))
+        })?;
+    Ok(SecretKey::from_wasmsign2(sk))
+}
+
+/// Loads a public key: `wasmsign2` raw (33 bytes, `0x01` + 32-byte key),
+/// SPKI DER or PEM. Checks that it is a valid Ed25519 point.
+pub fn load_public_key(path: impl AsRef<Path>) -> Result<PublicKey, SigningError> {
+    let path = path.as_ref();
+    let bytes = read_key_file(path)?;
+    let malformed = |reason: String| SigningError::MalformedKey {
+        path: path.to_owned(),
+        kind: "public",
+        reason,
+    };
+    if bytes.is_empty() {
+        return Err(malformed("the file is empty".into()));
+    }
+    if bytes.len() == 65 && bytes[0] == 0x81 {
+        return Err(malformed(
+            "this is a SECRET key file (65 bytes starting with 0x81); trust the matching public key file instead, and keep this one private".into(),
+        ));
+    }
+    let pk = wasmsign2::PublicKey::from_any(&bytes).map_err(|_| {
+        malformed(format!(
+            "expected the wasmsign2 raw format (33 bytes: 0x01 then the 32-byte key), SPKI DER or PEM; got {} bytes in none of these formats",
+            bytes.len()
+        ))
+    })?;
+    pk.pk
+        .validate()
+        .map_err(|e| malformed(format!("not a usable Ed25519 public key ({e})")))?;
+    Ok(PublicKey::from_wasmsign2(pk))
+}
+
+/// Loads trusted public keys. Each path is a key file (any format
+/// [`load_public_key`] reads, whatever its name) or a directory, from which
+/// every `*.pub` file is loaded (in name order, not recursively; a directory
+/// without any is an error). The same key given twice is kept once.
+pub fn load_public_keys<P: AsRef<Path>>(
+    paths: impl IntoIterator<Item = P>,
+) -> Result<TrustedKeys, SigningError> {
+    let mut trusted = TrustedKeys::new();
+    for path in paths {
+        let path = path.as_ref();
+        if path.is_dir() {
+            let read_err = |source| SigningError::KeyFileRead {
+                path: path.to_owned(),
+                source,
+            };
+            let mut files = Vec::new();
+            for entry in std::fs::read_dir(path).map_err(read_err)? {
+                let file = entry.map_err(read_err)?.path();
+                if file.extension().is_some_and(|e| e == "pub") && !file.is_dir() {
+                    files.push(file);
+                }
+            }
+            if files.is_empty() {
+                return Err(SigningError::NoPublicKeys {
+                    path: path.to_owned(),
+                });
+            }
+            files.sort();
+            for file in files {
+                trusted.insert(load_public_key(&file)?);
+            }
+        } else {
+            trusted.insert(load_public_key(path)?);
+        }
+    }
+    Ok(trusted)
+}
+
+/// The set of public keys a component must be signed by (any one of them).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedKeys {
+    keys: Vec<PublicKey>,
+}
+
+impl TrustedKeys {
+    /// An empty set: nothing verifies against it.
+    pub fn new() -> TrustedKeys {
+        TrustedKeys::default()
+    }
+
+    /// Adds a key; returns `false` if it was already there.
+    pub fn insert(&mut self, key: PublicKey) -> bool {
+        if self.keys.contains(&key) {
+            return false;
+        }
+        self.keys.push(key);
+        true
+    }
+
+    /// How many keys are trusted.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// `true` if no key is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The trusted keys, in insertion order.
+    pub fn keys(&self) -> &[PublicKey] {
+        &self.keys
+    }
+}
+
+/// A successful verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Key IDs (hex) of the trusted keys whose signature covers exactly these
+    /// bytes, in [`TrustedKeys`] order; never empty.
+    pub key_ids: Vec<String>,
+}
+
+/// Adds a signature by `secret_key`, keeping the existing ones, and returns
+/// the signed component. The stored key ID is `key_id`, or by default the
+/// key's own ID ([`PublicKey::key_id`]).
+///
+/// Refuses (with [`SigningError::Tampered`]) to add a signature next to
+/// existing ones that do not match the content: strip them first
+/// ([`strip_signatures`]) if the component was deliberately changed.
+pub fn sign(
+    wasm: &[u8],
+    secret_key: &SecretKey,
+    key_id: Option<&[u8]>,
+) -> Result<Vec<u8>, SigningError> {
+    let parsed = Parsed::new(wasm)?;
+    if let Some(data) = parsed.signature_data()? {
+        let content_hash = parsed.content_hash();
+        if !data
+            .signed_hashes_set
+            .iter()
+            .any(|set| set.hashes.contains(&content_hash))
+        {
+            return Err(SigningError::Tampered {
+                reason:
+                    "its existing signatures do not match its content (modified after signing); \
+                         strip them before signing again"
+                        .into(),
+                key_ids: key_ids_of(data.signed_hashes_set.iter()),
+            });
+        }
+    }
+    let key_id = key_id.unwrap_or(&secret_key.public.key_id).to_vec();
+    let module = wasmsign2::Module::deserialize(&mut &wasm[..]).map_err(|e| {
+        SigningError::MalformedWasm {
+            reason: e.to_string(),
+        }
+    })?;
+    let (signed, _) = secret_key
+        .inner
+        .sign_multi(module, Some(&key_id), false, false)
+        .map_err(|e| match e {
+            wasmsign2::WSError::DuplicateSignature => SigningError::AlreadySigned {
+                key_id: hex::encode(&key_id),
+            },
+            e => SigningError::Sign {
+                reason: e.to_string(),
+            },
+        })?;
+    let mut out = Vec::with_capacity(wasm.len() + 128);
+    signed.serialize(&mut out).map_err(|e| SigningError::Sign {
+        reason: e.to_string(),
+    })?;
+    Ok(out)
+}
+
+/// Checks that at least one trusted key signed exactly these bytes.
+///
+/// Fails with [`SigningError::Unsigned`] if there is no signature section,
+/// [`SigningError::Tampered`] if the content was changed after signing (or a
+/// trusted key's signature was altered), [`SigningError::UnknownKey`] if the
+/// content is intact but only untrusted keys signed it.
+pub fn verify(wasm: &[u8], trusted: &TrustedKeys) -> Result<Verified, SigningError> {
+    let parsed = Parsed::new(wasm)?;
+    let data = parsed.signature_data()?.ok_or(SigningError::Unsigned)?;
+    if data
+        .signed_hashes_set
+        .iter()
+        .all(|set| set.signatures.is_empty())
+    {
+        return Err(SigningError::MalformedSignature {
+            reason: "it holds no signature".into(),
+        });
+    }
+
+    // The decision is wasmsign2's: a trusted key must have signed a hash set
+    // containing the SHA-256 of every byte after the signature section.
+    let set = wasmsign2::PublicKeySet::new(trusted.keys.iter().map(|k| k.inner.clone()).collect());
+    match set.verify(&mut &wasm[..], None) {
+        Ok(valid) => {
+            let key_ids: Vec<String> = trusted
+                .keys
+                .iter()
+                .filter(|k| valid.contains(&k.inner))
+                .map(|k| k.key_id_hex.clone())
+                .collect();
+            if key_ids.is_empty() {
+                // Cannot happen (wasmsign2 returns an error instead); never pass silently.
+                return Err(SigningError::UnknownKey {
+                    key_ids: key_ids_of(data.signed_hashes_set.iter()),
+                    trusted: trusted.len(),
+                });
+            }
+            Ok(Verified { key_ids })
+        }
+        Err(wasmsign2::WSError::VerificationFailed) => {
+            Err(classify_failure(&parsed, &data, trusted))
+        }
+        Err(wasmsign2::WSError::NoSignatures) => Err(SigningError::Unsigned),
+        Err(e) => Err(SigningError::MalformedSignature {
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Explains a failed verification (wasmsign2 only says "no valid signature").
+fn classify_failure(
+    parsed: &Parsed,
+    data: &wasmsign2::SignatureData,
+    trusted: &TrustedKeys,
+) -> SigningError {
+    let content_hash = parsed.content_hash();
+    let matching: Vec<&wasmsign2::SignedHashes> = data
+        .signed_hashes_set
+        .iter()
+        .filter(|set| set.hashes.contains(&content_hash))
+        .collect();
+    if matching.is_empty() {
+        return SigningError::Tampered {
+            reason: "the content does not match what was signed (modified after signing)".into(),
+            key_ids: key_ids_of(data.signed_hashes_set.iter()),
+        };
+    }
+    // The content is what was signed: either the signers are not trusted, or
+    // a signature that names a trusted key's ID is not valid for that key.
+    let claimed: Vec<String> = matching
+        .iter()
+        .flat_map(|set| &set.signatures)
+        .filter_map(|sig| sig.key_id.as_ref())
+        .filter_map(|id| trusted.keys.iter().find(|k| &k.key_id == id))
+        .map(|k| k.key_id_hex.clone())
+        .collect::<Vec<_>>();
+    if !claimed.is_empty() {
+        return SigningError::Tampered {
+            reason:
+                "a signature naming a trusted key is not valid for that key (signature altered)"
+                    .into(),
+            key_ids: dedup(claimed),
+        };
+    }
+    SigningError::UnknownKey {
+        key_ids: key_ids_of(matching.into_iter()),
+        trusted: trusted.len(),
+    }
+}
+
+/// Key IDs (hex) of every signature, without verifying anything, for
+/// `transform inspect`: empty if unsigned, [`NO_KEY_ID`] for a signature
+/// stored without key ID, each ID once, in signature order. A listed ID only
+/// says what the signature claims; use [`verify`] to trust anything.
+pub fn signers(wasm: &[u8]) -> Result<Vec<String>, SigningError> {
+    let parsed = Parsed::new(wasm)?;
+    Ok(match parsed.signature_data()? {
+        Some(data) => key_ids_of(data.signed_hashes_set.iter()),
+        None => Vec::new(),
+    })
+}
+
+/// Removes the signature section (all signatures); unsigned input is
+/// returned unchanged. `signature_delimiter` sections are kept.
+pub fn strip_signatures(wasm: &[u8]) -> Result<Vec<u8>, SigningError> {
+    let parsed = Parsed::new(wasm)?;
+    Ok(match parsed.signature {
+        Some(section) => [&wasm[..8], &wasm[section.end..]].concat(),
+        None => wasm.to_vec(),
+    })
+}
+
+fn key_ids_of<'a>(sets: impl Iterator<Item = &'a wasmsign2::SignedHashes>) -> Vec<String> {
+    dedup(
+        sets.flat_map(|set| &set.signatures)
+            .map(|sig| {
+                sig.key_id
+                    .as_ref()
+                    .map_or_else(|| NO_KEY_ID.to_string(), hex::encode)
+            })
+            .collect(),
+    )
+}
+
+fn dedup(ids: Vec<String>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    ids.into_iter()
+        .filter(|id| seen.insert(id.clone()))
+        .collect()
+}
+
+/// One top-level section: where it is and, for custom sections, its name.
+#[derive(Debug, Clone)]
+struct SectionSpan {
+    /// Offset just past its payload.
+    end: usize,
+    /// Offset and length of the payload after the custom section name.
+    custom: Option<(String, usize)>,
+}
+
+/// A component or module whose section framing was checked, so wasmsign2
+/// never sees (and never allocates for) a size that does not fit the file.
+struct Parsed<'a> {
+    wasm: &'a [u8],
+    /// The `signature` section, if any (always the first section).
+    signature: Option<SectionSpan>,
+}
+
+impl<'a> Parsed<'a> {
+    fn new(wasm: &'a [u8]) -> Result<Parsed<'a>, SigningError> {
+        let not_wasm = |reason: &str| SigningError::NotWasm {
+            reason: reason.into(),
+        };
+        if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
+            return Err(not_wasm("it does not start with the \\0asm magic"));
+        }
+        if wasm[..8] != COMPONENT_HEADER && wasm[..8] != MODULE_HEADER {
+            return Err(not_wasm(&format!(
+                "unsupported version/layer {:02x?} (expected a component, 0d 00 01 00, or a core module, 01 00 00 00)",
+                &wasm[4..8]
+            )));
+        }
+        let mut signature = None;
+        let mut pos = 8;
+        let mut index = 0usize;
+        while pos < wasm.len() {
+            let span = section_at(wasm, pos).map_err(|what| SigningError::MalformedWasm {
+                reason: format!("section #{index} at offset {pos}: {what}"),
+            })?;
+            if let Some((name, _)) = &span.custom
+                && name == SIGNATURE_SECTION
+            {
+                if index != 0 {
+                    return Err(SigningError::MalformedSignature {
+                        reason: format!(
+                            "the \"signature\" section must be the first section, found one as section #{index}"
+                        ),
+                    });
+                }
+                signature = Some(span.clone());
+            }
+            pos = span.end;
+            index += 1;
+        }
+        Ok(Parsed { wasm, signature })
+    }
+
+    /// The decoded `signature` section, `None` if there is none.
+    fn signature_data(&self) -> Result<Option<wasmsign2::SignatureData>, SigningError> {
+        let Some(section) = &self.signature else {
+            return Ok(None);
+        };
+        let Some((_, payload_at)) = section.custom else {
+            return Ok(None);
+        };
+        let data = wasmsign2::SignatureData::deserialize(&self.wasm[payload_at..section.end]).map_err(|e| {
+            SigningError::MalformedSignature {
+                reason: format!("cannot decode it ({e}); only version 1 signatures of WebAssembly content are supported"),
+            }
+        })?;
+        if data.hash_function != HASH_SHA256 {
+            return Err(SigningError::MalformedSignature {
+                reason: format!(
+                    "unsupported hash function {:#04x} (only SHA-256, 0x01)",
+                    data.hash_function
+                ),
+            });
+        }
+        Ok(Some(data))
+    }
+
+    /// SHA-256 of everything after the signature section (the signed content).
+    fn content_hash(&self) -> Vec<u8> {
+        let from = self.signature.as_ref().map_or(8, |s| s.end);
+        Sha256::digest(&self.wasm[from..]).to_vec()
+    }
+}
+
+/// Reads the section starting at `pos`, with the same rules as wasmsign2's
+/// reader (id below 0x80, u32 LEB128 size, UTF-8 custom section name).
+fn section_at(wasm: &[u8], pos: usize) -> Result<SectionSpan, String> {
+    let id = wasm[pos];
+    if id & 0x80 != 0 {
+        return Err(format!("invalid section id {id:#04x}"));
+    }
+    let (size, size_len) = leb_u32(&wasm[pos + 1..]).ok_or("truncated or invalid section size")?;
+    let payload = pos + 1 + size_len;
+    let end = payload
+        .checked_add(size as usize)
+        .filter(|&end| end <= wasm.len())
+        .ok_or_else(|| {
+            format!(
+                "its size ({size} bytes) runs past the end of the file ({} bytes left)",
+                wasm.len() - payload
+            )
+        })?;
+    let custom = if id == 0 {
+        let body = &wasm[payload..end];
+        let (name_len, name_len_len) =
+            leb_u32(body).ok_or("custom section: truncated or invalid name length")?;
+        let name_end = name_len_len + name_len as usize;
+        let name = body
+            .get(name_len_len..name_end)
+            .ok_or("custom section: its name runs past the section")?;
+        let name = std::str::from_utf8(name)
+            .map_err(|_| "custom section: its name is not UTF-8".to_string())?;
+        Some((name.to_string(), payload + name_end))
+    } else {
+        None
+    };
+    Ok(SectionSpan { end, custom })
+}
+
+/// Decodes an unsigned LEB128 u32 (at most 5 bytes): value and length.
+fn leb_u32(bytes: &[u8]) -> Option<(u32, usize)> {
+    let mut value: u64 = 0;
+    for (i, &byte) in bytes.iter().take(5).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return u32::try_from(value).ok().map(|v| (v, i + 1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest component: just the header.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
+    /// The smallest core module.
+    const EMPTY_MODULE: &[u8] = b"\0asm\x01\x00\x00\x00";
+
+    /// A custom section with `name` and `data`.
+    fn custom_section(name: &str, data: &[u8]) -> Vec<u8> {
+        let mut body = vec![name.len() as u8];
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(data);
+        let mut section = vec![0u8];
+        let mut n = body.len();
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            section.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                break;
+            }
+        }
+        section.extend(body);
+        section
+    }
+
+    /// A tiny valid component with some content to sign.
+    fn component() -> Vec<u8> {
+        [
+            EMPTY_COMPONENT,
+            &custom_section("ztbridge-test", b"some content worth signing"),
+        ]
+        .concat()
+    }
+
+    /// A fresh, empty temporary directory for one test.
+    fn temp_dir(test: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("ztbridge-signing-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn trust(keys: &[&KeyPair]) -> TrustedKeys {
+        let mut trusted = TrustedKeys::new();
+        for k in keys {
+            trusted.insert(k.public.clone());
+        }
+        trusted
+    }
+
+    #[test]
+    fn wasmsign2_reads_components_and_modules() {
+        // wasmsign2 0.2.8 accepts both headers and keeps the component header.
+        for wasm in [
+            component(),
+            [EMPTY_MODULE, &custom_section("x", b"y")].concat(),
+        ] {
+            let module = wasmsign2::Module::deserialize(&mut &wasm[..]).unwrap();
+            assert_eq!(&module.header[..], &wasm[..8]);
+            let signed = sign(&wasm, &KeyPair::generate().secret, None).unwrap();
+            assert_eq!(&signed[..8], &wasm[..8], "header kept");
+        }
+    }
+
+    #[test]
+    fn sign_then_verify() {
+        let key = KeyPair::generate();
+        let wasm = component();
+        let signed = sign(&wasm, &key.secret, None).unwrap();
+        // The signature section comes first, the original content follows unchanged.
+        assert_eq!(&signed[signed.len() - (wasm.len() - 8)..], &wasm[8..]);
+        let verified = verify(&signed, &trust(&[&key])).unwrap();
+        assert_eq!(verified.key_ids, vec![key.public.key_id().to_string()]);
+        assert_eq!(key.public.key_id().len(), 24);
+        assert_eq!(
+            signers(&signed).unwrap(),
+            vec![key.public.key_id().to_string()]
+        );
+        assert!(signers(&wasm).unwrap().is_empty());
+
+        // Also for the bare component header and a core module.
+        for wasm in [EMPTY_COMPONENT, EMPTY_MODULE] {
+            let signed = sign(wasm, &key.secret, None).unwrap();
+            assert!(verify(&signed, &trust(&[&key])).is_ok());
+        }
+    }
+
+    #[test]
+    fn signed_synthetic_component_still_compiles() {
+        let key = KeyPair::generate();
+        let signed = sign(EMPTY_COMPONENT, &key.secret, None).unwrap();
+        let engine = wasmtime::Engine::default();
+        wasmtime::component::Component::new(&engine, &signed)
+            .expect("a signed component still compiles");
+    }
+
+    #[test]
+    fn two_signers_both_reported() {
+        let (a, b, c) = (
+            KeyPair::generate(),
+            KeyPair::generate(),
+            KeyPair::generate(),
+        );
+        let once = sign(&component(), &a.secret, None).unwrap();
+        let twice = sign(&once, &b.secret, None).unwrap();
+        let (ida, idb) = (a.public.key_id().to_string(), b.public.key_id().to_string());
+        assert_eq!(signers(&twice).unwrap(), vec![ida.clone(), idb.clone()]);
+        assert_eq!(
+            verify(&twice, &trust(&[&a, &b, &c])).unwrap().key_ids,
+            vec![ida.clone(), idb.clone()]
+        );
+        assert_eq!(
+            verify(&twice, &trust(&[&c, &b])).unwrap().key_ids,
+            vec![idb]
+        );
+        assert_eq!(
+            verify(&twice, &trust(&[&a])).unwrap().key_ids,
+            vec![ida.clone()]
+        );
+        // The same key twice: refused, naming it.
+        match sign(&twice, &a.secret, None) {
+            Err(SigningError::AlreadySigned { key_id }) => assert_eq!(key_id, ida),
+            other => panic!("expected AlreadySigned, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unsigned_is_rejected() {
+        let key = KeyPair::generate();
+        for wasm in [component(), EMPTY_COMPONENT.to_vec()] {
+            let err = verify(&wasm, &trust(&[&key])).unwrap_err();
+            assert!(matches!(err, SigningError::Unsigned), "{err:?}");
+            assert!(err.to_string().contains("not signed"), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let (signer, other) = (KeyPair::generate(), KeyPair::generate());
+        let signed = sign(&component(), &signer.secret, None).unwrap();
+        let err = verify(&signed, &trust(&[&other])).unwrap_err();
+        match &err {
+            SigningError::UnknownKey { key_ids, trusted } => {
+                assert_eq!(key_ids, &vec![signer.public.key_id().to_string()]);
+                assert_eq!(*trusted, 1);
+            }
+            other => panic!("expected UnknownKey, got {other:?}"),
+        }
+        assert!(err.to_string().contains(signer.public.key_id()), "{err}");
+        // Nothing trusted at all.
+        let err = verify(&signed, &TrustedKeys::new()).unwrap_err();
+        assert!(
+            matches!(err, SigningError::UnknownKey { trusted: 0, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn key_id_is_only_a_hint() {
+        // A custom key ID (or none) still verifies against the trusted key,
+        // which is reported under its own ID.
+        let key = KeyPair::generate();
+        let signed = sign(&component(), &key.secret, Some(b"release-2025")).unwrap();
+        assert_eq!(
+            signers(&signed).unwrap(),
+            vec![hex::encode(b"release-2025")]
+        );
+        assert_eq!(
+            verify(&signed, &trust(&[&key])).unwrap().key_ids,
+            vec![key.public.key_id().to_string()]
+        );
+    }
+
+    #[test]
+    fn flipped_content_byte_is_tampered() {
+        let key = KeyPair::generate();
+        let signed = sign(&component(), &key.secret, None).unwrap();
+        let mut tampered = signed.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 0x01; // inside "some content worth signing"
+        let err = verify(&tampered, &trust(&[&key])).unwrap_err();
+        assert!(matches!(err, SigningError::Tampered { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("does not match what was signed"),
+            "{err}"
+        );
+        // Tampered even for someone who does not trust the signer: the content changed.
+        let err = verify(&tampered, &trust(&[&KeyPair::generate()])).unwrap_err();
+        assert!(matches!(err, SigningError::Tampered { .. }), "{err:?}");
+        // And signing on top of stale signatures is refused.
+        assert!(matches!(
+            sign(&tampered, &key.secret, None),
+            Err(SigningError::Tampered { .. })
+        ));
+    }
+
+    #[test]
+    fn altered_signature_is_tampered() {
+        let key = KeyPair::generate();
+        let signed = sign(&component(), &key.secret, None).unwrap();
+        // The Ed25519 signature is the last 64 bytes of the signature section.
+        let Parsed {
+            signature: Some(section),
+            ..
+        } = Parsed::new(&signed).unwrap()
+        else {
+            panic!("signed")
+        };
+        let mut altered = signed.clone();
+        altered[section.end - 10] ^= 0x01;
+        let err = verify(&altered, &trust(&[&key])).unwrap_err();
+        assert!(matches!(err, SigningError::Tampered { .. }), "{err:?}");
+        assert!(err.to_string().contains(key.public.key_id()), "{err}");
+    }
+
+    #[test]
+    fn stripped_signature_is_unsigned() {
+        let key = KeyPair::generate();
+        let wasm = component();
+        let signed = sign(
+            &sign(&wasm, &key.secret, None).unwrap(),
+            &KeyPair::generate().secret,
+            None,
+        )
+        .unwrap();
+        let stripped = strip_signatures(&signed).unwrap();
+        assert_eq!(stripped, wasm);
+        let err = verify(&stripped, &trust(&[&key])).unwrap_err();
+        assert!(matches!(err, SigningError::Unsigned), "{err:?}");
+        assert!(err.to_string().contains("stripped"), "{err}");
+    }
+
+    #[test]
+    fn misplaced_or_broken_signature_section() {
+        let key = KeyPair::generate();
+        let signed = sign(&component(), &key.secret, None).unwrap();
+        // Moved after the content: not first any more.
+        let Parsed {
+            signature: Some(section),
+            ..
+        } = Parsed::new(&signed).unwrap()
+        else {
+            panic!("signed")
+        };
+        let moved = [
+            &signed[..8],
+            &signed[section.end..],
+            &signed[8..section.end],
+        ]
+        .concat();
+        let err = verify(&moved, &trust(&[&key])).unwrap_err();
+        assert!(
+            matches!(err, SigningError::MalformedSignature { .. }),
+            "{err:?}"
+        );
+        assert!(sign(&moved, &key.secret, None).is_err());
+        // Garbage in the signature section.
+        let garbage = [
+            EMPTY_COMPONENT,
+            &custom_section("signature", b"\x07junk"),
+            &component()[8..],
+        ]
+        .concat();
+        let err = verify(&garbage, &trust(&[&key])).unwrap_err();
+        assert!(
+            matches!(err, SigningError::MalformedSignature { .. }),
+            "{err:?}"
+        );
+        assert!(signers(&garbage).is_err());
+    }
+
+    #[test]
+    fn malformed_wasm_is_rejected_without_huge_allocations() {
+        let key = KeyPair::generate();
+        let trusted = trust(&[&key]);
+        assert!(matches!(
+            verify(b"not wasm", &trusted),
+            Err(SigningError::NotWasm { .. })
+        ));
+        assert!(matches!(
+            verify(b"\0asm\x02\x00\x00\x00", &trusted),
+            Err(SigningError::NotWasm { .. })
+        ));
+        // A section claiming 4 GiB in a 14-byte file.
+        let huge = [EMPTY_COMPONENT, b"\x00\xff\xff\xff\xff\x0f"].concat();
+        let err = verify(&huge, &trusted).unwrap_err();
+        assert!(matches!(err, SigningError::MalformedWasm { .. }), "{err:?}");
+        assert!(err.to_string().contains("runs past the end"), "{err}");
+        assert!(matches!(
+            sign(&huge, &key.secret, None),
+            Err(SigningError::MalformedWasm { .. })
+        ));
+    }
+
+    #[test]
+    fn key_files_round_trip() {
+        let dir = temp_dir("round-trip");
+        let key = KeyPair::generate();
+        let (sk_path, pk_path) = (dir.join("release.key"), dir.join("release.pub"));
+        key.write(&sk_path, &pk_path).unwrap();
+        assert_eq!(std::fs::read(&sk_path).unwrap().len(), 65);
+        assert_eq!(std::fs::read(&pk_path).unwrap().len(), 33);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&sk_path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        // wasmsign2 reads them back in its raw format.
+        wasmsign2::SecretKey::from_file(&sk_path).unwrap();
+        wasmsign2::PublicKey::from_file(&pk_path).unwrap();
+        // Never overwritten.
+        let err = key.write(&sk_path, dir.join("other.pub")).unwrap_err();
+        assert!(matches!(err, SigningError::KeyFileWrite { .. }), "{err:?}");
+
+        let secret = load_secret_key(&sk_path).unwrap();
+        assert!(!format!("{secret:?}").contains(&hex::encode(key.secret.inner.sk.as_ref())));
+        let public = load_public_key(&pk_path).unwrap();
+        assert_eq!(public.key_id(), key.public.key_id());
+        assert_eq!(secret.public_key().key_id(), key.public.key_id());
+
+        // A second key in the directory; files and directories mix, duplicates kept once.
+        let other = KeyPair::generate();
+        other
+            .write(dir.join("other.key"), dir.join("other.pub"))
+            .unwrap();
+        let trusted = load_public_keys([dir.clone(), pk_path.clone()]).unwrap();
+        assert_eq!(trusted.len(), 2);
+
+        let signed = sign(&component(), &secret, None).unwrap();
+        let signed = sign(
+            &signed,
+            &load_secret_key(dir.join("other.key")).unwrap(),
+            None,
+        )
+        .unwrap();
+        let verified = verify(&signed, &trusted).unwrap();
+        assert_eq!(verified.key_ids.len(), 2);
+        assert!(verified.key_ids.contains(&key.public.key_id().to_string()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn malformed_key_files_are_explained() {
+        let dir = temp_dir("malformed");
+        let key = KeyPair::generate();
+        let (sk_path, pk_path) = (dir.join("k.key"), dir.join("k.pub"));
+        key.write(&sk_path, &pk_path).unwrap();
+
+        let garbage = dir.join("garbage.pub");
+        std::fs::write(&garbage, b"hello, I am not a key\n").unwrap();
+        let err = load_public_key(&garbage).unwrap_err();
+        assert!(
+            matches!(err, SigningError::MalformedKey { kind: "public", .. }),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("garbage.pub") && msg.contains("raw format"),
+            "{msg}"
+        );
+
+        let empty = dir.join("empty.key");
+        std::fs::write(&empty, b"").unwrap();
+        let err = load_secret_key(&empty).unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+
+        // Keys swapped by mistake.
+        let err = load_public_key(&sk_path).unwrap_err();
+        assert!(err.to_string().contains("SECRET key file"), "{err}");
+        let err = load_secret_key(&pk_path).unwrap_err();
+        assert!(err.to_string().contains("public key file"), "{err}");
+
+        // A secret key whose public half was corrupted.
+        let mut bytes = std::fs::read(&sk_path).unwrap();
+        bytes[64] ^= 0x01;
+        let corrupted = dir.join("corrupted.key");
+        std::fs::write(&corrupted, &bytes).unwrap();
+        let err = load_secret_key(&corrupted).unwrap_err();
+        assert!(err.to_string().contains("corrupted"), "{err}");
+
+        // A directory with a bad .pub fails; one without .pub files too; a missing file names itself.
+        assert!(matches!(
+            load_public_keys([&dir]),
+            Err(SigningError::MalformedKey { .. })
+        ));
+        let none = temp_dir("malformed-none");
+        assert!(matches!(
+            load_public_keys([&none]),
+            Err(SigningError::NoPublicKeys { .. })
+        ));
+        let err = load_public_key(dir.join("missing.pub")).unwrap_err();
+        assert!(
+            matches!(err, SigningError::KeyFileRead { .. })
+                && err.to_string().contains("missing.pub"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&none);
+    }
+
+    #[test]
+    fn real_component_signed_still_loads() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../target/wasm-guests/wasm32-wasip2/release/zt_test_empty.wasm"
+        );
+        let Ok(wasm) = std::fs::read(path) else {
+            eprintln!("note: {path} not built yet, skipping the real-component signing check");
+            return;
+        };
+        let (a, b) = (KeyPair::generate(), KeyPair::generate());
+        let signed = sign(&sign(&wasm, &a.secret, None).unwrap(), &b.secret, None).unwrap();
+        assert_eq!(
+            verify(&signed, &trust(&[&b])).unwrap().key_ids,
+            vec![b.public.key_id().to_string()]
+        );
+
+        // Compiles in a default engine, and loads (links, describes) in ours.
+        wasmtime::component::Component::new(&wasmtime::Engine::default(), &signed)
+            .expect("signed component compiles");
+        let engine = crate::sandbox::Engine::new(crate::config::Limits::default()).unwrap();
+        crate::sandbox::Transform::load(&engine, "signed zt_test_empty", &signed)
+            .expect("signed component loads");
+
+        let mut tampered = signed.clone();
+        let middle = signed.len() / 2;
+        tampered[middle] ^= 0x40;
+        assert!(matches!(
+            verify(&tampered, &trust(&[&a])),
+            Err(SigningError::Tampered { .. })
+        ));
+    }
+}
