@@ -22,19 +22,17 @@ pub struct App {
     /// The configuration it was built from.
     pub config: Config,
     /// The wasm engine every transform runs in.
-    pub engine: Arc<Engine>,
+    pub(crate) engine: Arc<Engine>,
     /// What the HTTP handlers share (intake, dispatcher, auth, metrics).
-    pub http: Arc<HttpState>,
+    pub(crate) http: Arc<HttpState>,
     /// Stores webhooks and runs their deliveries.
     pub dispatcher: Arc<Dispatcher>,
-    /// What `/metrics` exports.
-    pub metrics: Arc<Metrics>,
     /// Whether a route with missing config is an error (a config file was
     /// given) or skipped (the built-in default); reload does the same.
-    pub strict: bool,
+    pub(crate) strict: bool,
     /// Compiled components on disk (`<data_dir>/compile-cache`), so a
     /// restart or reload does not recompile.
-    pub cache: CompileCache,
+    pub(crate) cache: CompileCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,14 +105,13 @@ impl App {
             intake: Intake::new(config.intake.clone()),
             dispatcher: dispatcher.clone(),
             auth,
-            metrics: metrics.clone(),
+            metrics,
         });
         Ok(App {
             config,
             engine,
             http,
             dispatcher,
-            metrics,
             cache,
             strict,
         })

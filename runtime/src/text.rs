@@ -11,7 +11,7 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    pub fn new<I: IntoIterator<Item = String>>(secrets: I) -> Redactor {
+    pub(crate) fn new<I: IntoIterator<Item = String>>(secrets: I) -> Redactor {
         let mut secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 4).collect();
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
@@ -19,7 +19,7 @@ impl Redactor {
     }
 
     /// `text` with every secret replaced.
-    pub fn apply(&self, text: &str) -> String {
+    pub(crate) fn apply(&self, text: &str) -> String {
         let mut out = text.to_string();
         for s in &self.secrets {
             if out.contains(s.as_str()) {
@@ -49,7 +49,7 @@ mod tests {
 }
 
 /// At most `max` bytes of `s`, on a character boundary, with a note.
-pub fn excerpt(s: &str, max: usize) -> String {
+pub(crate) fn excerpt(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
@@ -61,7 +61,7 @@ pub fn excerpt(s: &str, max: usize) -> String {
 }
 
 /// An event ID fit for logs and answers: at most 128 characters.
-pub fn display_id(id: Option<&str>) -> String {
+pub(crate) fn display_id(id: Option<&str>) -> String {
     match id {
         None => "-".into(),
         Some(id) if id.chars().count() <= 128 => id.to_string(),

@@ -36,7 +36,7 @@ pub fn env_name(route: &str, key: &str) -> String {
 
 impl ConfigValue {
     /// The value as text, reading the environment or a file as declared.
-    pub fn resolve(&self, route: &str, key: &str) -> Result<String, ConfigError> {
+    pub(crate) fn resolve(&self, route: &str, key: &str) -> Result<String, ConfigError> {
         let err = |message: String| ConfigError::Value {
             route: route.into(),
             key: key.into(),

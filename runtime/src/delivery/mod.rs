@@ -30,8 +30,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore};
 
-pub use room::Full;
-pub use routes::RouteSet;
+pub(crate) use room::Full;
+pub(crate) use routes::RouteSet;
 
 use crate::config::DeliveryPolicy;
 use crate::egress::HttpTransport;
@@ -41,13 +41,13 @@ use crate::store::{Admission, EventRecord, NewEvent, Store, StoreError, Transfor
 use crate::time::now_millis;
 
 /// An accepted webhook, as intake hands it over.
-pub struct Accepted<'a> {
+pub(crate) struct Accepted<'a> {
     /// The host's identifier of this webhook.
     pub receipt_id: String,
     /// When it was received (ms since the epoch).
     pub received_ms: i64,
     /// The event, read tolerantly.
-    pub event: &'a zt_event::Event,
+    pub(crate) event: &'a zt_event::Event,
     /// The JSON text as received (after inflating).
     pub body: Arc<str>,
     /// The request headers worth keeping.
@@ -56,7 +56,7 @@ pub struct Accepted<'a> {
 
 /// What became of a webhook handed to [`Dispatcher::admit`].
 #[derive(Debug, Clone)]
-pub enum Admitted {
+pub(crate) enum Admitted {
     /// Stored durably; these routes will deliver it.
     Stored { routes: Vec<String> },
     /// The same body was accepted earlier (within the duplicate window).
@@ -102,7 +102,7 @@ impl Dispatcher {
     /// `disk_dir`: the directory whose free space guards intake (the
     /// SQLite data directory; `None` when the store is remote).
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         engine: Arc<Engine>,
         routes: RouteSet,
         transport: HttpTransport,
@@ -147,20 +147,20 @@ impl Dispatcher {
 
     /// Replaces the routes (reload).  New events and attempts use the new
     /// set; attempts running now finish on the routes they started with.
-    pub fn replace_routes(&self, routes: RouteSet) {
+    pub(crate) fn replace_routes(&self, routes: RouteSet) {
         self.store.set_rate_limits(routes.limits());
         self.routes.replace(routes);
         self.wake.notify_one();
     }
 
     /// Whether another webhook may be accepted now.
-    pub fn room(&self) -> Result<(), Full> {
+    pub(crate) fn room(&self) -> Result<(), Full> {
         self.room.check()
     }
 
     /// Stores `event` with one delivery per route whose filter takes it;
     /// returns once durable.
-    pub async fn admit(&self, event: Accepted<'_>) -> Result<Admitted, StoreError> {
+    pub(crate) async fn admit(&self, event: Accepted<'_>) -> Result<Admitted, StoreError> {
         let routes = self.routes().taking(event.event);
         let event_id = event.event.id().map(std::borrow::Cow::into_owned);
         let new = NewEvent {
@@ -199,7 +199,7 @@ impl Dispatcher {
 
     /// Resumes what was not delivered and starts the scheduler and the
     /// housekeeping task.  Call once, inside the runtime.
-    pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
+    pub(crate) async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
         let resumed = self.store.start().await?;
         if resumed > 0 {
             tracing::warn!(
@@ -230,7 +230,7 @@ impl Dispatcher {
 
     /// Stops claiming, then waits up to `drain_timeout_ms` for running
     /// attempts.  What does not finish is attempted again at the next start.
-    pub async fn stop(&self) {
+    pub(crate) async fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
         self.wake.notify_one();
         let timeout = Duration::from_millis(self.policy.drain_timeout_ms);
@@ -245,7 +245,7 @@ impl Dispatcher {
 
     /// Healthy: not stopping, the scheduler went round its loop in the last
     /// 30 seconds, and the store commits a write within `timeout`.
-    pub async fn health(&self, timeout: Duration) -> Result<(), String> {
+    pub(crate) async fn health(&self, timeout: Duration) -> Result<(), String> {
         if self.stopping() {
             return Err("shutting down".into());
         }
@@ -267,17 +267,17 @@ impl Dispatcher {
     }
 
     /// Names of the routes that run, in configuration order.
-    pub fn route_names(&self) -> Vec<String> {
+    pub(crate) fn route_names(&self) -> Vec<String> {
         self.routes().iter().map(|r| r.name.to_string()).collect()
     }
 
     /// Open deliveries (pending or in flight), as last counted.
-    pub fn open_deliveries(&self) -> u64 {
+    pub(crate) fn open_deliveries(&self) -> u64 {
         self.room.open()
     }
 
     /// What is known of one webhook (`GET /api/events/{receipt}`).
-    pub async fn record(&self, receipt_id: &str) -> Result<Option<EventRecord>, StoreError> {
+    pub(crate) async fn record(&self, receipt_id: &str) -> Result<Option<EventRecord>, StoreError> {
         self.store.record(receipt_id, false).await
     }
 }

@@ -40,17 +40,17 @@ pub(super) enum Ending<'a> {
 #[derive(Debug, Clone)]
 pub(super) struct Attempt<'a> {
     /// This attempt's number (1 for the first).
-    pub number: u32,
-    pub ending: Ending<'a>,
+    pub(crate) number: u32,
+    pub(crate) ending: Ending<'a>,
     /// The last response or transport failure, if a request was made.
-    pub last: Option<Answer>,
+    pub(crate) last: Option<Answer>,
     /// Give up after this (ms since the epoch).
-    pub deadline_ms: i64,
+    pub(crate) deadline_ms: i64,
     /// When the attempt ended (ms since the epoch).
-    pub now_ms: i64,
+    pub(crate) now_ms: i64,
     /// Spreads retries of different deliveries apart (jitter), the same
     /// for one delivery every time.
-    pub salt: u64,
+    pub(crate) salt: u64,
 }
 
 /// What happens to the delivery next.

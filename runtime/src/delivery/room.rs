@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Why no more webhooks can be taken now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Full {
+pub(crate) enum Full {
     /// `max_pending` open deliveries.
     Backlog,
     /// Less than `min_free_disk_mb` free in the data directory.

@@ -20,7 +20,7 @@ pub struct RouteSet {
 
 impl RouteSet {
     /// `limits`: (route, limit) of the routes that have one.
-    pub fn new(routes: Vec<Arc<Route>>, limits: Vec<(String, RateLimit)>) -> RouteSet {
+    pub(crate) fn new(routes: Vec<Arc<Route>>, limits: Vec<(String, RateLimit)>) -> RouteSet {
         RouteSet {
             by_name: routes
                 .iter()

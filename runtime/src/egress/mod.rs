@@ -22,14 +22,14 @@ use url::Url;
 
 /// A host pattern: `example.com` (exact) or `*.example.com` (any subdomain).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostPattern(String);
+pub(crate) struct HostPattern(String);
 
 impl HostPattern {
-    pub fn new(p: &str) -> HostPattern {
+    pub(crate) fn new(p: &str) -> HostPattern {
         HostPattern(p.trim().trim_end_matches('.').to_ascii_lowercase())
     }
 
-    pub fn matches(&self, host: &str) -> bool {
+    pub(crate) fn matches(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         match self.0.strip_prefix("*.") {
             Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
@@ -56,7 +56,7 @@ pub struct Policy {
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum EgressError {
+pub(crate) enum EgressError {
     #[error("egress denied: `{0}` is not a valid absolute URL")]
     BadUrl(String),
     #[error(
@@ -70,7 +70,7 @@ pub enum EgressError {
 impl Policy {
     /// `declared` as the transform states it; `config:KEY` entries take the
     /// host of the URL in `config[KEY]` (ignored when unset or not a URL).
-    pub fn new(
+    pub(crate) fn new(
         declared: &[String],
         config: &BTreeMap<String, String>,
         route: Option<&[String]>,
@@ -109,7 +109,7 @@ impl Policy {
         }
     }
 
-    pub fn check(&self, url: &str) -> Result<Url, EgressError> {
+    pub(crate) fn check(&self, url: &str) -> Result<Url, EgressError> {
         let parsed = Url::parse(url)
             .map_err(|_| EgressError::BadUrl(url.chars().take(40).collect::<String>() + "…"))?;
         let scheme = parsed.scheme();

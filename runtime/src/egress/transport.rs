@@ -34,9 +34,9 @@ pub enum TransportFailure {
 #[error("{message}")]
 pub struct TransportError {
     /// What kind of failure.
-    pub kind: TransportFailure,
+    pub(crate) kind: TransportFailure,
     /// What happened, for people.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// What sending one request gave.

@@ -36,27 +36,27 @@ pub struct RequestRecord {
 
 /// A response as recorded (body excerpt).
 #[derive(Debug, Clone, Serialize)]
-pub struct ResponseRecord {
+pub(crate) struct ResponseRecord {
     /// HTTP status; 0 when the request got no response.
-    pub status: u16,
+    pub(crate) status: u16,
     /// The body (an excerpt, secrets redacted), or why there was none.
     pub body: String,
     /// Why the request got no response, when it got none.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure: Option<TransportFailure>,
+    pub(crate) failure: Option<TransportFailure>,
     /// The `Retry-After` header, as sent (the retry policy reads it).
     #[serde(skip)]
-    pub retry_after: Option<String>,
+    pub(crate) retry_after: Option<String>,
     /// How long the destination took (metrics; not shown: dry runs stay
     /// deterministic).
     #[serde(skip)]
-    pub elapsed: std::time::Duration,
+    pub(crate) elapsed: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StepRecord {
     pub requests: Vec<RequestRecord>,
-    pub responses: Vec<ResponseRecord>,
+    pub(crate) responses: Vec<ResponseRecord>,
 }
 
 /// Which part of the flow failed.
@@ -101,10 +101,6 @@ impl Outcome {
             retry_after_seconds: None,
         }
     }
-
-    pub fn is_done(&self) -> bool {
-        matches!(self, Outcome::Done { .. })
-    }
 }
 
 /// Everything that happened in one flow.
@@ -112,13 +108,13 @@ impl Outcome {
 pub struct FlowReport {
     pub route: String,
     pub transform: String,
-    pub transform_version: String,
-    pub transform_digest: String,
+    pub(crate) transform_version: String,
+    pub(crate) transform_digest: String,
     pub steps: Vec<StepRecord>,
     pub outcome: Outcome,
     pub logs: Vec<GuestLog>,
     #[serde(skip_serializing_if = "is_zero")]
-    pub dropped_logs: usize,
+    pub(crate) dropped_logs: usize,
     /// State writes committed by the flow (`null` = deleted).
     pub state_writes: BTreeMap<String, Option<String>>,
     pub fuel_used: u64,

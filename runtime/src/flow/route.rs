@@ -19,7 +19,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn accepts(&self, event: &zt_event::Event) -> bool {
+    pub(crate) fn accepts(&self, event: &zt_event::Event) -> bool {
         let severity_ok = self.severities.is_empty()
             || zt_event::severity_matches(&event.severity(), &self.severities);
         let state_ok = self.states.is_empty()
@@ -38,9 +38,9 @@ pub struct Route {
     /// Config values the transform reads: route values over defaults.
     pub config: Arc<BTreeMap<String, String>>,
     /// Strips this route's secret values from logs and records.
-    pub redactor: Arc<Redactor>,
+    pub(crate) redactor: Arc<Redactor>,
     pub egress: Policy,
-    pub filter: Filter,
+    pub(crate) filter: Filter,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@ use crate::config::{ConfigError, InboundAuth};
 
 /// The resolved check.  Never logged: it holds the secret's digest only.
 #[derive(Clone)]
-pub struct WebhookAuth {
+pub(crate) struct WebhookAuth {
     /// Header to read, lower case.
     header: HeaderName,
     /// `Authorization: Bearer` form (strip the scheme) or a bare value.
@@ -35,7 +35,7 @@ impl std::fmt::Debug for WebhookAuth {
 
 impl WebhookAuth {
     /// `None` when no token is configured.
-    pub fn from_config(cfg: &InboundAuth) -> Result<Option<WebhookAuth>, ConfigError> {
+    pub(crate) fn from_config(cfg: &InboundAuth) -> Result<Option<WebhookAuth>, ConfigError> {
         let Some(token) = &cfg.token else {
             return Ok(None);
         };
@@ -65,7 +65,7 @@ impl WebhookAuth {
     }
 
     /// Whether the request carries the token.
-    pub fn allows(&self, headers: &axum::http::HeaderMap) -> bool {
+    pub(crate) fn allows(&self, headers: &axum::http::HeaderMap) -> bool {
         let Some(value) = headers.get(&self.header) else {
             return false;
         };
@@ -84,7 +84,7 @@ impl WebhookAuth {
 }
 
 /// Tower middleware: 401 JSON unless the token matches.
-pub async fn require(
+pub(crate) async fn require(
     State(auth): State<Arc<Option<WebhookAuth>>>,
     request: Request,
     next: Next,

@@ -20,7 +20,7 @@ use crate::config::IntakeLimits;
 /// Why a webhook was refused.  Each maps to a status and a JSON body
 /// `{"error": code, "message": ...}`.
 #[derive(Debug, thiserror::Error)]
-pub enum IntakeError {
+pub(crate) enum IntakeError {
     #[error("Content-Type must be application/json (got {0})")]
     ContentType(String),
     #[error("Content-Encoding `{0}` is not supported (use gzip or none)")]
@@ -44,7 +44,7 @@ pub enum IntakeError {
 }
 
 impl IntakeError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             IntakeError::ContentType(_) | IntakeError::Encoding(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
@@ -57,7 +57,7 @@ impl IntakeError {
     }
 
     /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             IntakeError::ContentType(_) => "unsupported_content_type",
             IntakeError::Encoding(_) => "unsupported_content_encoding",
@@ -82,24 +82,20 @@ impl IntoResponse for IntakeError {
 
 /// A webhook that passed intake.
 #[derive(Debug, Clone)]
-pub struct Accepted {
+pub(crate) struct Accepted {
     /// The host's identifier of this delivery (unique per webhook).
     pub receipt_id: String,
-    /// When it was accepted, RFC 3339.
-    pub received_at: String,
-    /// The same, in milliseconds since the epoch.
+    /// When it was accepted, in milliseconds since the epoch.
     pub received_ms: i64,
     /// The JSON text as received (after inflating).
     pub body: Arc<str>,
     /// Parsed view for route filters and logs.
-    pub event: Arc<zt_event::Event>,
-    /// Whether the body arrived gzip-compressed.
-    pub was_gzip: bool,
+    pub(crate) event: Arc<zt_event::Event>,
 }
 
 /// Decodes webhooks.
-pub struct Intake {
-    pub limits: IntakeLimits,
+pub(crate) struct Intake {
+    pub(crate) limits: IntakeLimits,
     /// Set once the "labelled gzip but plain" warning was logged.
     warned_mislabelled: AtomicBool,
     /// Receipt ID sequence; with `boot`, unique per process run.
@@ -109,7 +105,7 @@ pub struct Intake {
 }
 
 impl Intake {
-    pub fn new(limits: IntakeLimits) -> Intake {
+    pub(crate) fn new(limits: IntakeLimits) -> Intake {
         Intake {
             limits,
             warned_mislabelled: AtomicBool::new(false),
@@ -119,7 +115,7 @@ impl Intake {
     }
 
     /// Checks and decodes one request.
-    pub fn accept(&self, headers: &HeaderMap, body: &[u8]) -> Result<Accepted, IntakeError> {
+    pub(crate) fn accept(&self, headers: &HeaderMap, body: &[u8]) -> Result<Accepted, IntakeError> {
         check_content_type(headers)?;
         let encoding = headers
             .get(header::CONTENT_ENCODING)
@@ -185,11 +181,9 @@ impl Intake {
         let received_ms = crate::time::now_millis();
         Ok(Accepted {
             receipt_id: format!("r{:x}-{seq:06x}-{random:08x}", self.boot),
-            received_at: crate::time::rfc3339_millis(received_ms),
             received_ms,
             body: Arc::from(text),
             event: Arc::new(event),
-            was_gzip: is_gzip,
         })
     }
 
@@ -290,14 +284,14 @@ mod tests {
             .accept(&headers("application/json", Some("gzip")), &gzip(body))
             .unwrap();
         assert_eq!(a.event.id().as_deref(), Some("RSW-1"));
-        assert!(a.was_gzip);
+        assert_eq!(&*a.body, std::str::from_utf8(body).unwrap());
         let b = i
             .accept(
                 &headers("application/json; charset=utf-8", Some("gzip")),
                 body,
             )
             .unwrap();
-        assert!(!b.was_gzip);
+        assert_eq!(&*b.body, std::str::from_utf8(body).unwrap());
         assert_ne!(a.receipt_id, b.receipt_id);
         assert!(
             i.accept(&headers("application/json", None), &gzip(body))

@@ -9,9 +9,9 @@
 //! May import: `delivery`, `store`, `ops`, `config`, `time`, `text`.
 
 mod api;
-pub mod auth;
+pub(crate) mod auth;
 mod error;
-pub mod intake;
+pub(crate) mod intake;
 mod probes;
 mod webhook;
 
@@ -31,19 +31,19 @@ use crate::delivery::Dispatcher;
 use crate::ops::{Metrics, notify};
 use error::error;
 
-pub use auth::WebhookAuth;
-pub use intake::Intake;
+pub(crate) use auth::WebhookAuth;
+pub(crate) use intake::Intake;
 
 /// What the handlers share.
-pub struct HttpState {
+pub(crate) struct HttpState {
     /// Decodes and checks webhooks.
-    pub intake: Intake,
+    pub(crate) intake: Intake,
     /// Stores accepted webhooks and runs their deliveries.
-    pub dispatcher: Arc<Dispatcher>,
+    pub(crate) dispatcher: Arc<Dispatcher>,
     /// Webhook authentication, when configured.
-    pub auth: Arc<Option<WebhookAuth>>,
+    pub(crate) auth: Arc<Option<WebhookAuth>>,
     /// What `/metrics` exports.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 async fn not_found() -> Response {
@@ -72,7 +72,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// The router, for `run` and for tests that drive it directly.
-pub fn router(state: Arc<HttpState>) -> Router {
+pub(crate) fn router(state: Arc<HttpState>) -> Router {
     // The extractor refuses bodies over the intake limit before reading
     // them whole.
     let body_limit = state.intake.limits.max_body_bytes;
@@ -100,7 +100,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
 }
 
 /// Starts delivering, serves until `shutdown` completes, then drains.
-pub async fn run(
+pub(crate) async fn run(
     listener: TcpListener,
     state: Arc<HttpState>,
     shutdown: impl Future<Output = ()> + Send + 'static,

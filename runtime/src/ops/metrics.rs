@@ -10,38 +10,38 @@ use prometheus::{
 use crate::flow::FlowReport;
 
 /// Every metric the service exports.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Webhooks that reached `/webhook` (past authentication).
-    pub webhooks_received: IntCounter,
+    pub(crate) webhooks_received: IntCounter,
     /// Webhooks stored and acknowledged with 202.
-    pub webhooks_accepted: IntCounter,
+    pub(crate) webhooks_accepted: IntCounter,
     /// Repeats recognised within the duplicate window (200, not stored).
-    pub webhooks_duplicate: IntCounter,
+    pub(crate) webhooks_duplicate: IntCounter,
     /// Webhooks refused, by reason (the error code in the answer).
-    pub webhooks_rejected: IntCounterVec,
+    pub(crate) webhooks_rejected: IntCounterVec,
     /// Delivery attempts by route and outcome (delivered, retry, failed).
     pub attempts: IntCounterVec,
     /// Attempts that will be retried, by route.
-    pub retries: IntCounterVec,
+    pub(crate) retries: IntCounterVec,
     /// Deliveries given up (dead letters), by route.
-    pub dead_letters: IntCounterVec,
+    pub(crate) dead_letters: IntCounterVec,
     /// Open deliveries (pending or in flight), set at each scrape.
-    pub queue_depth: IntGauge,
+    pub(crate) queue_depth: IntGauge,
     /// Age of the oldest event with an open delivery, set at each scrape.
-    pub oldest_pending_age: prometheus::Gauge,
+    pub(crate) oldest_pending_age: prometheus::Gauge,
     /// Wall time of one transform flow (sandbox and HTTP), by route.
-    pub flow_duration: HistogramVec,
+    pub(crate) flow_duration: HistogramVec,
     /// Fuel one flow used, by route.
-    pub flow_fuel: HistogramVec,
+    pub(crate) flow_fuel: HistogramVec,
     /// Time a destination took to answer one request, by route.
-    pub destination_latency: HistogramVec,
+    pub(crate) destination_latency: HistogramVec,
     /// Accept latency of `/webhook` (intake + durable commit).
-    pub accept_latency: Histogram,
+    pub(crate) accept_latency: Histogram,
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let registry = Registry::new_custom(Some("ztbridge".into()), None).unwrap_or_default();
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).unwrap_or_else(|_| unreachable_metric(name));
@@ -131,7 +131,7 @@ impl Metrics {
     }
 
     /// Records one delivery attempt.
-    pub fn attempt(&self, route: &str, outcome: &str, report: &FlowReport) {
+    pub(crate) fn attempt(&self, route: &str, outcome: &str, report: &FlowReport) {
         self.attempts.with_label_values(&[route, outcome]).inc();
         match outcome {
             "retry" => self.retries.with_label_values(&[route]).inc(),
@@ -151,7 +151,7 @@ impl Metrics {
     }
 
     /// The text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()

@@ -4,7 +4,7 @@
 //!
 //! May import: `flow` (the report an attempt's metrics are read from).
 
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod notify;
 
-pub use metrics::Metrics;
+pub(crate) use metrics::Metrics;

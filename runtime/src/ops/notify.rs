@@ -38,7 +38,7 @@ pub fn reloading() {
 }
 
 /// Shutdown has begun.
-pub fn stopping() {
+pub(crate) fn stopping() {
     send(
         &[
             NotifyState::Stopping,
@@ -52,7 +52,7 @@ pub fn stopping() {
 /// healthy: the delivery scheduler has looped recently and the event store
 /// answers.  A wedged service stops pinging and systemd restarts it.
 /// Returns at once when the watchdog is off (`WatchdogSec` unset).
-pub async fn watchdog<F, Fut>(health: F)
+pub(crate) async fn watchdog<F, Fut>(health: F)
 where
     F: Fn(Duration) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,

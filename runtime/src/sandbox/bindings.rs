@@ -5,5 +5,4 @@ wasmtime::component::bindgen!({
     path: "../wit",
 });
 
-pub use exports::ztbridge::transform::transform as guest;
 pub use ztbridge::transform::types;

@@ -50,10 +50,6 @@ impl CompileCache {
         CompileCache { dir: dir.into() }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The entry file for `bytes` compiled by `engine`.
     pub fn entry_path(&self, engine: &wasmtime::Engine, bytes: &[u8]) -> PathBuf {
         // Hashed with sha256 (not std's DefaultHasher, whose output may
@@ -68,7 +64,7 @@ impl CompileCache {
     /// The component for `bytes`: from the cache when a usable entry
     /// exists, otherwise compiled (and stored).  Compile errors are
     /// returned as they are; cache problems never fail the load.
-    pub fn load(
+    pub(crate) fn load(
         &self,
         engine: &wasmtime::Engine,
         bytes: &[u8],

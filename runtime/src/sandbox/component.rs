@@ -21,10 +21,10 @@ pub struct TransformInfo {
 pub struct ConfigKeyInfo {
     pub name: String,
     pub description: String,
-    pub required: bool,
+    pub(crate) required: bool,
     pub secret: bool,
     /// Never shown for secret keys.
-    pub default_value: Option<String>,
+    pub(crate) default_value: Option<String>,
 }
 
 /// A loaded transform.
@@ -46,7 +46,7 @@ pub fn digest(bytes: &[u8]) -> String {
 
 impl Transform {
     /// Names of the config keys the transform marks secret.
-    pub fn secret_keys(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn secret_keys(&self) -> impl Iterator<Item = &str> {
         self.info
             .config
             .iter()

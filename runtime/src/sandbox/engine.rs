@@ -21,7 +21,7 @@ pub struct Engine {
     /// The wasmtime engine every transform is compiled for.
     pub wasm: wasmtime::Engine,
     /// The limits stores are created with.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// Tells the ticker thread to stop when the engine is dropped.
     stop: Arc<AtomicBool>,
 }
@@ -89,7 +89,7 @@ impl Engine {
     }
 
     /// Step deadline in epoch ticks (at least one).
-    pub fn deadline_ticks(&self) -> u64 {
+    pub(crate) fn deadline_ticks(&self) -> u64 {
         (self.limits.step_timeout_ms / TICK.as_millis() as u64).max(1)
     }
 }

@@ -25,10 +25,10 @@ const MAX_LOG_LINES: usize = 200;
 /// A log line a transform wrote (through `host.log` or stdout/stderr).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GuestLog {
-    pub level: &'static str,
-    pub message: String,
+    pub(crate) level: &'static str,
+    pub(crate) message: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub fields: Vec<(String, String)>,
+    pub(crate) fields: Vec<(String, String)>,
 }
 
 /// What the host imports see of the route and the event.
@@ -38,9 +38,9 @@ pub struct FlowContext {
     /// Resolved config values (route values over the transform's defaults).
     pub config: Arc<BTreeMap<String, String>>,
     /// Durable state behind `state-get`.
-    pub state: Arc<dyn TransformState>,
+    pub(crate) state: Arc<dyn TransformState>,
     /// Secret values to strip from guest logs.
-    pub redactor: Arc<Redactor>,
+    pub(crate) redactor: Arc<Redactor>,
     /// Writes made during the current step, committed by the flow driver
     /// after the step returns; reads see them first.
     pub(super) pending: BTreeMap<String, Option<String>>,
@@ -135,7 +135,7 @@ impl ResourceLimiter for Limiter {
 }
 
 /// The store's data.
-pub struct HostState {
+pub(crate) struct HostState {
     /// WASI with nothing granted, made on the guest's first WASI call (most
     /// flows make none; building one costs ~0.3 µs, 5% of the per-event
     /// floor).

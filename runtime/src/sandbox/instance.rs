@@ -201,7 +201,7 @@ impl Sandbox {
         }
     }
 
-    pub fn describe(&mut self) -> Result<Info, SandboxError> {
+    pub(crate) fn describe(&mut self) -> Result<Info, SandboxError> {
         self.call(|w, s| w.ztbridge_transform_transform().call_describe(s))
     }
 
@@ -217,17 +217,17 @@ impl Sandbox {
     }
 
     /// State writes of the last step (to commit before sending requests).
-    pub fn take_state_writes(&mut self) -> BTreeMap<String, Option<String>> {
+    pub(crate) fn take_state_writes(&mut self) -> BTreeMap<String, Option<String>> {
         std::mem::take(&mut self.store.data_mut().ctx.pending)
     }
 
     /// A state failure raised during the last step: (retryable, message).
-    pub fn take_state_error(&mut self) -> Option<(bool, String)> {
+    pub(crate) fn take_state_error(&mut self) -> Option<(bool, String)> {
         self.store.data_mut().ctx.state_error.take()
     }
 
     /// Log lines so far, and how many were dropped.
-    pub fn take_logs(&mut self) -> (Vec<GuestLog>, usize) {
+    pub(crate) fn take_logs(&mut self) -> (Vec<GuestLog>, usize) {
         let ctx = &mut self.store.data_mut().ctx;
         (
             std::mem::take(&mut ctx.logs),

@@ -19,4 +19,4 @@ pub use component::{ConfigKeyInfo, Transform, TransformInfo, digest};
 pub use engine::{Engine, EngineError, TICK};
 pub use host::{FlowContext, GuestLog};
 pub use instance::{Sandbox, SandboxError};
-pub use load::TransformError;
+pub(crate) use load::TransformError;

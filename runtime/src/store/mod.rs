@@ -21,7 +21,7 @@ pub use model::{
     Admission, AttemptRecord, Backlog, Claim, ClaimBatch, DeliveryKey, DeliveryRecord,
     DeliveryState, EventRecord, ListFilter, ListRow, NewEvent, Next, RateLimit, RetrySelection,
 };
-pub(crate) use state::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+pub use state::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use state::{MemoryState, StateError, TransformState};
 
 /// What every backend provides.  All methods are async; a backend whose

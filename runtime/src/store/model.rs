@@ -25,13 +25,6 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
-    /// Every state, in lifecycle order.
-    pub const ALL: [DeliveryState; 4] = [
-        DeliveryState::Pending,
-        DeliveryState::InFlight,
-        DeliveryState::Delivered,
-        DeliveryState::Failed,
-    ];
 
     /// The name stored in the database and shown to people.
     pub fn as_str(self) -> &'static str {
@@ -52,11 +45,6 @@ impl DeliveryState {
             "failed" => DeliveryState::Failed,
             _ => return None,
         })
-    }
-
-    /// Not settled yet: pending or in flight.
-    pub fn is_open(self) -> bool {
-        matches!(self, DeliveryState::Pending | DeliveryState::InFlight)
     }
 }
 

@@ -7,15 +7,15 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// Largest key and value a transform may store.
-pub(crate) const MAX_KEY_BYTES: usize = 512;
-pub(crate) const MAX_VALUE_BYTES: usize = 64 << 10;
+pub const MAX_KEY_BYTES: usize = 512;
+pub const MAX_VALUE_BYTES: usize = 64 << 10;
 
 /// Why a state read or write failed.
 #[derive(Debug, thiserror::Error)]
 #[error("transform state: {message}")]
 pub struct StateError {
     /// What was being done.
-    pub message: String,
+    pub(crate) message: String,
     /// The backend's error.
     #[source]
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,

@@ -12,10 +12,7 @@ use std::sync::Arc;
 use crate::Builtins;
 use crate::config::TrustConfig;
 use crate::sandbox::{CompileCache, Engine, Transform, TransformError};
-pub use signing::{
-    KeyPair, PublicKey, SecretKey, SigningError, TrustedKeys, Verified, load_public_key,
-    load_public_keys, load_secret_key,
-};
+pub use signing::{SigningError, TrustedKeys, load_public_keys};
 
 /// Which files may load.
 pub enum Trust {
@@ -27,7 +24,7 @@ pub enum Trust {
 
 impl Trust {
     /// From the `[trust]` config section.
-    pub fn from_config(cfg: &TrustConfig) -> Result<Trust, SigningError> {
+    pub(crate) fn from_config(cfg: &TrustConfig) -> Result<Trust, SigningError> {
         if cfg.allow_unsigned {
             tracing::warn!(
                 "DEVELOPMENT MODE: [trust] allow_unsigned = true: transform files load WITHOUT signature checks"

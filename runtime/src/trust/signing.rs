@@ -67,7 +67,7 @@ const COMPONENT_HEADER: [u8; 8] = *b"\0asm\x0d\x00\x01\x00";
 const HASH_SHA256: u8 = 0x01;
 
 /// Shown by [`signers`] and in errors for a signature stored without key ID.
-pub const NO_KEY_ID: &str = "(no key id)";
+pub(crate) const NO_KEY_ID: &str = "(no key id)";
 
 /// Why signing, verifying or loading keys failed.
 ///
@@ -211,7 +211,7 @@ impl PublicKey {
     }
 
     /// The key in `wasmsign2` raw format: `0x01` and the 32-byte key.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         self.inner.to_bytes()
     }
 }
@@ -352,7 +352,7 @@ pub fn load_secret_key(path: impl AsRef<Path>) -> Result<SecretKey, SigningError
 
 /// Loads a public key: `wasmsign2` raw (33 bytes, `0x01` + 32-byte key),
 /// SPKI DER or PEM. Checks that it is a valid Ed25519 point.
-pub fn load_public_key(path: impl AsRef<Path>) -> Result<PublicKey, SigningError> {
+pub(crate) fn load_public_key(path: impl AsRef<Path>) -> Result<PublicKey, SigningError> {
     let path = path.as_ref();
     let bytes = read_key_file(path)?;
     let malformed = |reason: String| SigningError::MalformedKey {
@@ -426,12 +426,12 @@ pub struct TrustedKeys {
 
 impl TrustedKeys {
     /// An empty set: nothing verifies against it.
-    pub fn new() -> TrustedKeys {
+    pub(crate) fn new() -> TrustedKeys {
         TrustedKeys::default()
     }
 
     /// Adds a key; returns `false` if it was already there.
-    pub fn insert(&mut self, key: PublicKey) -> bool {
+    pub(crate) fn insert(&mut self, key: PublicKey) -> bool {
         if self.keys.contains(&key) {
             return false;
         }
@@ -440,18 +440,8 @@ impl TrustedKeys {
     }
 
     /// How many keys are trusted.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.keys.len()
-    }
-
-    /// `true` if no key is trusted.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    /// The trusted keys, in insertion order.
-    pub fn keys(&self) -> &[PublicKey] {
-        &self.keys
     }
 }
 

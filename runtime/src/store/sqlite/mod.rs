@@ -31,10 +31,10 @@ use crate::store::{
     TransformState,
 };
 use crate::time::now_millis;
-pub use state::SqliteState;
+pub(crate) use state::SqliteState;
 
 /// File name of the event store inside the data directory.
-pub const FILE_NAME: &str = "events.sqlite3";
+pub(crate) const FILE_NAME: &str = "events.sqlite3";
 
 /// The SQLite store.  Cheap to share behind an `Arc`.
 pub struct SqliteStore {
@@ -88,7 +88,7 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 impl SqliteStore {
     /// Opens (creating, migrating) `dir/events.sqlite3` and
     /// `dir/state.sqlite3`.
-    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+    pub(crate) fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::io(format!("cannot create {}", dir.display()), e))?;
         let path = dir.join(FILE_NAME);
@@ -120,11 +120,6 @@ impl SqliteStore {
             )));
         }
         SqliteStore::open(dir)
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Runs `f` on the reader connection, off the async workers.

@@ -22,14 +22,14 @@ impl From<std::io::Error> for StateError {
 }
 
 /// SQLite-backed state.
-pub struct SqliteState {
+pub(crate) struct SqliteState {
     /// One connection; state calls are short and rare (a few per flow).
     conn: Mutex<Connection>,
 }
 
 impl SqliteState {
     /// Opens (creating) `dir/state.sqlite3`.
-    pub fn open(dir: &Path) -> Result<SqliteState, StateError> {
+    pub(crate) fn open(dir: &Path) -> Result<SqliteState, StateError> {
         std::fs::create_dir_all(dir)?;
         let conn = Connection::open(dir.join("state.sqlite3"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
