@@ -217,6 +217,65 @@ fn no_cycle_between_top_level_modules() {
     assert!(into_app.is_empty(), "only the binary may use `app`: {into_app:?}");
 }
 
+/// What a top-level module's doc says it may import: the names in
+/// backquotes after "May import:" up to the end of that sentence; `None`
+/// when it says nothing (the composition root, `app`).
+fn allowed_imports(text: &str) -> Option<BTreeSet<String>> {
+    let doc: String = text
+        .lines()
+        .take_while(|l| l.starts_with("//!"))
+        .map(|l| l.trim_start_matches("//!").trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let after = &doc[doc.find("May import:")? + "May import:".len()..];
+    let sentence = after.split(". ").next().unwrap_or(after);
+    Some(
+        sentence
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+#[test]
+fn every_module_imports_only_what_its_doc_allows() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime/src");
+    let files = sources(&root);
+    let mut used: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (from, to) in edges() {
+        if let (Some(a), Some(b)) = (from.first(), to.first()) {
+            if a != b {
+                used.entry(a.clone()).or_default().insert(b.clone());
+            }
+        }
+    }
+    let mut checked = 0;
+    for (module, text) in &files {
+        if module.len() != 1 {
+            continue;
+        }
+        let name = &module[0];
+        let Some(allowed) = allowed_imports(text) else {
+            assert_eq!(name, "app", "{name}: its doc must say what it may import");
+            continue;
+        };
+        checked += 1;
+        let extra: Vec<_> = used
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|m| !allowed.contains(*m))
+            .collect();
+        assert!(
+            extra.is_empty(),
+            "`{name}` imports {extra:?}, which its doc (\"May import: ...\") does not allow {allowed:?}"
+        );
+    }
+    assert!(checked >= 10, "{checked} modules checked");
+}
+
 #[test]
 fn no_cycle_between_the_files_of_a_folder() {
     // folder -> (child -> children it imports)

@@ -1,5 +1,7 @@
 //! Text shown to people: excerpts of bounded length, event IDs fit for
 //! logs, and secret values removed ([`Redactor`]).
+//!
+//! May import: nothing of the crate.
 
 /// Knows a route's secret values and replaces them with `[redacted]`.
 #[derive(Debug, Clone, Default)]

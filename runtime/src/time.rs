@@ -1,6 +1,8 @@
 //! Timestamps: milliseconds since the epoch inside, RFC 3339 (UTC,
 //! milliseconds) outside.  Parsing and formatting through the `time`
 //! crate, which checks the calendar (`2025-02-31` is refused).
+//!
+//! May import: nothing of the crate.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,4 +1,8 @@
-//! The TOML configuration (see `ztbridge.example.toml` and the README).
+//! The TOML configuration (see `ztbridge.example.toml` and the README):
+//! its sections as plain data with defaults, loading and validation, and
+//! config values taken from the environment or credential files.
+//!
+//! May import: nothing of the crate (every other module reads it).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

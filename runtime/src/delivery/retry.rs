@@ -41,6 +41,7 @@ pub(super) enum Ending<'a> {
 pub(super) struct Attempt<'a> {
     /// This attempt's number (1 for the first).
     pub(crate) number: u32,
+    /// How the flow ended.
     pub(crate) ending: Ending<'a>,
     /// The last response or transport failure, if a request was made.
     pub(crate) last: Option<Answer>,

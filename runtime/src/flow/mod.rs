@@ -28,9 +28,13 @@ use crate::text::excerpt;
 /// A request as recorded: secrets redacted, `Authorization` hidden.
 #[derive(Debug, Clone, Serialize)]
 pub struct RequestRecord {
+    /// `GET`, `POST`...
     pub method: String,
+    /// The URL, secrets redacted (cut at 2 KiB).
     pub url: String,
+    /// Headers in order; `Authorization` and the like shown as `[redacted]`.
     pub headers: Vec<(String, String)>,
+    /// The body, secrets redacted (cut at 1 MiB).
     pub body: String,
 }
 
@@ -55,7 +59,9 @@ pub(crate) struct ResponseRecord {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StepRecord {
+    /// What the step asked to send.
     pub requests: Vec<RequestRecord>,
+    /// What came back, one per request sent (fewer when the flow stopped).
     pub(crate) responses: Vec<ResponseRecord>,
 }
 
@@ -106,18 +112,27 @@ impl Outcome {
 /// Everything that happened in one flow.
 #[derive(Debug, Clone, Serialize)]
 pub struct FlowReport {
+    /// The route the flow ran for.
     pub route: String,
+    /// The transform's name (from `describe`).
     pub transform: String,
+    /// Its own version.
     pub(crate) transform_version: String,
+    /// `sha256:...` of the component: exactly what ran.
     pub(crate) transform_digest: String,
+    /// Every step, in order.
     pub steps: Vec<StepRecord>,
+    /// How the flow ended.
     pub outcome: Outcome,
+    /// What the transform logged (bounded).
     pub logs: Vec<GuestLog>,
     #[serde(skip_serializing_if = "is_zero")]
     pub(crate) dropped_logs: usize,
     /// State writes committed by the flow (`null` = deleted).
     pub state_writes: BTreeMap<String, Option<String>>,
+    /// Wasm fuel all steps used.
     pub fuel_used: u64,
+    /// Wall-clock time of the whole flow, HTTP included.
     pub duration_ms: f64,
 }
 

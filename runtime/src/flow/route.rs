@@ -34,12 +34,15 @@ impl Filter {
 pub struct Route {
     /// Unique name (logs, state namespace).
     pub name: Arc<str>,
+    /// The compiled transform it runs.
     pub transform: Arc<Transform>,
     /// Config values the transform reads: route values over defaults.
     pub config: Arc<BTreeMap<String, String>>,
     /// Strips this route's secret values from logs and records.
     pub(crate) redactor: Arc<Redactor>,
+    /// Where its requests may go.
     pub egress: Policy,
+    /// Which events it takes.
     pub(crate) filter: Filter,
 }
 

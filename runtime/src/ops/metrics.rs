@@ -11,6 +11,7 @@ use crate::flow::FlowReport;
 
 /// Every metric the service exports.
 pub(crate) struct Metrics {
+    /// This service's own registry (services built side by side in tests do not mix counts).
     registry: Registry,
     /// Webhooks that reached `/webhook` (past authentication).
     pub(crate) webhooks_received: IntCounter,

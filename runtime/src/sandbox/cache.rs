@@ -41,6 +41,7 @@ pub enum CacheOutcome {
 /// A directory of precompiled components.
 #[derive(Debug, Clone)]
 pub struct CompileCache {
+    /// Where entries live (`<data_dir>/compile-cache`).
     dir: PathBuf,
 }
 

@@ -9,19 +9,28 @@ use super::host::HostState;
 /// What a transform says about itself (`describe`), in host form.
 #[derive(Debug, Clone, Serialize)]
 pub struct TransformInfo {
+    /// Short machine name, e.g. "pagerduty".
     pub name: String,
+    /// The transform's own version, e.g. "0.1.0".
     pub version: String,
+    /// One line for operators.
     pub description: String,
     /// Egress allow-list entries as declared (see the WIT `info` record).
     pub egress: Vec<String>,
+    /// The config keys it reads.
     pub config: Vec<ConfigKeyInfo>,
 }
 
+/// One config key a transform reads.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConfigKeyInfo {
+    /// The key, e.g. `routing_key`.
     pub name: String,
+    /// What it sets, for operators.
     pub description: String,
+    /// The route must set it.
     pub(crate) required: bool,
+    /// Never logged or shown.
     pub secret: bool,
     /// Never shown for secret keys.
     pub(crate) default_value: Option<String>,

@@ -25,7 +25,9 @@ const MAX_LOG_LINES: usize = 200;
 /// A log line a transform wrote (through `host.log` or stdout/stderr).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GuestLog {
+    /// `error`, `warn`, `info`, `debug` or `trace`.
     pub(crate) level: &'static str,
+    /// The line, secrets redacted.
     pub(crate) message: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) fields: Vec<(String, String)>,
@@ -49,6 +51,7 @@ pub struct FlowContext {
     pub(crate) state_error: Option<(bool, String)>,
     /// Lines logged so far (bounded) and how many were dropped.
     pub(super) logs: Vec<GuestLog>,
+    /// Lines past the bound, counted only.
     pub(super) dropped_logs: usize,
 }
 

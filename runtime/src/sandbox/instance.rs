@@ -43,13 +43,17 @@ fn hostcall_budget(limits: &Limits) -> usize {
 
 /// A fresh instance of a transform for one flow.
 pub struct Sandbox {
+    /// The wasmtime store: this flow's memory, fuel and host state.
     store: Store<HostState>,
     /// The instance's exports (`None` only while a call borrows it).
     world: Option<TransformWorld>,
     /// Bytes of stdout/stderr already logged.
     logged: (usize, usize),
+    /// Fuel each call starts with (`limits.fuel_per_step`).
     fuel_per_step: u64,
+    /// Wall-clock bound of a call, for messages.
     step_timeout_ms: u64,
+    /// The same bound in epoch ticks.
     deadline_ticks: u64,
     /// Fuel consumed by all steps so far.
     fuel_used: u64,

@@ -3,8 +3,8 @@
 //! optionally through the on-disk [`CompileCache`]), and a fresh
 //! [`Sandbox`] (store + instance) per flow with the host imports.
 //!
-//! May import: `config`, `store` (the transform-state interface), `trust`
-//! (error types), `text`.  Knows nothing of HTTP, routes or delivery.
+//! May import: `config`, `store` (the transform-state interface), `text`.
+//! Knows nothing of HTTP, routes or delivery.
 
 pub mod bindings;
 mod cache;

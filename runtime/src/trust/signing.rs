@@ -225,7 +225,9 @@ impl fmt::Debug for PublicKey {
 /// An Ed25519 secret key. Its `Debug` output never shows the key.
 #[derive(Clone)]
 pub struct SecretKey {
+    /// The key as wasmsign2 signs with it.
     inner: wasmsign2::SecretKey,
+    /// Its public half (key ID, verification).
     public: PublicKey,
 }
 
@@ -421,6 +423,7 @@ pub fn load_public_keys<P: AsRef<Path>>(
 /// The set of public keys a component must be signed by (any one of them).
 #[derive(Debug, Clone, Default)]
 pub struct TrustedKeys {
+    /// Every trusted key, deduplicated.
     keys: Vec<PublicKey>,
 }
 
@@ -649,6 +652,7 @@ struct SectionSpan {
 /// A component or module whose section framing was checked, so wasmsign2
 /// never sees (and never allocates for) a size that does not fit the file.
 struct Parsed<'a> {
+    /// The whole file.
     wasm: &'a [u8],
     /// The `signature` section, if any (always the first section).
     signature: Option<SectionSpan>,
