@@ -784,6 +784,7 @@ fn leb_u32(bytes: &[u8]) -> Option<(u32, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasm_encoder::Section as _;
 
     /// The smallest component: just the header.
     const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
@@ -792,20 +793,12 @@ mod tests {
 
     /// A custom section with `name` and `data`.
     fn custom_section(name: &str, data: &[u8]) -> Vec<u8> {
-        let mut body = vec![name.len() as u8];
-        body.extend_from_slice(name.as_bytes());
-        body.extend_from_slice(data);
-        let mut section = vec![0u8];
-        let mut n = body.len();
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            section.push(if n == 0 { byte } else { byte | 0x80 });
-            if n == 0 {
-                break;
-            }
+        let mut section = Vec::new();
+        wasm_encoder::CustomSection {
+            name: name.into(),
+            data: data.into(),
         }
-        section.extend(body);
+        .append_to(&mut section);
         section
     }
 
