@@ -56,6 +56,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+use wasmparser::BinaryReader;
 
 /// Name of the custom section holding signatures (tool-conventions format).
 const SIGNATURE_SECTION: &str = "signature";
@@ -645,7 +646,7 @@ fn dedup(ids: Vec<String>) -> Vec<String> {
 struct SectionSpan {
     /// Offset just past its payload.
     end: usize,
-    /// Offset and length of the payload after the custom section name.
+    /// Name and offset of the payload after the name, for custom sections.
     custom: Option<(String, usize)>,
 }
 
@@ -659,6 +660,9 @@ struct Parsed<'a> {
 }
 
 impl<'a> Parsed<'a> {
+    /// Checks the header and walks the top-level sections. Only the framing
+    /// is read (as wasmsign2 reads it), not what the sections hold: nested
+    /// modules and components are skipped as opaque payloads.
     fn new(wasm: &'a [u8]) -> Result<Parsed<'a>, SigningError> {
         let not_wasm = |reason: &str| SigningError::NotWasm {
             reason: reason.into(),
@@ -673,10 +677,12 @@ impl<'a> Parsed<'a> {
             )));
         }
         let mut signature = None;
-        let mut pos = 8;
+        // Offsets reported by the reader are offsets in `wasm`.
+        let mut reader = BinaryReader::new(&wasm[8..], 8);
         let mut index = 0usize;
-        while pos < wasm.len() {
-            let span = section_at(wasm, pos).map_err(|what| SigningError::MalformedWasm {
+        while !reader.eof() {
+            let pos = reader.original_position();
+            let span = section_at(&mut reader).map_err(|what| SigningError::MalformedWasm {
                 reason: format!("section #{index} at offset {pos}: {what}"),
             })?;
             if let Some((name, _)) = &span.custom
@@ -691,7 +697,6 @@ impl<'a> Parsed<'a> {
                 }
                 signature = Some(span.clone());
             }
-            pos = span.end;
             index += 1;
         }
         Ok(Parsed { wasm, signature })
@@ -728,56 +733,45 @@ impl<'a> Parsed<'a> {
     }
 }
 
-/// Reads the section starting at `pos`, with the same rules as wasmsign2's
-/// reader (id below 0x80, u32 LEB128 size, UTF-8 custom section name).
-fn section_at(wasm: &[u8], pos: usize) -> Result<SectionSpan, String> {
-    let id = wasm[pos];
+/// Reads the section at the reader's position and moves past it, with the
+/// same rules as wasmsign2's reader: id below 0x80, u32 LEB128 size, UTF-8
+/// custom section name. Checks the size against the bytes left before
+/// touching the payload.
+fn section_at(reader: &mut BinaryReader<'_>) -> Result<SectionSpan, String> {
+    let id = reader.read_u8().map_err(|e| e.message().to_string())?;
     if id & 0x80 != 0 {
         return Err(format!("invalid section id {id:#04x}"));
     }
-    let (size, size_len) = leb_u32(&wasm[pos + 1..]).ok_or("truncated or invalid section size")?;
-    let payload = pos + 1 + size_len;
-    let end = payload
-        .checked_add(size as usize)
-        .filter(|&end| end <= wasm.len())
-        .ok_or_else(|| {
-            format!(
-                "its size ({size} bytes) runs past the end of the file ({} bytes left)",
-                wasm.len() - payload
-            )
+    let size = reader
+        .read_var_u32()
+        .map_err(|_| "truncated or invalid section size")?;
+    let left = reader.bytes_remaining();
+    let mut payload = reader
+        .skip(|r| r.read_bytes(size as usize).map(drop))
+        .map_err(|_| {
+            format!("its size ({size} bytes) runs past the end of the file ({left} bytes left)")
         })?;
+    let end = reader.original_position();
     let custom = if id == 0 {
-        let body = &wasm[payload..end];
-        let (name_len, name_len_len) =
-            leb_u32(body).ok_or("custom section: truncated or invalid name length")?;
-        let name_end = name_len_len + name_len as usize;
-        let name = body
-            .get(name_len_len..name_end)
-            .ok_or("custom section: its name runs past the section")?;
+        let name_len = payload
+            .read_var_u32()
+            .map_err(|_| "custom section: truncated or invalid name length")?;
+        let name = payload
+            .read_bytes(name_len as usize)
+            .map_err(|_| "custom section: its name runs past the section")?;
         let name = std::str::from_utf8(name)
             .map_err(|_| "custom section: its name is not UTF-8".to_string())?;
-        Some((name.to_string(), payload + name_end))
+        Some((name.to_string(), payload.original_position()))
     } else {
         None
     };
     Ok(SectionSpan { end, custom })
 }
 
-/// Decodes an unsigned LEB128 u32 (at most 5 bytes): value and length.
-fn leb_u32(bytes: &[u8]) -> Option<(u32, usize)> {
-    let mut value: u64 = 0;
-    for (i, &byte) in bytes.iter().take(5).enumerate() {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return u32::try_from(value).ok().map(|v| (v, i + 1));
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasm_encoder::Section as _;
 
     /// The smallest component: just the header.
     const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
@@ -786,20 +780,12 @@ mod tests {
 
     /// A custom section with `name` and `data`.
     fn custom_section(name: &str, data: &[u8]) -> Vec<u8> {
-        let mut body = vec![name.len() as u8];
-        body.extend_from_slice(name.as_bytes());
-        body.extend_from_slice(data);
-        let mut section = vec![0u8];
-        let mut n = body.len();
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            section.push(if n == 0 { byte } else { byte | 0x80 });
-            if n == 0 {
-                break;
-            }
+        let mut section = Vec::new();
+        wasm_encoder::CustomSection {
+            name: name.into(),
+            data: data.into(),
         }
-        section.extend(body);
+        .append_to(&mut section);
         section
     }
 
@@ -1071,6 +1057,164 @@ mod tests {
             sign(&huge, &key.secret, None),
             Err(SigningError::MalformedWasm { .. })
         ));
+    }
+
+    #[test]
+    fn nested_modules_and_components_are_skipped_not_entered() {
+        // Real transforms are components holding core modules. Only
+        // top-level sections matter: a "signature" section inside a nested
+        // module is its own business, not a misplaced signature.
+        let mut module = wasm_encoder::Module::new();
+        module.section(&wasm_encoder::CustomSection {
+            name: "signature".into(),
+            data: b"\x07not ours".into(),
+        });
+        let mut inner = wasm_encoder::Component::new();
+        inner.section(&wasm_encoder::ModuleSection(&module));
+        let mut outer = wasm_encoder::Component::new();
+        outer
+            .section(&wasm_encoder::ModuleSection(&module))
+            .section(&wasm_encoder::NestedComponentSection(&inner))
+            .section(&wasm_encoder::CustomSection {
+                name: "ztbridge-test".into(),
+                data: b"after the nested ones".into(),
+            });
+        let wasm = outer.finish();
+        assert!(signers(&wasm).unwrap().is_empty());
+        assert!(matches!(
+            verify(&wasm, &TrustedKeys::new()),
+            Err(SigningError::Unsigned)
+        ));
+
+        let key = KeyPair::generate();
+        let signed = sign(&wasm, &key.secret, None).unwrap();
+        assert_eq!(
+            verify(&signed, &trust(&[&key])).unwrap().key_ids,
+            vec![key.public.key_id().to_string()]
+        );
+        assert_eq!(strip_signatures(&signed).unwrap(), wasm);
+        wasmtime::component::Component::new(&wasmtime::Engine::default(), &signed)
+            .expect("a signed component with nested modules still compiles");
+    }
+
+    #[test]
+    fn duplicated_signature_section_is_refused() {
+        let key = KeyPair::generate();
+        let signed = sign(&component(), &key.secret, None).unwrap();
+        let Parsed {
+            signature: Some(section),
+            ..
+        } = Parsed::new(&signed).unwrap()
+        else {
+            panic!("signed")
+        };
+        let twice = [
+            &signed[..section.end],
+            &signed[8..section.end],
+            &signed[section.end..],
+        ]
+        .concat();
+        let err = verify(&twice, &trust(&[&key])).unwrap_err();
+        assert!(
+            matches!(err, SigningError::MalformedSignature { .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("must be the first section, found one as section #1"),
+            "{err}"
+        );
+        assert!(signers(&twice).is_err());
+        assert!(strip_signatures(&twice).is_err());
+        assert!(sign(&twice, &key.secret, None).is_err());
+    }
+
+    #[test]
+    fn broken_framing_is_explained() {
+        let key = KeyPair::generate();
+        let ok = custom_section("fine", b"");
+        for (header, tail, expected) in [
+            (
+                EMPTY_MODULE,
+                &b"\x00"[..],
+                "truncated or invalid section size",
+            ),
+            // LEB128 sizes: more than 32 bits, or more than 5 bytes.
+            (
+                EMPTY_COMPONENT,
+                &b"\x00\x80\x80\x80\x80\x10"[..],
+                "truncated or invalid section size",
+            ),
+            (
+                EMPTY_COMPONENT,
+                &b"\x00\x80\x80\x80\x80\x80\x00"[..],
+                "truncated or invalid section size",
+            ),
+            (EMPTY_COMPONENT, &b"\x80\x00"[..], "invalid section id 0x80"),
+            (
+                EMPTY_COMPONENT,
+                &b"\x01\x05ab"[..],
+                "its size (5 bytes) runs past the end of the file (2 bytes left)",
+            ),
+            (
+                EMPTY_MODULE,
+                &b"\x00\x01\x80"[..],
+                "custom section: truncated or invalid name length",
+            ),
+            (
+                EMPTY_MODULE,
+                &b"\x00\x02\x05a"[..],
+                "custom section: its name runs past the section",
+            ),
+            (
+                EMPTY_COMPONENT,
+                &b"\x00\x02\x01\xff"[..],
+                "custom section: its name is not UTF-8",
+            ),
+        ] {
+            for wasm in [[header, tail].concat(), [header, &ok, tail].concat()] {
+                let err = verify(&wasm, &trust(&[&key])).unwrap_err();
+                assert!(matches!(err, SigningError::MalformedWasm { .. }), "{err:?}");
+                assert!(err.to_string().contains(expected), "{err}");
+                assert!(matches!(
+                    sign(&wasm, &key.secret, None),
+                    Err(SigningError::MalformedWasm { .. })
+                ));
+                assert!(signers(&wasm).is_err());
+                assert!(strip_signatures(&wasm).is_err());
+            }
+            let after_ok = [header, &ok, tail].concat();
+            let err = verify(&after_ok, &trust(&[&key])).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("section #1 at offset {}", 8 + ok.len())),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_framing_is_checked() {
+        // Like wasmsign2, signing reads section framing, not section
+        // contents: sizes padded to 5 LEB128 bytes, sizes of several bytes,
+        // unknown section ids and out-of-order sections all sign and verify.
+        let long = custom_section("ztbridge-test", &[0x2a; 300]);
+        assert_eq!(long[1..3], [0xba, 0x02], "a two-byte size (314)");
+        let mut module = EMPTY_MODULE.to_vec();
+        for (id, data) in [(5u8, &b"\x00"[..]), (1, b"\x00"), (0x7f, b"anything")] {
+            wasm_encoder::RawSection { id, data }.append_to(&mut module);
+        }
+        for wasm in [
+            [EMPTY_COMPONENT, b"\x00\x85\x80\x80\x80\x00\x04name", &long].concat(),
+            module,
+        ] {
+            let key = KeyPair::generate();
+            let signed = sign(&wasm, &key.secret, None).unwrap();
+            assert!(verify(&signed, &trust(&[&key])).is_ok());
+            assert_eq!(
+                signers(&signed).unwrap(),
+                vec![key.public.key_id().to_string()]
+            );
+        }
     }
 
     #[test]
