@@ -18,13 +18,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ztbridge_runtime::sandbox::bindings::types::{Event, HttpResponse, Step};
 use ztbridge_runtime::sandbox::CompileCache;
-use ztbridge_runtime::{config::Limits, sandbox::Engine};
-use ztbridge_runtime::text::Redactor;
+use ztbridge_runtime::sandbox::Transform;
+use ztbridge_runtime::sandbox::bindings::types::{Event, HttpResponse, Step};
 use ztbridge_runtime::sandbox::{FlowContext, Sandbox};
 use ztbridge_runtime::store::{MemoryState, TransformState};
-use ztbridge_runtime::sandbox::Transform;
+use ztbridge_runtime::text::Redactor;
+use ztbridge_runtime::{config::Limits, sandbox::Engine};
 
 const WASM_DIR: &str = env!("ZTBRIDGE_WASM_DIR");
 
@@ -54,7 +54,12 @@ fn one(engine: &Engine, case: &Case, event: &Event, state: &Arc<dyn TransformSta
 }
 
 /// Median microseconds per event over 10 batches; fuel of one event.
-fn measure(engine: &Engine, case: &Case, event: &Event, state: &Arc<dyn TransformState>) -> (f64, u64) {
+fn measure(
+    engine: &Engine,
+    case: &Case,
+    event: &Event,
+    state: &Arc<dyn TransformState>,
+) -> (f64, u64) {
     let batches = 10;
     let per_batch = (case.events / batches).max(1);
     let mut fuel = 0;

@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ztbridge_runtime::sandbox::Transform;
 use ztbridge_runtime::sandbox::bindings::types::{Event, HttpResponse, Step};
-use ztbridge_runtime::{config::Limits, sandbox::Engine};
-use ztbridge_runtime::text::Redactor;
 use ztbridge_runtime::sandbox::{FlowContext, Sandbox};
 use ztbridge_runtime::store::{MemoryState, TransformState};
-use ztbridge_runtime::sandbox::Transform;
+use ztbridge_runtime::text::Redactor;
+use ztbridge_runtime::{config::Limits, sandbox::Engine};
 
 const WASM_DIR: &str = env!("ZTBRIDGE_WASM_DIR");
 

@@ -8,12 +8,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
+use ztbridge_runtime::sandbox::Transform;
 use ztbridge_runtime::sandbox::bindings::types::Event;
-use ztbridge_runtime::{config::Limits, sandbox::Engine};
-use ztbridge_runtime::text::Redactor;
 use ztbridge_runtime::sandbox::{FlowContext, Sandbox};
 use ztbridge_runtime::store::{MemoryState, TransformState};
-use ztbridge_runtime::sandbox::Transform;
+use ztbridge_runtime::text::Redactor;
+use ztbridge_runtime::{config::Limits, sandbox::Engine};
 
 fn main() {
     let engine = Engine::new(Limits::default()).unwrap();

@@ -205,16 +205,31 @@ fn no_cycle_between_top_level_modules() {
     }
     let shown: Vec<String> = graph
         .iter()
-        .map(|(k, v)| format!("{k} -> {}", v.iter().cloned().collect::<Vec<_>>().join(", ")))
+        .map(|(k, v)| {
+            format!(
+                "{k} -> {}",
+                v.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
         .collect();
     println!("{}", shown.join("\n"));
-    assert!(graph.contains_key("delivery"), "the graph was read: {shown:?}");
+    assert!(
+        graph.contains_key("delivery"),
+        "the graph was read: {shown:?}"
+    );
     if let Some(c) = cycle(&graph) {
-        panic!("import cycle between modules: {}\n{}", c.join(" -> "), shown.join("\n"));
+        panic!(
+            "import cycle between modules: {}\n{}",
+            c.join(" -> "),
+            shown.join("\n")
+        );
     }
     // Nothing imports the composition root.
     let into_app: Vec<_> = graph.iter().filter(|(_, v)| v.contains("app")).collect();
-    assert!(into_app.is_empty(), "only the binary may use `app`: {into_app:?}");
+    assert!(
+        into_app.is_empty(),
+        "only the binary may use `app`: {into_app:?}"
+    );
 }
 
 /// What a top-level module's doc says it may import: the names in
@@ -326,7 +341,12 @@ fn the_reader_finds_imports_of_every_form() {
             vec!["store".to_string()],
             vec!["text".to_string()],
             vec!["time".to_string(), "now".into()],
-            vec!["delivery".to_string(), "attempt".into(), "inner".into(), "Y".into()],
+            vec![
+                "delivery".to_string(),
+                "attempt".into(),
+                "inner".into(),
+                "Y".into()
+            ],
         ]
     );
 }

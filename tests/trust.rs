@@ -168,7 +168,8 @@ async fn the_service_loads_only_trusted_intact_files() {
 
     let stripped = keys.component("stripped.wasm", Some("trusted"));
     let bytes =
-        ztbridge_runtime::trust::signing::strip_signatures(&std::fs::read(&stripped).unwrap()).unwrap();
+        ztbridge_runtime::trust::signing::strip_signatures(&std::fs::read(&stripped).unwrap())
+            .unwrap();
     std::fs::write(&stripped, &bytes).unwrap();
     let err = build_app(&keys, &stripped, &target)
         .err()

@@ -86,10 +86,12 @@ impl App {
             config.limits.max_response_body_bytes,
         )?;
         let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&data_dir).map_err(|error| AppError::Store {
-                dir: data_dir.display().to_string(),
-                error,
-            })?);
+            Arc::new(
+                SqliteStore::open(&data_dir).map_err(|error| AppError::Store {
+                    dir: data_dir.display().to_string(),
+                    error,
+                })?,
+            );
         let routes = route_set(&config, routes);
         let metrics = Arc::new(Metrics::new());
         let dispatcher = Dispatcher::new(

@@ -71,7 +71,6 @@ pub(crate) fn display_id(id: Option<&str>) -> String {
     }
 }
 
-
 /// The error and every `source` below it, joined with ": " (logs and
 /// attempt records show the whole chain).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -78,7 +78,10 @@ mod tests {
         ] {
             assert_eq!(parse_rfc3339_millis(&rfc3339_millis(ms)), Some(ms), "{ms}");
         }
-        assert_eq!(rfc3339_millis(1_749_636_903_250), "2025-06-11T10:15:03.250Z");
+        assert_eq!(
+            rfc3339_millis(1_749_636_903_250),
+            "2025-06-11T10:15:03.250Z"
+        );
         assert_eq!(parse_rfc3339_millis("1970-01-02"), Some(86_400_000));
         assert_eq!(parse_rfc3339_millis("1970-01-01T01:00:00+01:00"), Some(0));
         assert_eq!(parse_rfc3339_millis("1970-01-01 00:00:01.5Z"), Some(1_500));

@@ -25,8 +25,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if receipts.is_empty() {
         eprintln!(
             "error: no webhook with receipt ID or event ID {:?} in {}",
-            args.id,
-            open.place
+            args.id, open.place
         );
         return Ok(ExitCode::from(1));
     }

@@ -45,7 +45,8 @@ pub fn run(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        app.clone().serve(listener, shutdown_signal())
+        app.clone()
+            .serve(listener, shutdown_signal())
             .await
             .context("server")?;
         tracing::info!("stopped");

@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
+use ztbridge_runtime::trust::signing;
 use ztbridge_runtime::trust::{Trust, load_transform};
 use ztbridge_runtime::{config::Limits, sandbox::Engine};
-use ztbridge_runtime::trust::signing;
 
 use crate::builtin;
 
@@ -16,7 +16,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let engine = Engine::new(Limits::default())?;
-    let t = load_transform(&engine, &args.transform, &builtin::all(), &Trust::AnyFile, None)?;
+    let t = load_transform(
+        &engine,
+        &args.transform,
+        &builtin::all(),
+        &Trust::AnyFile,
+        None,
+    )?;
     let signers = match args.transform.strip_prefix("builtin:") {
         Some(_) => serde_json::json!("built-in (trusted with the binary)"),
         None => serde_json::json!(signing::signers(&std::fs::read(&args.transform)?)?),

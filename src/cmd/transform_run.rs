@@ -8,15 +8,15 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
-use ztbridge_runtime::trust::{Trust, load_transform};
-use ztbridge_runtime::sandbox::bindings::types::{Event, Header, HttpResponse};
 use ztbridge_runtime::config::{ConfigValue, RouteConfig};
-use ztbridge_runtime::{config::Limits, sandbox::Engine};
 use ztbridge_runtime::egress::CannedTransport;
-use ztbridge_runtime::flow::{self, FlowReport, Outcome};
 use ztbridge_runtime::flow::Route;
-use ztbridge_runtime::store::{MemoryState, TransformState};
+use ztbridge_runtime::flow::{self, FlowReport, Outcome};
 use ztbridge_runtime::sandbox::Transform;
+use ztbridge_runtime::sandbox::bindings::types::{Event, Header, HttpResponse};
+use ztbridge_runtime::store::{MemoryState, TransformState};
+use ztbridge_runtime::trust::{Trust, load_transform};
+use ztbridge_runtime::{config::Limits, sandbox::Engine};
 
 use crate::builtin;
 
@@ -199,7 +199,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let trust = if args.trusted.is_empty() {
         Trust::AnyFile
     } else {
-        Trust::Keys(ztbridge_runtime::trust::signing::load_public_keys(&args.trusted)?)
+        Trust::Keys(ztbridge_runtime::trust::signing::load_public_keys(
+            &args.trusted,
+        )?)
     };
     let transform = load_transform(&engine, &args.transform, &builtin::all(), &trust, None)?;
     let name = args

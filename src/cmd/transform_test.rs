@@ -34,12 +34,12 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
-use ztbridge_runtime::sandbox::bindings::types::Event;
-use ztbridge_runtime::sandbox::CompileCache;
 use ztbridge_runtime::config::ConfigValue;
-use ztbridge_runtime::{config::Limits, sandbox::Engine};
 use ztbridge_runtime::flow::FlowReport;
+use ztbridge_runtime::sandbox::CompileCache;
 use ztbridge_runtime::sandbox::Transform;
+use ztbridge_runtime::sandbox::bindings::types::Event;
+use ztbridge_runtime::{config::Limits, sandbox::Engine};
 
 use super::transform_run::{DryRun, offline_runtime, responses_from_json};
 use crate::builtin;

@@ -355,11 +355,12 @@ impl Server {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let run_app = app.clone();
         tokio::spawn(async move {
-            run_app.serve(listener, async move {
-                let _ = rx.await;
-            })
-            .await
-            .expect("server");
+            run_app
+                .serve(listener, async move {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("server");
         });
         Server {
             addr,

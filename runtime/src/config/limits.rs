@@ -129,4 +129,3 @@ impl DeliveryPolicy {
         (self.retry_horizon_secs.saturating_mul(1000)).min(i64::MAX as u64) as i64
     }
 }
-

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-
 use serde::{Deserialize, Serialize};
 
 mod limits;

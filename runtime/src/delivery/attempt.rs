@@ -67,7 +67,10 @@ impl Dispatcher {
             };
             r.metrics.attempt(&claim.key.route, outcome, &report);
             let settled = !matches!(next, Next::Retry { .. });
-            if !self.record_attempt(&claim, record_of(&claim, &report, now), next).await {
+            if !self
+                .record_attempt(&claim, record_of(&claim, &report, now), next)
+                .await
+            {
                 return;
             }
             if settled {

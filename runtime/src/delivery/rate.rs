@@ -44,16 +44,34 @@ mod tests {
     fn defaults_and_shared_keys() {
         let route = |text: &str| -> RouteConfig { toml::from_str(text).unwrap() };
         let routes = [
-            route("name = 'a'\ntransform = 'builtin:pagerduty'\nrate_per_minute = 100\nrate_key = 'k'"),
-            route("name = 'b'\ntransform = 'builtin:pagerduty'\nrate_per_minute = 5\nrate_burst = 3"),
+            route(
+                "name = 'a'\ntransform = 'builtin:pagerduty'\nrate_per_minute = 100\nrate_key = 'k'",
+            ),
+            route(
+                "name = 'b'\ntransform = 'builtin:pagerduty'\nrate_per_minute = 5\nrate_burst = 3",
+            ),
             route("name = 'free'\ntransform = 'builtin:pagerduty'"),
         ];
         let got = limits(&routes);
         assert_eq!(
             got,
             vec![
-                ("a".into(), RateLimit { key: "k".into(), per_minute: 100, burst: 10 }),
-                ("b".into(), RateLimit { key: "b".into(), per_minute: 5, burst: 3 }),
+                (
+                    "a".into(),
+                    RateLimit {
+                        key: "k".into(),
+                        per_minute: 100,
+                        burst: 10
+                    }
+                ),
+                (
+                    "b".into(),
+                    RateLimit {
+                        key: "b".into(),
+                        per_minute: 5,
+                        burst: 3
+                    }
+                ),
             ]
         );
     }

@@ -242,34 +242,138 @@ mod tests {
         let first = (1_000, 1_200);
         let rows: Vec<(&str, Attempt<'static>, Want)> = vec![
             ("2xx done", done, Want::Done),
-            ("400", failed(status(400, None)), Want::Dead("last status 400")),
-            ("401", failed(status(401, None)), Want::Dead("last status 401")),
-            ("403", failed(status(403, None)), Want::Dead("last status 403")),
-            ("404", failed(status(404, None)), Want::Dead("last status 404")),
-            ("408", failed(status(408, None)), Want::RetryWithin(first.0, first.1)),
-            ("409", failed(status(409, None)), Want::Dead("last status 409")),
-            ("413", failed(status(413, None)), Want::Dead("last status 413")),
-            ("429", failed(status(429, None)), Want::RetryWithin(first.0, first.1)),
-            ("429 + Retry-After: 7", failed(status(429, Some("7"))), Want::RetryWithin(7_000, 7_000)),
+            (
+                "400",
+                failed(status(400, None)),
+                Want::Dead("last status 400"),
+            ),
+            (
+                "401",
+                failed(status(401, None)),
+                Want::Dead("last status 401"),
+            ),
+            (
+                "403",
+                failed(status(403, None)),
+                Want::Dead("last status 403"),
+            ),
+            (
+                "404",
+                failed(status(404, None)),
+                Want::Dead("last status 404"),
+            ),
+            (
+                "408",
+                failed(status(408, None)),
+                Want::RetryWithin(first.0, first.1),
+            ),
+            (
+                "409",
+                failed(status(409, None)),
+                Want::Dead("last status 409"),
+            ),
+            (
+                "413",
+                failed(status(413, None)),
+                Want::Dead("last status 413"),
+            ),
+            (
+                "429",
+                failed(status(429, None)),
+                Want::RetryWithin(first.0, first.1),
+            ),
+            (
+                "429 + Retry-After: 7",
+                failed(status(429, Some("7"))),
+                Want::RetryWithin(7_000, 7_000),
+            ),
             // Beyond the back-off cap (60 s): Retry-After still wins.
-            ("429 + Retry-After: 3600", failed(status(429, Some("3600"))), Want::RetryWithin(3_600_000, 3_600_000)),
-            ("429 + Retry-After: HTTP-date", failed(status(429, Some(&http_date))), Want::RetryWithin(120_000, 120_000)),
-            ("429 + Retry-After: past date", failed(status(429, Some(past_date))), Want::RetryWithin(first.0, first.1)),
-            ("429 + Retry-After: garbage", failed(status(429, Some("soon"))), Want::RetryWithin(first.0, first.1)),
-            ("500", failed(status(500, None)), Want::RetryWithin(first.0, first.1)),
-            ("502", failed(status(502, None)), Want::RetryWithin(first.0, first.1)),
-            ("503 + Retry-After: 2", failed(status(503, Some("2"))), Want::RetryWithin(2_000, 2_000)),
-            ("timeout", failed(transport(TransportFailure::Timeout)), Want::RetryWithin(first.0, first.1)),
-            ("connection refused", failed(transport(TransportFailure::Connect)), Want::RetryWithin(first.0, first.1)),
-            ("DNS failure", failed(transport(TransportFailure::Dns)), Want::RetryWithin(first.0, first.1)),
-            ("TLS failure", failed(transport(TransportFailure::Tls)), Want::RetryWithin(first.0, first.1)),
-            ("egress denied", failed(transport(TransportFailure::EgressDenied)), Want::Dead("egressdenied failure")),
-            ("response too large", failed(transport(TransportFailure::TooLarge)), Want::Dead("toolarge failure")),
-            ("no request made, no verdict", failed(None), Want::Dead("not retryable")),
+            (
+                "429 + Retry-After: 3600",
+                failed(status(429, Some("3600"))),
+                Want::RetryWithin(3_600_000, 3_600_000),
+            ),
+            (
+                "429 + Retry-After: HTTP-date",
+                failed(status(429, Some(&http_date))),
+                Want::RetryWithin(120_000, 120_000),
+            ),
+            (
+                "429 + Retry-After: past date",
+                failed(status(429, Some(past_date))),
+                Want::RetryWithin(first.0, first.1),
+            ),
+            (
+                "429 + Retry-After: garbage",
+                failed(status(429, Some("soon"))),
+                Want::RetryWithin(first.0, first.1),
+            ),
+            (
+                "500",
+                failed(status(500, None)),
+                Want::RetryWithin(first.0, first.1),
+            ),
+            (
+                "502",
+                failed(status(502, None)),
+                Want::RetryWithin(first.0, first.1),
+            ),
+            (
+                "503 + Retry-After: 2",
+                failed(status(503, Some("2"))),
+                Want::RetryWithin(2_000, 2_000),
+            ),
+            (
+                "timeout",
+                failed(transport(TransportFailure::Timeout)),
+                Want::RetryWithin(first.0, first.1),
+            ),
+            (
+                "connection refused",
+                failed(transport(TransportFailure::Connect)),
+                Want::RetryWithin(first.0, first.1),
+            ),
+            (
+                "DNS failure",
+                failed(transport(TransportFailure::Dns)),
+                Want::RetryWithin(first.0, first.1),
+            ),
+            (
+                "TLS failure",
+                failed(transport(TransportFailure::Tls)),
+                Want::RetryWithin(first.0, first.1),
+            ),
+            (
+                "egress denied",
+                failed(transport(TransportFailure::EgressDenied)),
+                Want::Dead("egressdenied failure"),
+            ),
+            (
+                "response too large",
+                failed(transport(TransportFailure::TooLarge)),
+                Want::Dead("toolarge failure"),
+            ),
+            (
+                "no request made, no verdict",
+                failed(None),
+                Want::Dead("not retryable"),
+            ),
             ("deadline passed", late, Want::Dead("retry horizon")),
-            ("max_attempts reached", last_allowed, Want::Dead("max_attempts")),
-            ("the transform's verdict wins (retry)", guest_says_retry, Want::RetryWithin(30_000, 30_000)),
-            ("the transform's verdict wins (stop)", guest_says_stop, Want::Dead("last status 503")),
+            (
+                "max_attempts reached",
+                last_allowed,
+                Want::Dead("max_attempts"),
+            ),
+            (
+                "the transform's verdict wins (retry)",
+                guest_says_retry,
+                Want::RetryWithin(30_000, 30_000),
+            ),
+            (
+                "the transform's verdict wins (stop)",
+                guest_says_stop,
+                Want::Dead("last status 503"),
+            ),
         ];
         let mut p = policy();
         for (name, attempt, want) in rows {
@@ -296,8 +400,9 @@ mod tests {
         assert!((60_000..=72_000).contains(&ms(30)));
         assert_eq!(ms(3), ms(3));
         // Different deliveries spread apart.
-        let spread: std::collections::BTreeSet<u64> =
-            (0..50).map(|salt| backoff(&p, 5, salt).as_millis() as u64).collect();
+        let spread: std::collections::BTreeSet<u64> = (0..50)
+            .map(|salt| backoff(&p, 5, salt).as_millis() as u64)
+            .collect();
         assert!(spread.len() > 10, "{spread:?}");
     }
 

@@ -58,9 +58,7 @@ impl Dispatcher {
             if self.stopping() {
                 return;
             }
-            stranded
-                .refresh(&self, self.routes.take_changed())
-                .await;
+            stranded.refresh(&self, self.routes.take_changed()).await;
             let mut wait = Duration::from_secs(1);
             let free = self.slots.available_permits();
             if free > 0 {

@@ -91,7 +91,11 @@ fn describe_error(e: &reqwest::Error) -> TransportError {
         chain.push(s.to_string());
         source = s.source();
     }
-    let any = |needle: &str| chain.iter().any(|c| c.to_ascii_lowercase().contains(needle));
+    let any = |needle: &str| {
+        chain
+            .iter()
+            .any(|c| c.to_ascii_lowercase().contains(needle))
+    };
     let (kind, what) = if e.is_timeout() {
         (TransportFailure::Timeout, "timeout")
     } else if any("dns error") || any("failed to lookup address") {

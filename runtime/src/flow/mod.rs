@@ -457,4 +457,3 @@ fn record_requests(route: &Route, requests: &[HttpRequest]) -> Vec<RequestRecord
         })
         .collect()
 }
-

@@ -8,8 +8,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::error::error;
 use super::HttpState;
+use super::error::error;
 
 pub(super) async fn event_status(
     State(app): State<Arc<HttpState>>,
@@ -24,7 +24,11 @@ pub(super) async fn event_status(
         ),
         Err(e) => {
             tracing::error!("event lookup failed: {}", crate::text::error_chain(&e));
-            error(StatusCode::INTERNAL_SERVER_ERROR, "store", "the event store failed")
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store",
+                "the event store failed",
+            )
         }
     }
 }

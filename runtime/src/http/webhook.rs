@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::error::{error, unavailable};
 use super::HttpState;
+use super::error::{error, unavailable};
 use crate::delivery::{Accepted, Admitted, Full};
 use crate::text::{display_id, error_chain, excerpt};
 use crate::time::rfc3339_millis;
@@ -41,7 +41,11 @@ fn refuse(app: &HttpState, resp: Response, reason: &str) -> Response {
     resp
 }
 
-async fn accept(app: &Arc<HttpState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn accept(
+    app: &Arc<HttpState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let body = match body {
         Ok(b) => b,
         Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-
 fn send(state: &[NotifyState], what: &str) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;

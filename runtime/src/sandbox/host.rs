@@ -74,7 +74,12 @@ impl FlowContext {
         }
     }
 
-    pub(super) fn push_log(&mut self, level: &'static str, message: &str, fields: Vec<(String, String)>) {
+    pub(super) fn push_log(
+        &mut self,
+        level: &'static str,
+        message: &str,
+        fields: Vec<(String, String)>,
+    ) {
         let message = self.redactor.apply(message);
         let fields: Vec<(String, String)> = fields
             .into_iter()
@@ -246,4 +251,3 @@ impl ztbridge::transform::host::Host for HostState {
         self.ctx.pending.insert(key, None);
     }
 }
-

@@ -116,5 +116,4 @@ impl Transform {
         };
         Ok(Arc::new(transform))
     }
-
 }

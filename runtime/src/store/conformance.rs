@@ -114,14 +114,20 @@ pub(crate) async fn order_duplicates_claims_and_recovery(b: &impl Backend) {
             ("pd", DeliveryState::Delivered, 1)
         ]
     );
-    assert_eq!(store.receipts_for_event_id("E1").await.unwrap(), ["r1", "r2"]);
+    assert_eq!(
+        store.receipts_for_event_id("E1").await.unwrap(),
+        ["r1", "r2"]
+    );
 }
 
 /// A, B, A again is a change back, not a repeat.
 pub(crate) async fn a_change_back_is_not_a_duplicate(b: &impl Backend) {
     let store = b.open();
     let a = |r: &str| event(r, "E1", "{\"state\":\"LOCKED_OUT\"}", &["pd"]);
-    assert_eq!(store.admit(a("r1"), 60_000).await.unwrap(), Admission::Stored);
+    assert_eq!(
+        store.admit(a("r1"), 60_000).await.unwrap(),
+        Admission::Stored
+    );
     // A repeat of the latest is a duplicate...
     assert!(matches!(
         store.admit(a("r2"), 60_000).await.unwrap(),
@@ -129,10 +135,16 @@ pub(crate) async fn a_change_back_is_not_a_duplicate(b: &impl Backend) {
     ));
     // ...but after another state, the same body again is news.
     store
-        .admit(event("r3", "E1", "{\"state\":\"ACCESS_RESTORED\"}", &["pd"]), 60_000)
+        .admit(
+            event("r3", "E1", "{\"state\":\"ACCESS_RESTORED\"}", &["pd"]),
+            60_000,
+        )
         .await
         .unwrap();
-    assert_eq!(store.admit(a("r4"), 60_000).await.unwrap(), Admission::Stored);
+    assert_eq!(
+        store.admit(a("r4"), 60_000).await.unwrap(),
+        Admission::Stored
+    );
     // Outside the window nothing is a duplicate.
     assert_eq!(store.admit(a("r5"), 0).await.unwrap(), Admission::Stored);
 }
@@ -144,13 +156,23 @@ pub(crate) async fn a_retried_predecessor_never_runs_beside_an_in_flight_success
 ) {
     let store = b.open();
     store.start().await.unwrap();
-    store.admit(event("r1", "E1", "1", &["pd"]), 0).await.unwrap();
-    store.admit(event("r2", "E1", "2", &["pd"]), 0).await.unwrap();
+    store
+        .admit(event("r1", "E1", "1", &["pd"]), 0)
+        .await
+        .unwrap();
+    store
+        .admit(event("r2", "E1", "2", &["pd"]), 0)
+        .await
+        .unwrap();
     let now = now_millis();
     let c1 = store.claim(now, 10, &[]).await.unwrap().claims;
     assert_eq!(c1.len(), 1);
     store
-        .finish(c1[0].key.clone(), attempt(1), Next::Failed { reason: "x".into() })
+        .finish(
+            c1[0].key.clone(),
+            attempt(1),
+            Next::Failed { reason: "x".into() },
+        )
         .await
         .unwrap();
     let c2 = store.claim(now, 10, &[]).await.unwrap().claims;
@@ -167,17 +189,28 @@ pub(crate) async fn a_retried_predecessor_never_runs_beside_an_in_flight_success
         .await
         .unwrap();
     assert_eq!(retried, vec![("r1".to_string(), "pd".to_string())]);
-    let c3 = store.claim(now_millis() + 10, 10, &[]).await.unwrap().claims;
+    let c3 = store
+        .claim(now_millis() + 10, 10, &[])
+        .await
+        .unwrap()
+        .claims;
     assert!(c3.is_empty(), "{c3:?}");
     // Released (as on a stop), r2 gives way: r1, the older, goes first.
     store.release(vec![c2[0].key.clone()]).await.unwrap();
-    let c4 = store.claim(now_millis() + 10, 10, &[]).await.unwrap().claims;
+    let c4 = store
+        .claim(now_millis() + 10, 10, &[])
+        .await
+        .unwrap()
+        .claims;
     assert_eq!(c4.len(), 1);
     assert_eq!(c4[0].receipt_id, "r1");
     // r1: its failed attempt, and this one is the second.
     assert_eq!(c4[0].attempt, 2);
     let rec = store.record("r2", false).await.unwrap().unwrap();
-    assert_eq!(rec.deliveries[0].attempts_made, 0, "a release counts nothing");
+    assert_eq!(
+        rec.deliveries[0].attempts_made, 0,
+        "a release counts nothing"
+    );
 }
 
 /// One rate-limited route never starves the others; the wait is told.
@@ -194,11 +227,22 @@ pub(crate) async fn a_rate_limited_route_does_not_starve_others(b: &impl Backend
     )]);
     for i in 0..40 {
         store
-            .admit(event(&format!("a{i}"), &format!("A{i}"), &format!("a{i}"), &["slow"]), 0)
+            .admit(
+                event(
+                    &format!("a{i}"),
+                    &format!("A{i}"),
+                    &format!("a{i}"),
+                    &["slow"],
+                ),
+                0,
+            )
             .await
             .unwrap();
     }
-    store.admit(event("b", "B", "b", &["fast"]), 0).await.unwrap();
+    store
+        .admit(event("b", "B", "b", &["fast"]), 0)
+        .await
+        .unwrap();
     let now = now_millis();
     let first = store.claim(now, 2, &[]).await.unwrap();
     // One token for slow, then fast; slow's next token is a minute away.
@@ -209,7 +253,10 @@ pub(crate) async fn a_rate_limited_route_does_not_starve_others(b: &impl Backend
     let second = store.claim(now, 2, &[]).await.unwrap();
     assert!(second.claims.is_empty());
     let wait = second.rate_wait.expect("the wait is told");
-    assert!(wait > Duration::from_secs(30) && wait <= Duration::from_secs(60), "{wait:?}");
+    assert!(
+        wait > Duration::from_secs(30) && wait <= Duration::from_secs(60),
+        "{wait:?}"
+    );
 }
 
 /// Dead letters are listed with their reason, purge spares them, and
@@ -217,8 +264,14 @@ pub(crate) async fn a_rate_limited_route_does_not_starve_others(b: &impl Backend
 pub(crate) async fn failed_retry_and_purge(b: &impl Backend) {
     let store = b.open();
     store.start().await.unwrap();
-    store.admit(event("r1", "E1", "x", &["pd"]), 0).await.unwrap();
-    store.admit(event("r2", "E2", "y", &["pd"]), 0).await.unwrap();
+    store
+        .admit(event("r1", "E1", "x", &["pd"]), 0)
+        .await
+        .unwrap();
+    store
+        .admit(event("r2", "E2", "y", &["pd"]), 0)
+        .await
+        .unwrap();
     let claims = store.claim(now_millis(), 10, &[]).await.unwrap().claims;
     assert_eq!(claims.len(), 2);
     for c in claims {
@@ -275,7 +328,10 @@ pub(crate) async fn failed_retry_and_purge(b: &impl Backend) {
 pub(crate) async fn a_retry_waits_for_its_time(b: &impl Backend) {
     let store = b.open();
     store.start().await.unwrap();
-    store.admit(event("r1", "E1", "x", &["pd"]), 0).await.unwrap();
+    store
+        .admit(event("r1", "E1", "x", &["pd"]), 0)
+        .await
+        .unwrap();
     let now = now_millis();
     let c = store.claim(now, 10, &[]).await.unwrap().claims;
     let at = now + 60_000;
@@ -288,7 +344,10 @@ pub(crate) async fn a_retry_waits_for_its_time(b: &impl Backend) {
     let later = store.claim(at, 10, &[]).await.unwrap().claims;
     assert_eq!(later.len(), 1);
     assert_eq!(later[0].attempt, 2);
-    assert_eq!(store.open_by_route().await.unwrap(), vec![("pd".to_string(), 1)]);
+    assert_eq!(
+        store.open_by_route().await.unwrap(),
+        vec![("pd".to_string(), 1)]
+    );
     store.ping().await.unwrap();
 }
 
@@ -307,7 +366,10 @@ pub(crate) async fn transform_state_survives_a_restart(b: &impl Backend) {
     }
     let store = b.open();
     let s = store.transform_state();
-    assert_eq!(s.get("jitbit", "ticket:RSW-1").unwrap().as_deref(), Some("42"));
+    assert_eq!(
+        s.get("jitbit", "ticket:RSW-1").unwrap().as_deref(),
+        Some("42")
+    );
     assert_eq!(s.get("jitbit", "gone").unwrap(), None);
     assert_eq!(s.get("pagerduty", "ticket:RSW-1").unwrap(), None);
     assert_eq!(s.dump("jitbit").unwrap().len(), 1);

@@ -41,8 +41,7 @@ pub trait Store: Send + Sync + 'static {
     /// Stores an event and one pending delivery per route, unless the same
     /// body arrived within `dedupe_window_ms` while its alert's latest (0:
     /// never a duplicate).  Returns once durable (committed and fsync'd).
-    async fn admit(&self, event: NewEvent, dedupe_window_ms: i64)
-    -> Result<Admission, StoreError>;
+    async fn admit(&self, event: NewEvent, dedupe_window_ms: i64) -> Result<Admission, StoreError>;
 
     // -- the scheduler --
 
@@ -59,8 +58,12 @@ pub trait Store: Send + Sync + 'static {
     /// Takes up to `max` due deliveries (next attempt at or before
     /// `now_ms`), oldest first, in per-alert order, skipping the routes in
     /// `skip`, each taking a token from its route's rate limit.
-    async fn claim(&self, now_ms: i64, max: usize, skip: &[String])
-    -> Result<ClaimBatch, StoreError>;
+    async fn claim(
+        &self,
+        now_ms: i64,
+        max: usize,
+        skip: &[String],
+    ) -> Result<ClaimBatch, StoreError>;
 
     /// Gives claimed deliveries back unattempted (pending, no attempt
     /// counted): a stop, or a route that went away.

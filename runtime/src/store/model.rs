@@ -25,7 +25,6 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
-
     /// The name stored in the database and shown to people.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -272,16 +271,32 @@ pub struct DeliveryRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Pending: the next attempt.
-    #[serde(rename = "next_attempt_at", serialize_with = "opt_time", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "next_attempt_at",
+        serialize_with = "opt_time",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub next_attempt_ms: Option<i64>,
     /// Pending: when retrying stops.
-    #[serde(rename = "gives_up_at", serialize_with = "opt_time", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gives_up_at",
+        serialize_with = "opt_time",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gives_up_ms: Option<i64>,
     /// Delivered: when.
-    #[serde(rename = "delivered_at", serialize_with = "opt_time", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "delivered_at",
+        serialize_with = "opt_time",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delivered_ms: Option<i64>,
     /// Failed: when.
-    #[serde(rename = "failed_at", serialize_with = "opt_time", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "failed_at",
+        serialize_with = "opt_time",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub failed_ms: Option<i64>,
 }
 

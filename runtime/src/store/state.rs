@@ -103,4 +103,3 @@ impl TransformState for MemoryState {
             .collect())
     }
 }
-

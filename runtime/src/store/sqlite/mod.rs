@@ -71,7 +71,8 @@ impl ToSql for DeliveryState {
 impl FromSql for DeliveryState {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
         let s = value.as_str()?;
-        DeliveryState::parse(s).ok_or_else(|| FromSqlError::Other(format!("unknown delivery state {s:?}").into()))
+        DeliveryState::parse(s)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown delivery state {s:?}").into()))
     }
 }
 
@@ -171,14 +172,21 @@ impl Store for SqliteStore {
         let lock = self.lock_exclusive()?;
         *self.lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(lock);
         let now = now_millis();
-        self.writer.write(move |c| deliveries::recover(c, now)).await
+        self.writer
+            .write(move |c| deliveries::recover(c, now))
+            .await
     }
 
     fn set_rate_limits(&self, limits: Vec<(String, RateLimit)>) {
         self.rates.set(limits);
     }
 
-    async fn claim(&self, now_ms: i64, max: usize, skip: &[String]) -> Result<ClaimBatch, StoreError> {
+    async fn claim(
+        &self,
+        now_ms: i64,
+        max: usize,
+        skip: &[String],
+    ) -> Result<ClaimBatch, StoreError> {
         let (skip, rates) = (skip.to_vec(), self.rates.clone());
         self.writer
             .write(move |c| deliveries::claim(c, now_ms, max, skip, &rates))
@@ -186,7 +194,9 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, keys: Vec<DeliveryKey>) -> Result<(), StoreError> {
-        self.writer.write(move |c| deliveries::release(c, &keys)).await
+        self.writer
+            .write(move |c| deliveries::release(c, &keys))
+            .await
     }
 
     async fn finish(
@@ -234,7 +244,8 @@ impl Store for SqliteStore {
 
     async fn receipts_for_event_id(&self, event_id: &str) -> Result<Vec<String>, StoreError> {
         let id = event_id.to_string();
-        self.read(move |c| views::receipts_for_event_id(c, &id)).await
+        self.read(move |c| views::receipts_for_event_id(c, &id))
+            .await
     }
 
     async fn list(&self, filter: ListFilter) -> Result<Vec<ListRow>, StoreError> {

@@ -42,9 +42,10 @@ impl RateLimiters {
         let mut by_key: HashMap<String, Arc<Keyed>> = HashMap::new();
         let mut by_route = HashMap::new();
         for (route, limit) in limits {
-            let (Some(per_minute), Some(burst)) =
-                (NonZeroU32::new(limit.per_minute), NonZeroU32::new(limit.burst))
-            else {
+            let (Some(per_minute), Some(burst)) = (
+                NonZeroU32::new(limit.per_minute),
+                NonZeroU32::new(limit.burst),
+            ) else {
                 continue;
             };
             let keyed = by_key

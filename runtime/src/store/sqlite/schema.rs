@@ -47,7 +47,12 @@ pub(super) fn migrate(conn: &mut Connection, path: &str) -> Result<(), StoreErro
     }
     let report = runner.run(conn).map_err(|e| schema_error(path, e))?;
     for m in report.applied_migrations() {
-        tracing::info!(path, version = m.version(), name = m.name(), "event store schema migrated");
+        tracing::info!(
+            path,
+            version = m.version(),
+            name = m.name(),
+            "event store schema migrated"
+        );
     }
     Ok(())
 }

@@ -103,7 +103,6 @@ impl TransformState for SqliteState {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,9 @@ fn every_connection_fsyncs_on_commit() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let c = store.reader.lock().unwrap();
-    let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
     let sync: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     assert_eq!(sync, 2, "synchronous = FULL");
@@ -51,7 +53,9 @@ fn a_schema_newer_than_the_binary_is_refused() {
     let text = err.to_string();
     assert!(matches!(err, StoreError::Schema(_)), "{text}");
     assert!(
-        text.contains(&format!("schema version {next}, newer than this ztbridge knows")),
+        text.contains(&format!(
+            "schema version {next}, newer than this ztbridge knows"
+        )),
         "{text}"
     );
 }
@@ -63,7 +67,8 @@ async fn a_first_wave_database_is_adopted_as_it_is() {
     let dir = tempfile::tempdir().unwrap();
     {
         let c = Connection::open(dir.path().join(FILE_NAME)).unwrap();
-        c.execute_batch(include_str!("migrations/V1__initial.sql")).unwrap();
+        c.execute_batch(include_str!("migrations/V1__initial.sql"))
+            .unwrap();
         c.execute(
             "INSERT INTO events (receipt_id, received_ms, order_key, severity, body_hash, body, headers)
              VALUES ('r-old', 1, 'r-old', 'critical', 'h', '{}', '{}')",
@@ -75,7 +80,11 @@ async fn a_first_wave_database_is_adopted_as_it_is() {
     assert!(store.record("r-old", false).await.unwrap().is_some());
     let c = store.reader.lock().unwrap();
     let v: i32 = c
-        .query_row("SELECT MAX(version) FROM refinery_schema_history", [], |r| r.get(0))
+        .query_row(
+            "SELECT MAX(version) FROM refinery_schema_history",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(v, schema::latest());
 }

@@ -50,7 +50,8 @@ pub(super) fn receipts_for_event_id(
     c: &Connection,
     event_id: &str,
 ) -> Result<Vec<String>, StoreError> {
-    let mut stmt = c.prepare_cached("SELECT receipt_id FROM events WHERE event_id = ?1 ORDER BY seq")?;
+    let mut stmt =
+        c.prepare_cached("SELECT receipt_id FROM events WHERE event_id = ?1 ORDER BY seq")?;
     let rows = stmt.query_map([event_id], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -118,8 +119,7 @@ pub(super) fn record(
     };
     if with_body {
         record.headers = serde_json::from_str(&headers).ok();
-        record.body =
-            Some(serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)));
+        record.body = Some(serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)));
     }
     let mut dstmt = c.prepare_cached(
         "SELECT route, state, attempts, next_at_ms, deadline_ms, last_status, reason, updated_ms
