@@ -561,3 +561,41 @@ async fn updates_of_one_alert_never_overtake_each_other() {
         "the other alert went first, not behind the retries: {seq:?}"
     );
 }
+
+/// A destination that refuses the connection: the attempt is retried, and
+/// its record shows the whole cause chain (what failed, and why, down to
+/// the operating system's error), not a flattened "request failed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_retried_and_the_record_shows_why() {
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = format!(
+        "[delivery]\ninitial_backoff_ms = 600000\nmax_backoff_ms = 600000\n[[route]]\nname = \"pagerduty\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\n[route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = \"http://127.0.0.1:{closed_port}/v2/enqueue\"\n"
+    );
+    let server = Server::start(&config).await;
+    let (status, answer) = server
+        .post_plain(&fixture("events/critical-lockout.json"))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let receipt = answer["receipt_id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let delivery = loop {
+        let ev = server.event(&receipt).await;
+        let d = ev["deliveries"][0].clone();
+        if d["attempts"].as_array().is_some_and(|a| !a.is_empty()) {
+            break d;
+        }
+        assert!(std::time::Instant::now() < deadline, "no attempt recorded: {ev}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(delivery["state"], "pending", "retried later: {delivery}");
+    let error = delivery["attempts"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("connection failed") && error.contains("Connection refused"),
+        "the cause chain: {error}"
+    );
+    let outcome = &delivery["attempts"][0]["outcome"];
+    assert_eq!(outcome["retryable"], true, "{outcome}");
+}
