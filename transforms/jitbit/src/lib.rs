@@ -877,8 +877,19 @@ fn details_rows(ev: &Event, all_files: bool) -> Vec<(&'static str, String)> {
     text_row("Signal strength", ev.signal_strength());
     text_row("Protection mode", ev.protection_mode());
     text_row("Event source", ev.event_source());
-    text_row("Detected", ev.detected().map(Cow::Owned));
-    text_row("Updated", ev.updated().map(Cow::Owned));
+    // Times in RFC 3339 when they are readable, else as received.
+    let time = |readable: Option<String>, raw: Option<Cow<str>>| match readable {
+        Some(t) => Some(t),
+        None => raw.map(|r| text::truncate_chars(&r, 256)),
+    };
+    text_row(
+        "Detected",
+        time(ev.detected(), ev.detected_raw()).map(Cow::Owned),
+    );
+    text_row(
+        "Updated",
+        time(ev.updated(), ev.updated_raw()).map(Cow::Owned),
+    );
     for (label, items) in [
         ("Client IPs", ev.client_ips()),
         ("Shares", ev.shares()),
@@ -1087,6 +1098,26 @@ mod tests {
         let big = json!({"files": vec!["x".repeat(100); 1000]});
         let (text, cut) = pretty_bounded(&big, 1000);
         assert!(cut && text.len() <= 1000 && text.ends_with('…'));
+    }
+
+    #[test]
+    fn times_are_shown_normalised_or_as_received() {
+        let row = |event: &str, label: &str| {
+            details_rows(&Event::parse(event).unwrap(), false)
+                .into_iter()
+                .find(|(l, _)| *l == label)
+                .map(|(_, v)| v)
+        };
+        let e = r#"{"detected": "2025-06-11 10:15:03", "updated": 1749636903250}"#;
+        assert_eq!(row(e, "Detected").as_deref(), Some("2025-06-11T10:15:03Z"));
+        assert_eq!(
+            row(e, "Updated").as_deref(),
+            Some("2025-06-11T10:15:03.250Z")
+        );
+        let e = r#"{"detected": "2025-02-31T00:00:00Z", "updated": "<soon>"}"#;
+        assert_eq!(row(e, "Detected").as_deref(), Some("2025-02-31T00:00:00Z"));
+        assert_eq!(row(e, "Updated").as_deref(), Some("&lt;soon&gt;"));
+        assert_eq!(row(r#"{"detected": ""}"#, "Detected"), None);
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! * `trigger` for new events and updates, `resolve` when the state is one
 //!   of `resolve_states`;
 //! * severity through `severity_map`;
+//! * `timestamp` = the detection time in RFC 3339 when it is a date and
+//!   time that exists; otherwise no `timestamp`, and the time as received
+//!   in `custom_details.zero_trust.detected_unreadable`;
 //! * `custom_details` carries the received event: its text as received,
 //!   without whitespace if that is what it takes to stay under PagerDuty's
 //!   512 KB limit, shrunk (and the cut described) if even that is too big.
@@ -336,7 +339,12 @@ struct Payload<'e> {
     summary: String,
     source: Cow<'e, str>,
     severity: &'static str,
+    /// The detection time, normalised; absent when the event has none or
+    /// it is not a date and time that exists (PagerDuty refuses those).
     timestamp: Option<String>,
+    /// The detection time as received when it could not be read: kept in
+    /// `custom_details.zero_trust.detected_unreadable`.
+    detected_unreadable: Option<Cow<'e, str>>,
     component: Option<Cow<'e, str>>,
     group: Cow<'e, str>,
     class: &'static str,
@@ -407,6 +415,11 @@ impl<'e> Payload<'e> {
         push_joined(&mut summary, " - ", &detectors, "");
         push_joined(&mut summary, " (from ", &ips, ")");
 
+        let timestamp = ev.detected();
+        let detected_unreadable = match timestamp {
+            Some(_) => None,
+            None => ev.detected_raw().map(|t| bounded(t, 256)),
+        };
         let shares = ev.shares();
         let class = match state.as_deref().map(StateKind::classify) {
             None | Some(StateKind::Other) => "zero-trust-alert",
@@ -420,7 +433,8 @@ impl<'e> Payload<'e> {
             summary: text::truncate_chars(&summary, 1024),
             source: bounded(source, 255),
             severity: severity_map.get(&sev),
-            timestamp: ev.detected(),
+            timestamp,
+            detected_unreadable,
             component: shares.first().map(|s| bounded(s.clone(), 255)),
             group: event_source.unwrap_or(Cow::Borrowed("superna-zero-trust")),
             class,
@@ -458,6 +472,7 @@ impl<'e> Payload<'e> {
             .opt_str("signal_strength", self.signal_strength.as_deref())
             .opt_str("protection_mode", self.protection_mode.as_deref())
             .opt_str("console_url", self.console_url.as_deref())
+            .opt_str("detected_unreadable", self.detected_unreadable.as_deref())
             .strs("client_ips", &self.client_ips)
             .strs("shares", &self.shares)
             .strs("detectors", &self.detectors)
@@ -748,6 +763,104 @@ mod tests {
                 .contains("shrunk")
         );
         assert_eq!(details["received_event"]["id"], "BIG-3");
+    }
+
+    /// `payload.timestamp` and `custom_details.zero_trust.detected_unreadable`
+    /// of a trigger for an event detected at `detected` (JSON text).
+    fn timestamps(detected: &str) -> (Value, Value, Value) {
+        let event = format!(r#"{{"id": "T-1", "state": "LOCKED_OUT", "detected": {detected}}}"#);
+        let v = sent(&event);
+        let details = &v["payload"]["custom_details"];
+        assert_eq!(
+            details["received_event"]["detected"],
+            serde_json::from_str::<Value>(detected).unwrap(),
+            "the event is attached as received"
+        );
+        (
+            v["payload"]["timestamp"].clone(),
+            details["zero_trust"]["detected_unreadable"].clone(),
+            v["payload"].clone(),
+        )
+    }
+
+    #[test]
+    fn readable_times_become_rfc3339_timestamps() {
+        for (detected, want) in [
+            (r#""2025-06-11T10:15:03Z""#, "2025-06-11T10:15:03Z"),
+            (r#""2025-06-11 10:15:03""#, "2025-06-11T10:15:03Z"),
+            (r#"" 2025-06-11T10:15:03 ""#, "2025-06-11T10:15:03Z"),
+            (r#""2025-06-11 10:15""#, "2025-06-11T10:15:00Z"),
+            (r#""2025-06-11t10:15:03.25z""#, "2025-06-11T10:15:03.250Z"),
+            (
+                r#""2025-06-11T10:15:03.123456+02:00""#,
+                "2025-06-11T10:15:03.123+02:00",
+            ),
+            (
+                r#""2025-06-11T10:15:03-05:30""#,
+                "2025-06-11T10:15:03-05:30",
+            ),
+            (r#""2025-06-11T10:15:03+00:00""#, "2025-06-11T10:15:03Z"),
+            (r#""2024-02-29T23:59:59Z""#, "2024-02-29T23:59:59Z"),
+            ("1749636903", "2025-06-11T10:15:03Z"),
+            ("1749636903250", "2025-06-11T10:15:03.250Z"),
+            (r#""1749636903""#, "2025-06-11T10:15:03Z"),
+            (r#""1749636903250""#, "2025-06-11T10:15:03.250Z"),
+        ] {
+            let (timestamp, unreadable, _) = timestamps(detected);
+            assert_eq!(timestamp, want, "{detected}");
+            assert_eq!(unreadable, Value::Null, "{detected}");
+        }
+    }
+
+    #[test]
+    fn impossible_or_unreadable_times_are_kept_in_custom_details_only() {
+        for (detected, kept) in [
+            (r#""2025-06-11T99:99:99Z""#, "2025-06-11T99:99:99Z"),
+            (r#""2025-02-31T00:00:00Z""#, "2025-02-31T00:00:00Z"),
+            (r#""2025-02-29 10:15:03""#, "2025-02-29 10:15:03"),
+            (r#""2025-06-11T24:00:00Z""#, "2025-06-11T24:00:00Z"),
+            (
+                r#""2025-06-11T10:15:03+25:00""#,
+                "2025-06-11T10:15:03+25:00",
+            ),
+            (r#"" 11/06/2025 10:15 ""#, "11/06/2025 10:15"),
+            (r#""yesterday""#, "yesterday"),
+            (r#""2025-06-11""#, "2025-06-11"),
+            // Escapes are decoded.
+            (r#""\u0032025-06-11T10:15:03Q""#, "2025-06-11T10:15:03Q"),
+            ("1749636903.5", "1749636903.5"),
+            ("-5", "-5"),
+            ("true", "true"),
+            (r#"{"at": "noon"}"#, r#"{"at": "noon"}"#),
+        ] {
+            let (timestamp, unreadable, payload) = timestamps(detected);
+            assert!(
+                payload.get("timestamp").is_none(),
+                "{detected}: no timestamp, not {timestamp}"
+            );
+            assert_eq!(unreadable, kept, "{detected}");
+        }
+
+        // Bounded like the other fields; absent and empty times leave
+        // nothing to keep.
+        let long = format!(r#""{}""#, "9".repeat(2000) + "x");
+        let (_, unreadable, _) = timestamps(&long);
+        assert_eq!(unreadable.as_str().unwrap().chars().count(), 256);
+        for detected in [r#""""#, r#""   ""#, "null"] {
+            let (timestamp, unreadable, _) = timestamps(detected);
+            assert_eq!(
+                (timestamp, unreadable),
+                (Value::Null, Value::Null),
+                "{detected}"
+            );
+        }
+        let v = sent(r#"{"id": "T-2", "state": "LOCKED_OUT"}"#);
+        assert!(v["payload"].get("timestamp").is_none());
+        assert!(
+            v["payload"]["custom_details"]["zero_trust"]
+                .get("detected_unreadable")
+                .is_none()
+        );
     }
 
     /// Not a test: `cargo test -p zt-pagerduty --release -- --ignored

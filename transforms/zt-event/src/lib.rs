@@ -8,14 +8,16 @@
 //! * keys are matched after normalisation (case, `_`, `-` and spaces are
 //!   ignored), so `clientIPs`, `client_ips` and `Client-IPs` are one key;
 //! * lists accept a scalar or an array (and arrays of objects with a name);
-//! * times accept RFC 3339 strings or epoch seconds / milliseconds;
+//! * times accept RFC 3339 / ISO 8601 strings (`T` or a space, with or
+//!   without a zone) or epoch seconds / milliseconds, and are checked to
+//!   exist ([`text_to_rfc3339`]);
 //! * severities and states compare case-insensitively;
 //! * the raw JSON is always kept ([`Event::raw`]) so that nothing received is
 //!   lost when a key is spelled differently from what we expect.
 //!
-//! The crate is plain Rust with one dependency (serde_json) so that the host
-//! (route filters) and the guest transforms (mapping) read events the same
-//! way.
+//! The crate is plain Rust with two dependencies (serde_json, and `time` to
+//! read dates) so that the host (route filters) and the guest transforms
+//! (mapping) read events the same way.
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
@@ -23,9 +25,11 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 pub mod json;
+mod time;
 
 pub use json::ParseError;
 use json::{KeyIndex, Scanner, Span, elements, name_member, string_value};
+pub use time::{epoch_to_rfc3339, text_to_rfc3339};
 
 /// One parsed webhook event.
 ///
@@ -799,14 +803,29 @@ impl Event {
         self.text(F_SOURCE)
     }
 
-    /// Detection time as RFC 3339, when present and readable.
+    /// Detection time in normalised RFC 3339 ([`text_to_rfc3339`]), when
+    /// present, readable and a date and time that exists.
     pub fn detected(&self) -> Option<String> {
         self.find(F_TIME).and_then(time_rfc3339)
     }
 
-    /// Last update time as RFC 3339, when present and readable.
+    /// Detection time as received, readable or not (a string's text,
+    /// trimmed; any other value's JSON text): what to keep when
+    /// [`Event::detected`] cannot read it.
+    pub fn detected_raw(&self) -> Option<Cow<'_, str>> {
+        self.find(F_TIME).and_then(value_text)
+    }
+
+    /// Last update time in normalised RFC 3339, when present, readable and
+    /// a date and time that exists.
     pub fn updated(&self) -> Option<String> {
         self.find(F_UPDATED).and_then(time_rfc3339)
+    }
+
+    /// Last update time as received, readable or not (see
+    /// [`Event::detected_raw`]).
+    pub fn updated_raw(&self) -> Option<Cow<'_, str>> {
+        self.find(F_UPDATED).and_then(value_text)
     }
 
     /// Link to the event in the Superna console, when it is an http(s) URL.
@@ -920,70 +939,30 @@ fn list_text(raw: &str) -> Vec<Cow<'_, str>> {
     out
 }
 
-/// Reads RFC 3339 / ISO 8601 text or epoch seconds / milliseconds.
+/// A value (JSON text) as received: a string's text, trimmed; any other
+/// value's JSON text.  `None` for an empty string.
+fn value_text(raw: &str) -> Option<Cow<'_, str>> {
+    let text = if raw.starts_with('"') {
+        match string_value(raw) {
+            Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
+            Cow::Owned(s) => Cow::Owned(s.trim().to_string()),
+        }
+    } else {
+        Cow::Borrowed(raw)
+    };
+    (!text.is_empty()).then_some(text)
+}
+
+/// Reads a time value (JSON text): epoch seconds or milliseconds as a
+/// number, or a string [`text_to_rfc3339`] reads.
 fn time_rfc3339(raw: &str) -> Option<String> {
     match raw.as_bytes().first()? {
         b'-' | b'0'..=b'9' if is_plain_integer(raw) => {
             raw.parse::<i64>().ok().and_then(epoch_to_rfc3339)
         }
-        b'"' => {
-            let s = string_value(raw);
-            let s = s.trim();
-            if let Ok(n) = s.parse::<i64>() {
-                return epoch_to_rfc3339(n);
-            }
-            looks_iso8601(s).then(|| s.to_string())
-        }
+        b'"' => text_to_rfc3339(&string_value(raw)),
         _ => None,
     }
-}
-
-/// `YYYY-MM-DDTHH:MM` at least (a space instead of `T` is accepted and
-/// fixed).
-fn looks_iso8601(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() >= 16
-        && b[..4].iter().all(u8::is_ascii_digit)
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && (b[10] == b'T' || b[10] == b't')
-        && b[13] == b':'
-}
-
-/// Epoch seconds, or milliseconds when the number is too large to be
-/// seconds of a plausible date.
-pub fn epoch_to_rfc3339(n: i64) -> Option<String> {
-    let (secs, millis) = if n.unsigned_abs() >= 100_000_000_000 {
-        (n.div_euclid(1000), n.rem_euclid(1000))
-    } else {
-        (n, 0)
-    };
-    if !(0..=253_402_300_799).contains(&secs) {
-        return None;
-    }
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let (hh, mm, ss) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    Some(if millis == 0 {
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
-    } else {
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{millis:03}Z")
-    })
-}
-
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg(test)]
@@ -1220,13 +1199,7 @@ mod tests {
         pub fn time(v: &Value) -> Option<String> {
             match v {
                 Value::Number(n) => n.as_i64().and_then(super::epoch_to_rfc3339),
-                Value::String(s) => {
-                    let s = s.trim();
-                    if let Ok(n) = s.parse::<i64>() {
-                        return super::epoch_to_rfc3339(n);
-                    }
-                    super::looks_iso8601(s).then(|| s.to_string())
-                }
+                Value::String(s) => super::text_to_rfc3339(s),
                 _ => None,
             }
         }
