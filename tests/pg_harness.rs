@@ -46,7 +46,10 @@ async fn data_survives_stop_crash_and_start() {
     let pg = PgServer::new_async().await;
     let url = pg.url();
     assert!(url.starts_with("postgres://ztbridge:"), "{url}");
-    assert!(url.ends_with(&format!("@127.0.0.1:{}/ztbridge", pg.port())), "{url}");
+    assert!(
+        url.ends_with(&format!("@127.0.0.1:{}/ztbridge", pg.port())),
+        "{url}"
+    );
 
     let client = pg::connect(&url).await.expect("connect");
     let who: String = client
@@ -68,7 +71,10 @@ async fn data_survives_stop_crash_and_start() {
     pg.blocking(|p| p.stop()).await;
     assert!(!pg.is_running());
     assert!(client.query_one("SELECT 1", &[]).await.is_err());
-    assert!(pg::connect(&url).await.is_err(), "connected to a stopped server");
+    assert!(
+        pg::connect(&url).await.is_err(),
+        "connected to a stopped server"
+    );
 
     pg.blocking(|p| p.start()).await;
     assert_eq!(rows(&url).await, vec![(1, "before stop".to_string())]);
@@ -86,7 +92,8 @@ async fn data_survives_stop_crash_and_start() {
         vec![(1, "before stop".into()), (2, "before crash".into())]
     );
     assert!(
-        pg.log_tail(50).contains("database system was not properly shut down"),
+        pg.log_tail(50)
+            .contains("database system was not properly shut down"),
         "no crash recovery in the log:\n{}",
         pg.log_tail(50)
     );
@@ -96,7 +103,10 @@ async fn data_survives_stop_crash_and_start() {
 async fn password_is_checked_over_tcp() {
     let pg = PgServer::new_async().await;
     let wrong = pg.url().replace(pg.password(), "not-the-password");
-    let err = pg::connect(&wrong).await.err().expect("wrong password accepted");
+    let err = pg::connect(&wrong)
+        .await
+        .err()
+        .expect("wrong password accepted");
     let text = format!("{err:?}");
     assert!(text.contains("password authentication failed"), "{text}");
     let method = pg.psql(
@@ -106,9 +116,14 @@ async fn password_is_checked_over_tcp() {
     assert_eq!(method, "scram-sha-256");
     // The superuser URL works too (for what a test does behind the
     // service's back).
-    let su = pg::connect(&pg.superuser_url("postgres")).await.expect("superuser");
+    let su = pg::connect(&pg.superuser_url("postgres"))
+        .await
+        .expect("superuser");
     let is_super: bool = su
-        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
         .await
         .expect("rolsuper")
         .get(0);
@@ -145,7 +160,9 @@ async fn servers_in_parallel_are_independent() {
 }
 
 async fn futures_join(n: usize) -> Vec<PgServer> {
-    let tasks: Vec<_> = (0..n).map(|_| tokio::spawn(PgServer::new_async())).collect();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(PgServer::new_async()))
+        .collect();
     let mut out = Vec::new();
     for t in tasks {
         out.push(t.await.expect("start"));
@@ -158,8 +175,11 @@ fn a_panicking_test_leaves_nothing_running() {
     let (tx, rx) = std::sync::mpsc::channel();
     let result = std::thread::spawn(move || {
         let pg = PgServer::new();
-        tx.send((pg.dir().to_path_buf(), postmaster_pid(pg.dir()).expect("pid")))
-            .unwrap();
+        tx.send((
+            pg.dir().to_path_buf(),
+            postmaster_pid(pg.dir()).expect("pid"),
+        ))
+        .unwrap();
         panic!("a test fails while its server runs");
     })
     .join();
@@ -189,7 +209,12 @@ fn helper_start_then_abort() {
 #[test]
 fn a_killed_test_process_is_cleaned_up_later() {
     let out = std::process::Command::new(std::env::current_exe().expect("exe"))
-        .args(["--exact", "helper_start_then_abort", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "helper_start_then_abort",
+            "--ignored",
+            "--nocapture",
+        ])
         .env("ZTBRIDGE_PG_HELPER", "1")
         .output()
         .expect("run helper");
@@ -199,7 +224,10 @@ fn a_killed_test_process_is_cleaned_up_later() {
         .lines()
         .find_map(|l| l.strip_prefix("HELPER "))
         .unwrap_or_else(|| {
-            panic!("no HELPER line: {stdout}{}", String::from_utf8_lossy(&out.stderr))
+            panic!(
+                "no HELPER line: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
         });
     let mut dir = PathBuf::new();
     let mut pid = 0u32;
@@ -211,7 +239,10 @@ fn a_killed_test_process_is_cleaned_up_later() {
         }
     }
     // Orphaned: its owner died, the server still runs.
-    assert!(dir.exists() && alive(pid), "helper's server not left running");
+    assert!(
+        dir.exists() && alive(pid),
+        "helper's server not left running"
+    );
     // The next server anywhere reaps it.
     let _next = PgServer::new();
     assert!(!dir.exists(), "{} not removed", dir.display());

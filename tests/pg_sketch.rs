@@ -36,7 +36,9 @@ fn q(name: &str) -> &'static str {
 /// a schema newer than this node knows is refused.
 async fn migrate(url: &str, node: &str, known: &[(i32, &str, &str)]) -> Result<usize, String> {
     let mut c = pg::connect(url).await.map_err(|e| e.to_string())?;
-    c.execute(q("migrate_lock"), &[]).await.map_err(|e| e.to_string())?;
+    c.execute(q("migrate_lock"), &[])
+        .await
+        .map_err(|e| e.to_string())?;
     let result = async {
         c.batch_execute(q("migrate_bootstrap")).await?;
         let applied: Vec<i32> = c
@@ -61,28 +63,38 @@ async fn migrate(url: &str, node: &str, known: &[(i32, &str, &str)]) -> Result<u
             }
             let tx = c.transaction().await?;
             tx.batch_execute(sql).await?;
-            tx.execute(q("migrate_record"), &[version, name, &"sha256-of-file", &node])
-                .await?;
+            tx.execute(
+                q("migrate_record"),
+                &[version, name, &"sha256-of-file", &node],
+            )
+            .await?;
             tx.commit().await?;
             n += 1;
         }
         Ok::<_, tokio_postgres::Error>(Ok(n))
     }
     .await;
-    c.execute(q("migrate_unlock"), &[]).await.map_err(|e| e.to_string())?;
+    c.execute(q("migrate_unlock"), &[])
+        .await
+        .map_err(|e| e.to_string())?;
     result.map_err(|e| format!("{e:?}"))?
 }
 
 async fn fresh_db(pg: &PgServer, name: &str) -> String {
-    let url = pg.blocking({
-        let name = name.to_string();
-        move |p| p.create_database(&name)
-    })
-    .await;
-    migrate(&url, "setup", &[(1, "v1", SCHEMA)]).await.expect("migrate");
+    let url = pg
+        .blocking({
+            let name = name.to_string();
+            move |p| p.create_database(&name)
+        })
+        .await;
+    migrate(&url, "setup", &[(1, "v1", SCHEMA)])
+        .await
+        .expect("migrate");
     let c = pg::connect(&url).await.expect("connect");
     for node in ["n1", "n2", "n3", "dead", "slow"] {
-        c.execute(q("node_register"), &[&node, &"test"]).await.expect("node");
+        c.execute(q("node_register"), &[&node, &"test"])
+            .await
+            .expect("node");
     }
     url
 }
@@ -188,7 +200,11 @@ async fn claim(
                     .await
                     .expect("rate_take");
                 let granted: i32 = row.get(0);
-                take.extend(seqs.into_iter().take(granted as usize).map(|s| (s, route.clone())));
+                take.extend(
+                    seqs.into_iter()
+                        .take(granted as usize)
+                        .map(|s| (s, route.clone())),
+                );
             }
         }
     }
@@ -220,7 +236,10 @@ async fn finish(c: &Client, node: &str, done: &[(Claimed, bool)]) -> usize {
         .map(|d| if d.1 { "pending" } else { "delivered" })
         .collect();
     let retry: Vec<Option<i64>> = done.iter().map(|d| d.1.then_some(30)).collect();
-    let status: Vec<Option<i32>> = done.iter().map(|d| Some(if d.1 { 503 } else { 202 })).collect();
+    let status: Vec<Option<i32>> = done
+        .iter()
+        .map(|d| Some(if d.1 { 503 } else { 202 }))
+        .collect();
     let reason: Vec<Option<&str>> = done.iter().map(|d| d.1.then_some("503")).collect();
     c.query(
         q("finish"),
@@ -240,9 +259,7 @@ async fn every_statement_prepares_and_migrations_run_once() {
     let runs: Vec<_> = (0..3)
         .map(|i| {
             let url = url.clone();
-            tokio::spawn(async move {
-                migrate(&url, &format!("n{i}"), &[(1, "v1", SCHEMA)]).await
-            })
+            tokio::spawn(async move { migrate(&url, &format!("n{i}"), &[(1, "v1", SCHEMA)]).await })
         })
         .collect();
     let mut applied = 0;
@@ -263,8 +280,13 @@ async fn every_statement_prepares_and_migrations_run_once() {
     c.execute(q("migrate_record"), &[&2i32, &"v2", &"x", &"newer-node"])
         .await
         .expect("record v2");
-    let err = migrate(&url, "old", &[(1, "v1", SCHEMA)]).await.unwrap_err();
-    assert!(err.contains("schema is at version 2") && err.contains("knows up to 1"), "{err}");
+    let err = migrate(&url, "old", &[(1, "v1", SCHEMA)])
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("schema is at version 2") && err.contains("knows up to 1"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,9 +304,21 @@ async fn admits_of_one_alert_are_serialised_and_a_raced_duplicate_is_stored_once
                 for r in 0..rounds {
                     // Nodes 0 and 1 receive the same webhook at once; node
                     // 2 an update of the same alert.
-                    let body = if i < 2 { format!("r{r}-same") } else { format!("r{r}-other") };
+                    let body = if i < 2 {
+                        format!("r{r}-same")
+                    } else {
+                        format!("r{r}-other")
+                    };
                     barrier.wait().await;
-                    let a = admit(&mut c, &format!("n{i}"), &format!("n{i}-r{r}"), "alert-1", &body, 600_000).await;
+                    let a = admit(
+                        &mut c,
+                        &format!("n{i}"),
+                        &format!("n{i}-r{r}"),
+                        "alert-1",
+                        &body,
+                        600_000,
+                    )
+                    .await;
                     out.push((r, i, a));
                 }
                 out
@@ -301,7 +335,10 @@ async fn admits_of_one_alert_are_serialised_and_a_raced_duplicate_is_stored_once
             .filter(|(rr, i, _)| *rr == r && *i < 2)
             .map(|x| &x.2)
             .collect();
-        let stored = same.iter().filter(|a| matches!(a, Admitted::Stored { .. })).count();
+        let stored = same
+            .iter()
+            .filter(|a| matches!(a, Admitted::Stored { .. }))
+            .count();
         // Once, unless the other alert update landed between the two (then
         // the second is a change back, not a repeat, as on one node).
         let other_between = {
@@ -318,13 +355,19 @@ async fn admits_of_one_alert_are_serialised_and_a_raced_duplicate_is_stored_once
             let mine: Vec<i64> = seqs.iter().filter(|s| **s > 0).copied().collect();
             matches!((other, mine.as_slice()), (Some(o), [a, b]) if o > *a.min(b) && o < *a.max(b))
         };
-        assert!(stored == 1 || (stored == 2 && other_between), "round {r}: {same:?}");
+        assert!(
+            stored == 1 || (stored == 2 && other_between),
+            "round {r}: {same:?}"
+        );
     }
     // alert_seq is dense and follows commit order (seq is drawn under the
     // alert's lock).
     let c = pg::connect(&url).await.expect("connect");
     let rows = c
-        .query("SELECT alert_seq FROM events WHERE alert_key = 'alert-1' ORDER BY seq", &[])
+        .query(
+            "SELECT alert_seq FROM events WHERE alert_key = 'alert-1' ORDER BY seq",
+            &[],
+        )
         .await
         .expect("events");
     let seqs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
@@ -390,8 +433,21 @@ async fn nodes_claim_concurrently_in_order_and_take_over_a_dead_nodes_claims() {
             let mut c = pg::connect(&url).await.expect("connect");
             for u in 0..updates {
                 let node = format!("n{}", 1 + (a + u) % 3);
-                let got = admit(&mut c, &node, &format!("a{a}-u{u}"), &format!("alert-{a}"), &format!("a{a} update {u}"), 600_000).await;
-                assert_eq!(got, Admitted::Stored { alert_seq: u as i64 + 1 });
+                let got = admit(
+                    &mut c,
+                    &node,
+                    &format!("a{a}-u{u}"),
+                    &format!("alert-{a}"),
+                    &format!("a{a} update {u}"),
+                    600_000,
+                )
+                .await;
+                assert_eq!(
+                    got,
+                    Admitted::Stored {
+                        alert_seq: u as i64 + 1
+                    }
+                );
                 tokio::task::yield_now().await;
             }
         }));
@@ -415,13 +471,18 @@ async fn nodes_claim_concurrently_in_order_and_take_over_a_dead_nodes_claims() {
     // and sweep expired leases.
     let mut nodes = Vec::new();
     for n in 1..=3 {
-        let (url, sink, stop, taken_over) = (url.clone(), sink.clone(), stop.clone(), taken_over.clone());
+        let (url, sink, stop, taken_over) =
+            (url.clone(), sink.clone(), stop.clone(), taken_over.clone());
         nodes.push(tokio::spawn(async move {
             let node = format!("n{n}");
             let mut c = pg::connect(&url).await.expect("connect");
             let mut idle = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                let expired = c.query(q("expire_leases"), &[]).await.expect("expire").len();
+                let expired = c
+                    .query(q("expire_leases"), &[])
+                    .await
+                    .expect("expire")
+                    .len();
                 taken_over.fetch_add(expired as u64, Ordering::Relaxed);
                 let got = claim(&mut c, &node, 8, lease_ms, None).await;
                 if got.is_empty() {
@@ -464,11 +525,17 @@ async fn nodes_claim_concurrently_in_order_and_take_over_a_dead_nodes_claims() {
             sink.lock().unwrap().start("slow", &got[0]);
             let until = Instant::now() + Duration::from_millis(3 * lease_ms as u64);
             while Instant::now() < until {
-                c.execute(q("heartbeat"), &[&"slow", &lease_ms]).await.expect("heartbeat");
+                c.execute(q("heartbeat"), &[&"slow", &lease_ms])
+                    .await
+                    .expect("heartbeat");
                 tokio::time::sleep(Duration::from_millis(lease_ms as u64 / 3)).await;
             }
             sink.lock().unwrap().end(&got[0], true);
-            assert_eq!(finish(&c, "slow", &[(got[0].clone(), false)]).await, 1, "slow node's lease was taken");
+            assert_eq!(
+                finish(&c, "slow", &[(got[0].clone(), false)]).await,
+                1,
+                "slow node's lease was taken"
+            );
         })
     };
 
@@ -480,14 +547,20 @@ async fn nodes_claim_concurrently_in_order_and_take_over_a_dead_nodes_claims() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let delivered: i64 = c
-            .query_one("SELECT count(*) FROM deliveries WHERE state = 'delivered'", &[])
+            .query_one(
+                "SELECT count(*) FROM deliveries WHERE state = 'delivered'",
+                &[],
+            )
             .await
             .expect("count")
             .get(0);
         if delivered == total {
             break;
         }
-        assert!(Instant::now() < deadline, "{delivered} of {total} delivered");
+        assert!(
+            Instant::now() < deadline,
+            "{delivered} of {total} delivered"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -520,16 +593,32 @@ async fn a_stopping_node_gives_its_claims_back_at_once() {
     let url = fresh_db(&pg, "release").await;
     let mut c = pg::connect(&url).await.expect("connect");
     for a in 0..4 {
-        admit(&mut c, "n1", &format!("r{a}"), &format!("alert-{a}"), "x", 0).await;
+        admit(
+            &mut c,
+            "n1",
+            &format!("r{a}"),
+            &format!("alert-{a}"),
+            "x",
+            0,
+        )
+        .await;
     }
     let held = claim(&mut c, "n1", 100, 30_000, None).await;
     assert_eq!(held.len(), 8);
     assert!(claim(&mut c, "n2", 100, 30_000, None).await.is_empty());
-    let n: i64 = c.query_one(q("live_nodes"), &[&10_000i64]).await.expect("live").get(0);
+    let n: i64 = c
+        .query_one(q("live_nodes"), &[&10_000i64])
+        .await
+        .expect("live")
+        .get(0);
     assert_eq!(n, 5);
     let released = c.query(q("release"), &[&"n1"]).await.expect("release");
     assert_eq!(released.len(), 8);
-    let n: i64 = c.query_one(q("live_nodes"), &[&10_000i64]).await.expect("live").get(0);
+    let n: i64 = c
+        .query_one(q("live_nodes"), &[&10_000i64])
+        .await
+        .expect("live")
+        .get(0);
     assert_eq!(n, 4);
     // Another node takes them now, not 30 s later.
     assert_eq!(claim(&mut c, "n2", 100, 30_000, None).await.len(), 8);
@@ -553,7 +642,10 @@ async fn the_rate_limit_holds_across_nodes() {
                 let mut granted = 0i64;
                 while start.elapsed() < run {
                     let row = c
-                        .query_one(q("rate_take"), &[&"pd-key", &(1 + i % 2), &interval_ms, &burst])
+                        .query_one(
+                            q("rate_take"),
+                            &[&"pd-key", &(1 + i % 2), &interval_ms, &burst],
+                        )
                         .await
                         .expect("rate_take");
                     granted += i64::from(row.get::<_, i32>(0));
@@ -568,8 +660,14 @@ async fn the_rate_limit_holds_across_nodes() {
     }
     let elapsed_ms = start.elapsed().as_millis() as i64;
     let ceiling = i64::from(burst) + elapsed_ms / interval_ms + 1;
-    assert!(granted <= ceiling, "{granted} tokens in {elapsed_ms} ms, limit {ceiling}");
-    assert!(granted >= ceiling * 8 / 10, "{granted} tokens in {elapsed_ms} ms: too few ({ceiling})");
+    assert!(
+        granted <= ceiling,
+        "{granted} tokens in {elapsed_ms} ms, limit {ceiling}"
+    );
+    assert!(
+        granted >= ceiling * 8 / 10,
+        "{granted} tokens in {elapsed_ms} ms: too few ({ceiling})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -587,11 +685,16 @@ async fn an_admit_wakes_listeners_on_commit_only() {
             }
         }
     });
-    listener.batch_execute("LISTEN ztbridge_due").await.expect("listen");
+    listener
+        .batch_execute("LISTEN ztbridge_due")
+        .await
+        .expect("listen");
 
     let mut c = pg::connect(&url).await.expect("connect");
     let t = c.transaction().await.expect("begin");
-    t.execute("SELECT pg_notify('ztbridge_due', 'rolled back')", &[]).await.expect("notify");
+    t.execute("SELECT pg_notify('ztbridge_due', 'rolled back')", &[])
+        .await
+        .expect("notify");
     t.rollback().await.expect("rollback");
     admit(&mut c, "n1", "r1", "alert-1", "body", 0).await;
     let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())

@@ -168,10 +168,7 @@ impl PgServer {
         };
         pg.psql(
             "postgres",
-            &format!(
-                "CREATE ROLE {ROLE} LOGIN PASSWORD '{}'",
-                pg.inner.password
-            ),
+            &format!("CREATE ROLE {ROLE} LOGIN PASSWORD '{}'", pg.inner.password),
         );
         pg.create_database(DATABASE);
         pg
@@ -250,13 +247,27 @@ impl PgServer {
     /// Runs `sql` as the superuser through the Unix socket; returns psql's
     /// unaligned, tuples-only output.  Panics on error.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let out = pg_command(&self.inner.bin, "psql", self.inner.as_postgres, &self.inner.dir)
-            .env("PGCONNECT_TIMEOUT", "10")
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(&self.inner.dir)
-            .args(["-p", &self.inner.port.to_string(), "-U", "postgres", "-d", db, "-c", sql])
-            .output()
-            .expect("run psql");
+        let out = pg_command(
+            &self.inner.bin,
+            "psql",
+            self.inner.as_postgres,
+            &self.inner.dir,
+        )
+        .env("PGCONNECT_TIMEOUT", "10")
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+        .arg(&self.inner.dir)
+        .args([
+            "-p",
+            &self.inner.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("run psql");
         check(&out, "psql", Some(self));
         String::from_utf8_lossy(&out.stdout).trim_end().to_string()
     }
@@ -290,6 +301,40 @@ impl PgServer {
             );
         }
         *running = true;
+    }
+
+    /// Turns TLS on with this certificate chain and key (PEM): restarts
+    /// the server with `ssl = on`.  Plain connections are still accepted
+    /// (pg_hba's `host` lines match both).
+    pub fn enable_tls(&self, cert_chain_pem: &[u8], key_pem: &[u8]) {
+        let was_running = self.is_running();
+        if was_running {
+            self.stop();
+        }
+        let data = self.inner.dir.join("data");
+        let ids = self.inner.as_postgres.then(postgres_ids);
+        for (name, pem) in [("server.crt", cert_chain_pem), ("server.key", key_pem)] {
+            let path = data.join(name);
+            std::fs::write(&path, pem).expect("write TLS file");
+            // The server refuses a key others can read.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            if let Some((uid, gid)) = ids {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown");
+            }
+        }
+        let mut conf = OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .expect("postgresql.conf");
+        writeln!(
+            conf,
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'"
+        )
+        .expect("write postgresql.conf");
+        drop(conf);
+        if was_running {
+            self.start();
+        }
     }
 
     pub fn is_running(&self) -> bool {
@@ -355,8 +400,7 @@ pub fn find_bin_dir() -> PathBuf {
                 .map(|p| p.parse().ok())
                 .collect::<Option<_>>()?;
             let bin = e.path().join("bin");
-            (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file())
-                .then_some((version, bin))
+            (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file()).then_some((version, bin))
         })
         .collect();
     found.sort();
@@ -442,7 +486,15 @@ fn reap_orphans(bin: &Path, as_postgres: bool) {
         }
         if dir.join("data/postmaster.pid").exists() {
             let _ = pg_command(bin, "pg_ctl", as_postgres, &dir)
-                .args(["stop", "-w", "-t", PG_CTL_TIMEOUT_S, "-m", "immediate", "-D"])
+                .args([
+                    "stop",
+                    "-w",
+                    "-t",
+                    PG_CTL_TIMEOUT_S,
+                    "-m",
+                    "immediate",
+                    "-D",
+                ])
                 .arg(dir.join("data"))
                 .output();
         }
@@ -519,9 +571,7 @@ fn pg_command(bin: &Path, prog: &str, as_postgres: bool, dir: &Path) -> Command 
             cmd.env_remove(k);
         }
     }
-    cmd.current_dir(dir)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null());
+    cmd.current_dir(dir).env("LC_ALL", "C").stdin(Stdio::null());
     cmd
 }
 
