@@ -560,7 +560,12 @@ fn pg_ctl_start(bin: &Path, as_postgres: bool, dir: &Path, port: u16) -> Result<
 /// directory), with no PG* variables of ours.
 fn pg_command(bin: &Path, prog: &str, as_postgres: bool, dir: &Path) -> Command {
     let mut cmd = if as_postgres {
-        let mut c = Command::new("runuser");
+        // /usr/sbin may be missing from a non-login root's PATH.
+        let runuser = ["/usr/sbin/runuser", "/sbin/runuser"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("runuser");
+        let mut c = Command::new(runuser);
         c.args(["-u", "postgres", "--"]).arg(bin.join(prog));
         c
     } else {
