@@ -11,6 +11,7 @@
 #   (c) the sketched store (docs/notes/postgres/schema.sql): admit with
 #       order and dedupe; claims and completions in batches of 32
 #                                                 (sketch_*.sql)
+#   (f) the same with admits 8 per statement (group admission)
 #   (c0, c1, c8) its admits alone: a transaction of 4 round trips, one
 #       statement, 8 events per statement (group admission)
 #   (d, e) the 4-round-trip admit with NOTIFY inside the transaction, or
@@ -109,6 +110,13 @@ bench "(b) naive: insert, claim 1, complete 1" 1 -f "$here/naive.sql"
 bench "(c) sketch: admit, claim/complete x32" 1 -f "$here/sketch_admit1.sql@16" -f "$here/sketch_claim.sql@1"
 backlog=$(psql -XAtc "SELECT count(*) FROM deliveries WHERE state <> 'delivered'")
 results+=("    (c) left pending at the end: $backlog")
+echo "${results[-1]}"
+# The same with group admission: 8 webhooks per admit statement, claims
+# mixed 4:1 (each claims up to 32).
+psql -X -q -c "TRUNCATE deliveries, events, alerts CASCADE"
+bench "(f) sketch: admit x8, claim/complete x32" 8 -f "$here/sketch_admit8.sql@4" -f "$here/sketch_claim.sql@1"
+backlog=$(psql -XAtc "SELECT count(*) FROM deliveries WHERE state <> 'delivered'")
+results+=("    (f) left pending at the end: $backlog")
 echo "${results[-1]}"
 # Waking the other nodes' schedulers: NOTIFY inside the admit transaction
 # (d), or in a transaction of its own after it, with synchronous_commit off
