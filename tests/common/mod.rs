@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod pg;
 
 use std::collections::VecDeque;
 use std::io::Write;

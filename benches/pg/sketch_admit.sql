@@ -1,0 +1,28 @@
+-- (c) The sketched store (docs/notes/postgres/schema.sql), admit side: one
+-- transaction per event: the alert's row (order, dedupe), the event, its
+-- delivery.  Same body size as (a).  No NOTIFY in it: run.sh makes the
+-- variants with one inside the transaction (d) and after it (e).
+\set alert random(1, 5000)
+BEGIN;
+INSERT INTO alerts AS a (alert_key, last_alert_seq, head_hash, head_receipt, head_received_at)
+VALUES ('alert-' || :alert, 1, sha256(convert_to(:client_id || '-' || random(), 'UTF8')),
+        'r-' || :client_id || '-' || random(), clock_timestamp())
+ON CONFLICT (alert_key) DO UPDATE
+   SET last_alert_seq = a.last_alert_seq + 1, head_hash = excluded.head_hash,
+       head_receipt = excluded.head_receipt, head_received_at = excluded.head_received_at
+ WHERE NOT (a.head_hash = excluded.head_hash
+            AND a.head_received_at > excluded.head_received_at - interval '10 minutes')
+RETURNING last_alert_seq, head_receipt, head_hash
+\gset
+WITH e AS (
+    INSERT INTO events (receipt_id, received_by, event_id, alert_key, alert_seq,
+                        severity, body_hash, body)
+    VALUES (:head_receipt, 'node-' || :client_id, 'alert-' || :alert, 'alert-' || :alert,
+            :last_alert_seq, 'critical', :head_hash,
+            repeat('{"zeroTrustAlertEvent":"x",', 25))
+    RETURNING seq, alert_key, alert_seq, received_at
+)
+INSERT INTO deliveries (event_seq, route, alert_key, alert_seq, next_at, deadline)
+SELECT e.seq, 'pagerduty', e.alert_key, e.alert_seq, e.received_at, e.received_at + interval '1 day'
+FROM e;
+COMMIT;
