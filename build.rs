@@ -18,6 +18,8 @@ const GUESTS: &[(&str, &str)] = &[
     ("zt-jitbit", "jitbit.wasm"),
     ("zt-test-empty", "empty.wasm"),
     ("zt-test-hostile", "hostile.wasm"),
+    ("zt-test-probe", "probe.wasm"),
+    ("zt-test-v01", "v01.wasm"),
 ];
 
 fn main() {

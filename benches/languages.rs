@@ -18,9 +18,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ztbridge_runtime::flow::{FlowInput, record};
 use ztbridge_runtime::sandbox::CompileCache;
 use ztbridge_runtime::sandbox::Transform;
-use ztbridge_runtime::sandbox::bindings::types::{Event, HttpResponse, Step};
+use ztbridge_runtime::sandbox::bindings::types::{HttpResponse, Step};
 use ztbridge_runtime::sandbox::{FlowContext, Sandbox};
 use ztbridge_runtime::store::{MemoryState, TransformState};
 use ztbridge_runtime::text::Redactor;
@@ -36,18 +37,27 @@ struct Case {
     events: usize,
 }
 
-fn one(engine: &Engine, case: &Case, event: &Event, state: &Arc<dyn TransformState>) -> u64 {
+fn one(engine: &Engine, case: &Case, body: &str, state: &Arc<dyn TransformState>) -> u64 {
+    // The host reads the event into the record per event, as delivery does.
+    let record = record(&FlowInput {
+        body,
+        receipt_id: "bench",
+        received_ms: 1_749_636_904_000,
+        attempt: 1,
+    });
+    let event = &record;
     let ctx = FlowContext::new(
         Arc::from("route"),
         case.config.clone(),
         state.clone(),
         Arc::new(Redactor::default()),
-    );
+    )
+    .for_event(event);
     let mut sandbox = Sandbox::new(engine, &case.transform, ctx).expect("instantiate");
     let step = sandbox.start(event).expect("start").expect("step");
     if let Some(r) = &case.response {
         assert!(matches!(step, Step::Send(_)), "{}: {step:?}", case.name);
-        let end = sandbox.resume(std::slice::from_ref(r)).expect("resume");
+        let end = sandbox.resume(&[Ok(r.clone())]).expect("resume");
         assert!(matches!(end, Ok(Step::Done(_))), "{}: {end:?}", case.name);
     }
     sandbox.fuel_used()
@@ -57,7 +67,7 @@ fn one(engine: &Engine, case: &Case, event: &Event, state: &Arc<dyn TransformSta
 fn measure(
     engine: &Engine,
     case: &Case,
-    event: &Event,
+    event: &str,
     state: &Arc<dyn TransformState>,
 ) -> (f64, u64) {
     let batches = 10;
@@ -128,12 +138,7 @@ fn main() {
         "/tests/fixtures/events/critical-lockout.json"
     ))
     .expect("fixture");
-    let event = Event {
-        body,
-        receipt_id: "bench".into(),
-        received_at: "2025-06-11T10:15:04Z".into(),
-        attempt: 1,
-    };
+    let event: &str = &body;
     let js_path = std::env::var_os("ZTBRIDGE_JS_WASM")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -209,7 +214,7 @@ fn main() {
     println!(
         "== per event: fresh Store + instantiate + start (+ resume with a canned success); median of 10 batches"
     );
-    let (floor, floor_fuel) = measure(&engine, &cases[0], &event, &state);
+    let (floor, floor_fuel) = measure(&engine, &cases[0], event, &state);
     println!(
         "{:<16} {floor:>9.2} us/event  (1.00x floor)  fuel {floor_fuel:>11}  [{} events]",
         cases[0].name, cases[0].events

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ztbridge_runtime::flow::{FlowInput, record};
 use ztbridge_runtime::sandbox::Transform;
-use ztbridge_runtime::sandbox::bindings::types::{Event, HttpResponse, Step};
+use ztbridge_runtime::sandbox::bindings::types::{HttpResponse, Step, TransportError};
 use ztbridge_runtime::sandbox::{FlowContext, Sandbox};
 use ztbridge_runtime::store::{MemoryState, TransformState};
 use ztbridge_runtime::text::Redactor;
@@ -23,21 +24,30 @@ struct Case {
     name: &'static str,
     transform: Arc<Transform>,
     config: Arc<BTreeMap<String, String>>,
-    event: Event,
+    /// The webhook body: the host reads it into the event record per
+    /// event (`flow::record`), as delivery does.
+    body: Arc<str>,
     /// Canned responses fed back step by step (empty: only `start`).
-    responses: Vec<Vec<HttpResponse>>,
+    responses: Vec<Vec<Result<HttpResponse, TransportError>>>,
     state: Arc<dyn TransformState>,
 }
 
 fn one(engine: &Engine, case: &Case) {
+    let event = record(&FlowInput {
+        body: &case.body,
+        receipt_id: "bench",
+        received_ms: 1_749_636_904_000,
+        attempt: 1,
+    });
     let ctx = FlowContext::new(
         Arc::from("route"),
         case.config.clone(),
         case.state.clone(),
         Arc::new(Redactor::default()),
-    );
+    )
+    .for_event(&event);
     let mut sandbox = Sandbox::new(engine, &case.transform, ctx).expect("instantiate");
-    let mut step = sandbox.start(&case.event).expect("start");
+    let mut step = sandbox.start(&event).expect("start");
     for responses in &case.responses {
         match step {
             Ok(Step::Send(_)) => step = sandbox.resume(responses).expect("resume"),
@@ -51,12 +61,12 @@ fn one(engine: &Engine, case: &Case) {
     }
 }
 
-fn ok(status: u16, body: &str) -> Vec<HttpResponse> {
-    vec![HttpResponse {
+fn ok(status: u16, body: &str) -> Vec<Result<HttpResponse, TransportError>> {
+    vec![Ok(HttpResponse {
         status,
         headers: vec![],
         body: body.to_string(),
-    }]
+    })]
 }
 
 /// Microseconds per event of each case: the median and the best of
@@ -120,12 +130,7 @@ fn main() {
         "/tests/fixtures/events/critical-lockout.json"
     ))
     .expect("fixture");
-    let event = Event {
-        body,
-        receipt_id: "bench".into(),
-        received_at: "2025-06-11T10:15:04Z".into(),
-        attempt: 1,
-    };
+    let event: Arc<str> = Arc::from(body.as_str());
 
     let (empty, empty_compile_ms, empty_size) = load("empty.wasm");
     let (pd, pd_compile_ms, pd_size) = load("pagerduty.wasm");
@@ -146,7 +151,7 @@ fn main() {
             name: "empty (floor)",
             transform: empty,
             config: Arc::new(BTreeMap::new()),
-            event: event.clone(),
+            body: event.clone(),
             responses: vec![],
             state: state.clone(),
         },
@@ -160,7 +165,7 @@ fn main() {
                 )]
                 .into(),
             ),
-            event: event.clone(),
+            body: event.clone(),
             responses: vec![],
             state: state.clone(),
         },
@@ -174,7 +179,7 @@ fn main() {
                 )]
                 .into(),
             ),
-            event: event.clone(),
+            body: event.clone(),
             responses: vec![ok(
                 202,
                 r#"{"status":"success","message":"Event processed","dedup_key":"x"}"#,
@@ -185,7 +190,7 @@ fn main() {
             name: "jitbit new",
             transform: jb.clone(),
             config: jitbit_config.clone(),
-            event: event.clone(),
+            body: event.clone(),
             responses: vec![ok(200, categories), ok(200, "[]"), ok(200, "1001")],
             state: state.clone(),
         },
@@ -193,7 +198,7 @@ fn main() {
             name: "jitbit update",
             transform: jb,
             config: jitbit_config,
-            event,
+            body: event,
             responses: vec![ok(200, "")],
             state: known,
         },

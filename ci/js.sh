@@ -19,3 +19,8 @@ cd transforms-js/webhook
 npm install --no-audit --no-fund --no-save --prefer-offline --loglevel=error
 npm run --silent build
 ls -l webhook.wasm
+# The JavaScript twin of the Rust probe (the cross-language agreement test),
+# built with the same componentize-js.
+cd ../probe
+npm run --silent build
+ls -l probe.wasm

@@ -13,6 +13,7 @@ fi
 # and must not skip it.  Compiled components are cached across test runs.
 bash ci/js.sh
 export ZTBRIDGE_JS_WASM=$PWD/transforms-js/webhook/webhook.wasm ZTBRIDGE_REQUIRE_JS=1
+export ZTBRIDGE_JS_PROBE_WASM=$PWD/transforms-js/probe/probe.wasm
 export ZTBRIDGE_COMPILE_CACHE=${ZTBRIDGE_COMPILE_CACHE:-${CARGO_TARGET_DIR:-$PWD/target}/compile-cache}
 
 log=$(mktemp)

@@ -238,7 +238,9 @@ async fn metrics_count_what_happened() {
         2.0
     );
     assert_eq!(metric(&m, "ztbridge_destination_seconds_count", &pdr), 2.0);
-    assert!(metric(&m, "ztbridge_transform_fuel_sum", &pdr) > 100_000.0);
+    // Real guest work was counted (the host reads the event since
+    // contract 0.2, so a flow is some tens of thousands of units).
+    assert!(metric(&m, "ztbridge_transform_fuel_sum", &pdr) > 10_000.0);
     assert_eq!(
         metric(&m, "ztbridge_webhook_accept_seconds_count", &[]),
         3.0

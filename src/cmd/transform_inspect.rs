@@ -30,7 +30,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let out = serde_json::json!({
         "source": t.source,
         "digest": t.digest,
-        "world": "ztbridge:transform/transform-world@0.1.0",
+        "contract": t.info.contract,
+        "needs_random": t.info.needs_random,
         "name": t.info.name,
         "version": t.info.version,
         "description": t.info.description,

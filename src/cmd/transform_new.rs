@@ -109,10 +109,9 @@ const RUST_LIB: &str = r#"//! {{NAME}}: a ztbridge transform.  Posts a JSON summ
 
 use serde_json::json;
 use ztbridge_sdk::config::key;
-use ztbridge_sdk::event::Event;
 use ztbridge_sdk::{
-    EventInput, Failure, Guest, HttpResponse, Info, Request, Step, config, export, failure, send,
-    single,
+    EgressRule, Event, EventInput, Failure, Guest, Info, Request, Response, Step, config, export,
+    failure, send, single,
 };
 
 struct Transform;
@@ -124,15 +123,18 @@ impl Guest for Transform {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Superna Zero Trust events as JSON to a webhook".into(),
             // Requests may only go to the host of the URL in config `url`.
-            egress: vec!["config:url".into()],
+            egress: vec![EgressRule::ConfigUrl("url".into())],
             config: vec![key("url", "Where to POST events", true, false, None)],
+            needs_random: false,
         }
     }
 
     fn start(input: EventInput) -> Result<Step, Failure> {
         let url = config::require("url")?;
-        let ev = Event::parse(&input.body)
-            .map_err(|e| failure::permanent(&format!("event is not JSON: {e}")))?;
+        // The host read the event (contract 0.2): ID, severity, state,
+        // user, paths... are fields of `input`; `ev.field("a.b")` reads
+        // any other.
+        let ev = Event::new(input);
         let summary = format!(
             "{} event {}: {}",
             ev.severity().name(),
@@ -143,9 +145,10 @@ impl Guest for Transform {
         Ok(send(vec![Request::post(&url).json(&body)]))
     }
 
-    fn resume(responses: Vec<HttpResponse>) -> Result<Step, Failure> {
+    fn resume(responses: Vec<Response>) -> Result<Step, Failure> {
+        // No answer (DNS, connect, timeout): retryable.
         let resp = single(responses)?;
-        // 2xx: fine; 429, 5xx, no answer: retryable; anything else: permanent.
+        // 2xx: fine; 429, 5xx: retryable; anything else: permanent.
         failure::check(&resp, "webhook")?;
         Ok(Step::Done(format!("delivered (HTTP {})", resp.status)))
     }
@@ -156,7 +159,7 @@ export!(Transform);
 
 const JS_PACKAGE: &str = r#"{
   "name": "{{NAME}}",
-  "version": "0.1.0",
+  "version": "0.2.0",
   "private": true,
   "type": "module",
   "scripts": {
@@ -176,11 +179,13 @@ const JS_APP: &str = r#"// {{NAME}}: a ztbridge transform.  Posts a JSON summary
 // Test:  ztbridge transform test {{NAME}}.wasm fixtures
 //
 // The contract is wit/ztbridge.wit.  Host functions are imported from
-// 'ztbridge:transform/host@0.1.0'; the `transform` export implements
+// 'ztbridge:transform/host@0.2.0'; the `transform` export implements
 // describe/start/resume.  Records use camelCase fields; a variant is
 // { tag, val }; throwing a failure record makes the call return an error.
+// The host reads the event: `start` gets its fields (eventId, severity,
+// state, user, paths...), and `eventField('a.b')` reads any other.
 
-import { log, configGet } from 'ztbridge:transform/host@0.1.0';
+import { log, configGet } from 'ztbridge:transform/host@0.2.0';
 
 const permanent = (message) => ({ retryable: false, message, retryAfterSeconds: undefined });
 const retryable = (message, retryAfterSeconds) => ({ retryable: true, message, retryAfterSeconds });
@@ -189,10 +194,11 @@ export const transform = {
   describe() {
     return {
       name: '{{NAME}}',
-      version: '0.1.0',
+      version: '0.2.0',
       description: 'Superna Zero Trust events as JSON to a webhook',
       // Requests may only go to the host of the URL in config `url`.
-      egress: ['config:url'],
+      egress: [{ tag: 'config-url', val: 'url' }],
+      needsRandom: false,
       config: [
         { name: 'url', description: 'Where to POST events', required: true, secret: false, defaultValue: undefined },
       ],
@@ -202,16 +208,11 @@ export const transform = {
   start(input) {
     const url = configGet('url');
     if (!url) throw permanent('config key `url` is not set');
-    let event;
-    try {
-      event = JSON.parse(input.body);
-    } catch (e) {
-      throw permanent(`event is not JSON: ${e}`);
-    }
-    const severity = String(event.severity ?? 'unknown').toLowerCase();
-    const id = event.id ?? event.eventId ?? 'unknown';
+    const severity = input.severity === 'other' ? input.severityText.toLowerCase() : input.severity;
+    const id = input.eventId ?? 'unknown';
     if (id === 'unknown') log('warn', 'event has no ID', []);
-    const summary = `${severity} event ${id}: ${event.state ?? 'unknown'}`;
+    const summary = `${severity} event ${id}: ${input.state ?? 'unknown'}`;
+    const event = JSON.parse(input.raw);
     return {
       tag: 'send',
       val: [{
@@ -224,9 +225,12 @@ export const transform = {
   },
 
   resume(responses) {
-    const r = responses[0];
+    const result = responses[0];
+    // No response: { tag: 'err', val: { tag: 'dns' | 'connect' | 'tls' | 'timeout' | ..., val: message } }.
+    if (result.tag === 'err') throw retryable(`webhook unreachable (${result.val.tag}): ${result.val.val}`);
+    const r = result.val;
     if (r.status >= 200 && r.status < 300) return { tag: 'done', val: `delivered (HTTP ${r.status})` };
-    if (r.status === 0 || r.status === 429 || r.status >= 500) {
+    if (r.status === 429 || r.status >= 500) {
       throw retryable(`webhook: HTTP ${r.status}: ${r.body.slice(0, 300)}`);
     }
     throw permanent(`webhook refused (HTTP ${r.status}): ${r.body.slice(0, 300)}`);

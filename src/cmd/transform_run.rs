@@ -213,12 +213,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("{}: expected a JSON object of strings", p.display()))?,
         _ => BTreeMap::new(),
     };
-    let event = Event {
-        body,
-        receipt_id: "dry-run".into(),
-        received_at: ztbridge_runtime::time::now_rfc3339(),
+    let event = ztbridge_runtime::flow::record(&ztbridge_runtime::flow::FlowInput {
+        body: &body,
+        receipt_id: "dry-run",
+        received_ms: ztbridge_runtime::time::now_millis(),
         attempt: args.attempt,
-    };
+    });
     let dry = DryRun {
         transform: transform.clone(),
         spec: args.transform.clone(),

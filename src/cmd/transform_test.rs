@@ -38,7 +38,6 @@ use ztbridge_runtime::config::ConfigValue;
 use ztbridge_runtime::flow::FlowReport;
 use ztbridge_runtime::sandbox::CompileCache;
 use ztbridge_runtime::sandbox::Transform;
-use ztbridge_runtime::sandbox::bindings::types::Event;
 use ztbridge_runtime::{config::Limits, sandbox::Engine};
 
 use super::transform_run::{DryRun, offline_runtime, responses_from_json};
@@ -152,24 +151,26 @@ fn prepare(
             .and_then(Value::as_bool)
             .unwrap_or(false),
         state: strings(fixture.get("state"), "state")?,
-        event: Event {
-            body,
+        event: ztbridge_runtime::flow::record(&ztbridge_runtime::flow::FlowInput {
+            body: &body,
             receipt_id: fixture
                 .get("receipt_id")
                 .and_then(Value::as_str)
-                .unwrap_or("fixture")
-                .to_string(),
-            received_at: fixture
-                .get("received_at")
-                .and_then(Value::as_str)
-                .unwrap_or(DEFAULT_RECEIVED_AT)
-                .to_string(),
+                .unwrap_or("fixture"),
+            received_ms: {
+                let at = fixture
+                    .get("received_at")
+                    .and_then(Value::as_str)
+                    .unwrap_or(DEFAULT_RECEIVED_AT);
+                ztbridge_runtime::time::parse_rfc3339_millis(at)
+                    .with_context(|| format!("received_at {at:?}: expected an RFC 3339 time"))?
+            },
             attempt: fixture
                 .get("attempt")
                 .and_then(Value::as_u64)
                 .map(|a| a as u32)
                 .unwrap_or(1),
-        },
+        }),
         responses,
     })
 }

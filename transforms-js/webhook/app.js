@@ -19,9 +19,9 @@
 // received_at, attempt), or {{event.a.b}} by a raw field of the webhook
 // body.  Unknown names become an empty string.
 
-import { log, configGet } from 'ztbridge:transform/host@0.1.0';
+import { log, configGet, eventField } from 'ztbridge:transform/host@0.2.0';
 
-const VERSION = '0.1.0';
+const VERSION = '0.2.0';
 const DEFAULT_MESSAGE =
   '{{severity_label}} Superna Zero Trust event {{id}}: {{state}} for user {{user}} on {{cluster}}. ' +
   'Files: {{files}}. Clients: {{clients}}. {{console_url}}';
@@ -38,97 +38,9 @@ function retryable(message, retryAfterSeconds) {
 }
 
 // ---------------------------------------------------------------------------
-// The tolerant Superna event model: field names vary between versions and
-// integrations (`id`, `eventId`, `EventID`...), events may be wrapped in
-// `{"event": {...}}`, and values may be strings, numbers, lists or objects.
-
-const normalize = (k) => String(k).toLowerCase().replace(/[^a-z0-9]/g, '');
-
-const KEYS = {
-  id: ['eventid', 'id', 'alertid', 'incidentid', 'zerotrusteventid', 'ransomwareeventid', 'eventuuid', 'uuid'],
-  severity: ['severity', 'eventseverity', 'severitylevel', 'level', 'priority'],
-  state: ['state', 'eventstate', 'status', 'eventstatus', 'lockoutstate', 'action'],
-  user: ['user', 'username', 'useraccount', 'account', 'accountname', 'actor', 'userid', 'nfsclient'],
-  clients: ['clientips', 'clientip', 'clientipaddresses', 'clientaddresses', 'ipaddresses', 'ips', 'ip', 'sourceip', 'clients'],
-  shares: ['shares', 'share', 'smbshares', 'affectedshares', 'sharenames', 'sharename'],
-  files: ['files', 'file', 'filepaths', 'filenames', 'affectedfiles', 'paths', 'path', 'objects'],
-  cluster: ['nes', 'ne', 'cluster', 'clustername', 'clusters', 'nascluster', 'nasname', 'nas'],
-  detectors: ['threatdetectors', 'detectors', 'detector', 'signals', 'signal', 'threats'],
-  detected: ['detected', 'detectedat', 'detectiontime', 'detectedtime', 'timestamp', 'time', 'eventtime', 'created', 'createdat'],
-  console_url: ['url', 'consoleurl', 'eventurl', 'link', 'href', 'uri', 'eyeglassurl', 'detailsurl'],
-};
-const WRAPPERS = ['event', 'data', 'alert', 'payload', 'zerotrustevent', 'details'];
-
-function isObject(v) {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
-
-// The objects fields are looked up in: the body, then any wrapper object.
-function scopes(raw) {
-  if (!isObject(raw)) return [];
-  const out = [raw];
-  for (const [k, v] of Object.entries(raw)) {
-    if (WRAPPERS.includes(normalize(k)) && isObject(v)) out.push(v);
-  }
-  return out;
-}
-
-// Normalised key -> value, per scope, built once per event (normalising
-// every key for every lookup costs more than the rest of the transform).
-function index(raw) {
-  return scopes(raw).map((scope) => {
-    const m = new Map();
-    for (const [k, v] of Object.entries(scope)) {
-      const n = normalize(k);
-      if (!m.has(n) && v !== null && v !== undefined && v !== '') m.set(n, v);
-    }
-    return m;
-  });
-}
-
-function lookup(idx, names) {
-  for (const name of names) {
-    for (const m of idx) {
-      if (m.has(name)) return m.get(name);
-    }
-  }
-  return undefined;
-}
-
-// Any JSON value as a list of short strings.
-function texts(v) {
-  if (v === undefined || v === null) return [];
-  if (Array.isArray(v)) return v.flatMap(texts);
-  if (isObject(v)) {
-    for (const k of ['name', 'value', 'ip', 'path', 'id']) {
-      if (k in v && !isObject(v[k])) return texts(v[k]);
-    }
-    return [JSON.stringify(v)];
-  }
-  return [String(v)];
-}
-
-function text(v) {
-  return texts(v).join(', ');
-}
-
-function severityName(v) {
-  const s = normalize(text(v));
-  if (s.startsWith('crit')) return 'critical';
-  if (s.startsWith('maj')) return 'major';
-  if (s.startsWith('warn')) return 'warning';
-  return s === '' ? 'unknown' : s;
-}
-
-function stateKind(v) {
-  const s = normalize(text(v));
-  if (s.includes('falsepositive')) return 'false_positive';
-  if (s.includes('recover') || s.includes('archiv')) return 'recovered';
-  if (s.includes('restor') || s.includes('unlock')) return 'access_restored';
-  if (s.includes('delayed')) return 'delayed_lockout';
-  if (s.includes('lock')) return 'lockout';
-  return 'other';
-}
+// The event: the host reads the webhook once (contract 0.2) and hands every
+// transform the same record, whatever its language; fields it does not name
+// come from `eventField('a.b')`.
 
 const LABELS = { critical: '[CRITICAL]', major: '[MAJOR]', warning: '[WARNING]' };
 
@@ -138,25 +50,30 @@ function bounded(list, max) {
   return `${list.slice(0, max).join(', ')} (+${list.length - max} more)`;
 }
 
-function model(body, input) {
-  const raw = index(body);
-  const severity = severityName(lookup(raw, KEYS.severity));
-  const files = texts(lookup(raw, KEYS.files));
+function severityName(input) {
+  if (input.severity !== 'other') return input.severity;
+  const t = input.severityText.toLowerCase().replace(/[^a-z0-9]/g, '');
+  return input.severityText === 'Unknown' || t === '' ? 'unknown' : t;
+}
+
+function model(input) {
+  const severity = severityName(input);
+  const files = input.paths;
   return {
-    id: text(lookup(raw, KEYS.id)) || 'unknown',
+    id: input.eventId ?? 'unknown',
     severity,
     severity_label: LABELS[severity] ?? `[${severity.toUpperCase()}]`,
-    state: text(lookup(raw, KEYS.state)) || 'unknown state',
-    state_kind: stateKind(lookup(raw, KEYS.state)),
-    user: text(lookup(raw, KEYS.user)) || 'unknown',
-    cluster: text(lookup(raw, KEYS.cluster)) || 'unknown cluster',
-    clients: bounded(texts(lookup(raw, KEYS.clients)), 10) || 'none',
-    shares: bounded(texts(lookup(raw, KEYS.shares)), 10) || 'none',
+    state: input.state ?? 'unknown state',
+    state_kind: input.stateClass,
+    user: input.user ?? 'unknown',
+    cluster: input.clusters.join(', ') || 'unknown cluster',
+    clients: bounded(input.clientIps, 10) || 'none',
+    shares: bounded(input.shares, 10) || 'none',
     files: bounded(files, 10) || 'none',
     file_count: String(files.length),
-    detectors: bounded(texts(lookup(raw, KEYS.detectors)), 10),
-    detected: text(lookup(raw, KEYS.detected)),
-    console_url: texts(lookup(raw, KEYS.console_url)).find((u) => /^https?:\/\//.test(u)) ?? '',
+    detectors: bounded(input.detectors, 10),
+    detected: input.detectedAt ?? input.detectedText ?? '',
+    console_url: input.consoleUrl ?? '',
     receipt_id: input.receiptId,
     received_at: input.receivedAt,
     attempt: String(input.attempt),
@@ -165,26 +82,24 @@ function model(body, input) {
 
 // {{name}} and {{event.a.b}} substitution; the result is plain text (JSON
 // escaping happens when the body is serialised).
-function render(template, fields, raw) {
+function render(template, fields) {
   return template.replace(/\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}/g, (_, name) => {
-    if (name.startsWith('event.')) {
-      let v = raw;
-      for (const part of name.slice(6).split('.')) {
-        v = v !== null && typeof v === 'object' ? v[part] : undefined;
-      }
-      return v === undefined ? '' : text(v);
-    }
+    if (name.startsWith('event.')) return eventField(name.slice(6)) ?? '';
     return fields[name] ?? '';
   });
 }
 
 // Renders every string of a JSON template (keys stay as written).
-function renderJson(value, fields, raw) {
-  if (typeof value === 'string') return render(value, fields, raw);
-  if (Array.isArray(value)) return value.map((v) => renderJson(v, fields, raw));
+function isObject(v) {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+function renderJson(value, fields) {
+  if (typeof value === 'string') return render(value, fields);
+  if (Array.isArray(value)) return value.map((v) => renderJson(v, fields));
   if (isObject(value)) {
     const out = {};
-    for (const [k, v] of Object.entries(value)) out[k] = renderJson(v, fields, raw);
+    for (const [k, v] of Object.entries(value)) out[k] = renderJson(v, fields);
     return out;
   }
   return value;
@@ -192,7 +107,7 @@ function renderJson(value, fields, raw) {
 
 const COLOURS = { critical: 'attention', major: 'warning', warning: 'accent' };
 
-function body(format, message, fields, raw) {
+function body(format, message, fields) {
   switch (format) {
     case 'slack':
       // Slack incoming webhooks: https://api.slack.com/messaging/webhooks
@@ -246,7 +161,8 @@ export const transform = {
       name: 'webhook-js',
       version: VERSION,
       description: 'Superna Zero Trust events to a JSON webhook (Slack, Microsoft Teams or a template), in JavaScript',
-      egress: ['config:url'],
+      egress: [{ tag: 'config-url', val: 'url' }],
+      needsRandom: false,
       config: [
         { name: 'url', description: 'Webhook URL (https)', required: true, secret: true, defaultValue: undefined },
         { name: 'format', description: 'slack, teams or json (the body is `template`)', required: false, secret: false, defaultValue: 'slack' },
@@ -260,14 +176,8 @@ export const transform = {
   start(input) {
     const url = config('url');
     if (url === undefined) throw permanent('config key `url` is not set');
-    let raw;
-    try {
-      raw = JSON.parse(input.body);
-    } catch (e) {
-      throw permanent(`event is not JSON: ${e}`);
-    }
-    const fields = model(raw, input);
-    const message = render(config('message', DEFAULT_MESSAGE), fields, raw).trim();
+    const fields = model(input);
+    const message = render(config('message', DEFAULT_MESSAGE), fields).trim();
     fields.message = message;
     const format = config('format', 'slack').trim().toLowerCase();
     let payload;
@@ -280,9 +190,9 @@ export const transform = {
       } catch (e) {
         throw permanent(`config key \`template\` is not JSON: ${e}`);
       }
-      payload = renderJson(parsed, fields, raw);
+      payload = renderJson(parsed, fields);
     } else {
-      payload = body(format, message, fields, raw);
+      payload = body(format, message, fields);
     }
     if (fields.id === 'unknown') log('warn', 'event has no recognisable event ID', []);
     const headers = [{ name: 'Content-Type', value: 'application/json' }];
@@ -296,12 +206,19 @@ export const transform = {
 
   resume(responses) {
     if (responses.length !== 1) throw permanent(`expected one response, got ${responses.length}`);
-    const r = responses[0];
+    const result = responses[0];
+    if (result.tag === 'err') {
+      // No response: DNS, connect, TLS, timeout may pass later; the host's
+      // own refusals (egress-denied, too-large) will not.
+      const { tag, val } = result.val;
+      if (tag === 'egress-denied' || tag === 'too-large') throw permanent(`webhook not sent (${tag}): ${val}`);
+      throw retryable(`webhook unreachable (${tag}): ${val}`);
+    }
+    const r = result.val;
     const excerpt = r.body.length > 300 ? `${r.body.slice(0, 300)}...` : r.body;
     if (r.status >= 200 && r.status < 300) {
       return { tag: 'done', val: `webhook accepted the message (HTTP ${r.status})` };
     }
-    if (r.status === 0) throw retryable(`webhook unreachable: ${excerpt}`);
     if (r.status === 429 || r.status >= 500) {
       const header = r.headers.find((h) => h.name.toLowerCase() === 'retry-after');
       const seconds = header && /^\d+$/.test(header.value.trim()) ? Number(header.value.trim()) : undefined;

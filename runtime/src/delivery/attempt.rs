@@ -15,7 +15,6 @@ use crate::egress::HttpTransport;
 use crate::flow::{self, FlowReport, Outcome};
 use crate::ops::Metrics;
 use crate::sandbox::Engine;
-use crate::sandbox::bindings::types;
 use crate::store::{AttemptRecord, Claim, Next, TransformState};
 use crate::text::{display_id, excerpt};
 use crate::time::{now_millis, rfc3339_millis};
@@ -49,12 +48,12 @@ impl Dispatcher {
                 self.wake.notify_one();
                 return;
             };
-            let input = types::Event {
-                body: claim.body.clone(),
-                receipt_id: claim.receipt_id.clone(),
-                received_at: rfc3339_millis(claim.received_ms),
+            let input = flow::record(&flow::FlowInput {
+                body: &claim.body,
+                receipt_id: &claim.receipt_id,
+                received_ms: claim.received_ms,
                 attempt: claim.attempt,
-            };
+            });
             let r = &self.runner;
             let report = flow::run(&r.engine, &route, &r.state, input, &r.transport).await;
             let now = now_millis();

@@ -25,7 +25,7 @@ pub struct HttpTransport {
 pub struct ClientError(#[source] reqwest::Error);
 
 impl HttpTransport {
-    pub(crate) fn new(
+    pub fn new(
         request_timeout: Duration,
         max_response_bytes: usize,
     ) -> Result<HttpTransport, ClientError> {

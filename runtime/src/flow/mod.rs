@@ -7,8 +7,9 @@
 //! its resolved config, secrets and egress policy.
 //!
 //! May import: `sandbox`, `egress`, `store` (the transform-state
-//! interface), `config`, `text`.
+//! interface), `config`, `time`, `text`.
 
+mod event;
 mod route;
 
 use std::collections::BTreeMap;
@@ -17,10 +18,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+pub use event::{FlowInput, record};
 pub use route::{Filter, Route, RouteError};
 
 use crate::egress::{Transport, TransportFailure};
-use crate::sandbox::bindings::types::{self, HttpRequest, HttpResponse, Step};
+use crate::sandbox::bindings::types::{self, HttpRequest, Step};
 use crate::sandbox::{Engine, FlowContext, GuestLog, Sandbox, SandboxError};
 use crate::store::TransformState;
 use crate::text::excerpt;
@@ -40,14 +42,14 @@ pub struct RequestRecord {
 
 /// A response as recorded (body excerpt).
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct ResponseRecord {
+pub struct ResponseRecord {
     /// HTTP status; 0 when the request got no response.
-    pub(crate) status: u16,
+    pub status: u16,
     /// The body (an excerpt, secrets redacted), or why there was none.
     pub body: String,
     /// Why the request got no response, when it got none.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) failure: Option<TransportFailure>,
+    pub failure: Option<TransportFailure>,
     /// The `Retry-After` header, as sent (the retry policy reads it).
     #[serde(skip)]
     pub(crate) retry_after: Option<String>,
@@ -62,7 +64,7 @@ pub struct StepRecord {
     /// What the step asked to send.
     pub requests: Vec<RequestRecord>,
     /// What came back, one per request sent (fewer when the flow stopped).
-    pub(crate) responses: Vec<ResponseRecord>,
+    pub responses: Vec<ResponseRecord>,
 }
 
 /// Which part of the flow failed.
@@ -181,7 +183,8 @@ pub async fn run<T: Transport>(
         route.config.clone(),
         state.clone(),
         route.redactor.clone(),
-    );
+    )
+    .for_event(&event);
     let (eng, transform) = (engine.clone(), route.transform.clone());
     let started_sandbox = blocking(move || -> Result<(Sandbox, StepResult), SandboxError> {
         let mut sandbox = Sandbox::new(&eng, &transform, ctx)?;
@@ -273,20 +276,7 @@ pub async fn run<T: Transport>(
         for (i, req) in requests.iter().enumerate() {
             let sent_at = Instant::now();
             match transport.send(req).await {
-                Some(sent) => {
-                    // A request that got no response reaches a 0.1 guest
-                    // as status 0 with the reason in the body.
-                    let (resp, failure) = match sent {
-                        Ok(resp) => (resp, None),
-                        Err(e) => (
-                            HttpResponse {
-                                status: 0,
-                                headers: vec![],
-                                body: e.message,
-                            },
-                            Some(e.kind),
-                        ),
-                    };
+                Some(Ok(resp)) => {
                     let retry_after = resp
                         .headers
                         .iter()
@@ -295,11 +285,24 @@ pub async fn run<T: Transport>(
                     step.responses.push(ResponseRecord {
                         status: resp.status,
                         body: route.redactor.apply(&excerpt(&resp.body, 4096)),
-                        failure,
+                        failure: None,
                         retry_after,
                         elapsed: sent_at.elapsed(),
                     });
-                    responses.push(resp);
+                    responses.push(Ok(resp));
+                }
+                Some(Err(e)) => {
+                    // Recorded as status 0 with the reason; the guest gets
+                    // the typed error.
+                    let message = route.redactor.apply(&excerpt(&e.message, 4096));
+                    step.responses.push(ResponseRecord {
+                        status: 0,
+                        body: message.clone(),
+                        failure: Some(e.kind),
+                        retry_after: None,
+                        elapsed: sent_at.elapsed(),
+                    });
+                    responses.push(Err(transport_error(e.kind, message)));
                 }
                 None => {
                     missing = Some(i);
@@ -456,4 +459,20 @@ fn record_requests(route: &Route, requests: &[HttpRequest]) -> Vec<RequestRecord
             body: route.redactor.apply(&excerpt(&r.body, 1 << 20)),
         })
         .collect()
+}
+
+/// A transport failure as the contract gives it to the transform.
+fn transport_error(kind: TransportFailure, message: String) -> types::TransportError {
+    use types::TransportError as T;
+    match kind {
+        TransportFailure::Dns => T::Dns(message),
+        TransportFailure::Connect => T::Connect(message),
+        TransportFailure::Tls => T::Tls(message),
+        TransportFailure::Timeout => T::Timeout(message),
+        TransportFailure::TooLarge => T::TooLarge(message),
+        TransportFailure::EgressDenied => T::EgressDenied(message),
+        // Anything else that got no answer is, to the transform, a
+        // connection that failed.
+        TransportFailure::Other => T::Connect(message),
+    }
 }

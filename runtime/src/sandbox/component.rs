@@ -19,6 +19,10 @@ pub struct TransformInfo {
     pub egress: Vec<String>,
     /// The config keys it reads.
     pub config: Vec<ConfigKeyInfo>,
+    /// It uses random bytes (seeded from the receipt ID).
+    pub needs_random: bool,
+    /// The contract it implements, `ztbridge:transform@0.2.0`.
+    pub contract: String,
 }
 
 /// One config key a transform reads.

@@ -1,20 +1,29 @@
 //! The host side of the `ztbridge:transform/host` imports (log, config,
-//! state) and of WASI, as one flow's store data: [`HostState`].
+//! state, event fields) and of WASI, as one flow's store data:
+//! [`HostState`].
 //!
 //! WASI is linked with nothing granted: no preopened directories, no
 //! environment, no arguments, no network (the sockets interfaces exist but
 //! every address is denied).  Guest stdout/stderr are captured (bounded) and
-//! logged under the route's name.
+//! logged under the route's name.  No ambient time or randomness: the wall
+//! clock reads the event's receive time, the monotonic clock stands still,
+//! and random bytes are a stream seeded from the receipt ID (given only to
+//! a transform that declares `needs-random`; see `load.rs`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use sha2::{Digest, Sha256};
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::types::{Field, LogLevel};
+use super::bindings::types::{self, Field, LogLevel};
 use super::bindings::ztbridge;
 use crate::store::{MAX_KEY_BYTES, MAX_VALUE_BYTES, TransformState};
 use crate::text::Redactor;
@@ -53,6 +62,82 @@ pub struct FlowContext {
     pub(super) logs: Vec<GuestLog>,
     /// Lines past the bound, counted only.
     pub(super) dropped_logs: usize,
+    /// The event the flow runs for: what `event-field`, the clocks and the
+    /// random bytes are derived from.
+    pub(super) event: FlowEvent,
+    /// Whether the transform declared `needs-random` (set by the sandbox).
+    pub(super) needs_random: bool,
+    /// The random stream a `needs-random` transform reads, made on first use.
+    pub(super) rng: Option<StdRng>,
+}
+
+/// What a flow knows of its event besides the record it hands the guest.
+#[derive(Default)]
+pub(crate) struct FlowEvent {
+    /// The JSON text as received (`event-field` reads it).
+    raw: Arc<str>,
+    /// `raw` as a tree, built on the first `event-field` call.
+    value: OnceLock<Option<serde_json::Value>>,
+    /// The receive time, ms since the epoch: the wall clock's only reading.
+    pub(super) received_ms: i64,
+    /// SHA-256 of the receipt ID: the seed of every random stream.
+    pub(super) seed: [u8; 32],
+}
+
+impl FlowEvent {
+    /// A value by dotted path (`a.b.0.c`): strings as they are, other
+    /// values as compact JSON.
+    fn field(&self, path: &str) -> Option<String> {
+        let root = self
+            .value
+            .get_or_init(|| serde_json::from_str(&self.raw).ok())
+            .as_ref()?;
+        let mut v = root;
+        for part in path.split('.') {
+            v = match v {
+                serde_json::Value::Object(m) => m.get(part)?,
+                serde_json::Value::Array(a) => a.get(part.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        match v {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        }
+    }
+
+    /// A random stream seeded from the receipt ID; `salt` separates the
+    /// streams WASI hands out.
+    pub(super) fn rng(&self, salt: u8) -> StdRng {
+        let mut seed = self.seed;
+        seed[0] ^= salt;
+        StdRng::from_seed(seed)
+    }
+}
+
+/// The wall clock of a flow: the event's receive time, always.
+struct EventClock(i64);
+
+impl wasmtime_wasi::HostWallClock for EventClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.0.max(0) as u64)
+    }
+}
+
+/// The monotonic clock of a flow: it does not move.
+struct StillClock;
+
+impl wasmtime_wasi::HostMonotonicClock for StillClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+    fn now(&self) -> u64 {
+        0
+    }
 }
 
 impl FlowContext {
@@ -71,7 +156,22 @@ impl FlowContext {
             state_error: None,
             logs: Vec::new(),
             dropped_logs: 0,
+            event: FlowEvent::default(),
+            needs_random: false,
+            rng: None,
         }
+    }
+
+    /// For a flow of `event`: `event-field` reads it, the wall clock reads
+    /// its receive time and random streams are seeded from its receipt ID.
+    pub fn for_event(mut self, event: &types::Event) -> FlowContext {
+        self.event = FlowEvent {
+            raw: Arc::from(event.raw.as_str()),
+            value: OnceLock::new(),
+            received_ms: crate::time::parse_rfc3339_millis(&event.received_at).unwrap_or(0),
+            seed: Sha256::digest(event.receipt_id.as_bytes()).into(),
+        };
+        self
     }
 
     pub(super) fn push_log(
@@ -164,13 +264,26 @@ pub(crate) struct HostState {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         let (output, limit) = (&mut self.output, self.output_limit);
+        let ev = &self.ctx.event;
+        let ctx_event = (
+            ev.received_ms,
+            ev.rng(1),
+            ev.rng(2),
+            u128::from_le_bytes(ev.seed[..16].try_into().unwrap_or_default()),
+        );
         let ctx = self.wasi.get_or_insert_with(|| {
             let (stdout, stderr) = output.get_or_insert_with(|| {
                 (MemoryOutputPipe::new(limit), MemoryOutputPipe::new(limit))
             });
+            let event = ctx_event;
             WasiCtxBuilder::new()
                 .stdout(stdout.clone())
                 .stderr(stderr.clone())
+                .wall_clock(EventClock(event.0))
+                .monotonic_clock(StillClock)
+                .secure_random(event.1)
+                .insecure_random(event.2)
+                .insecure_random_seed(event.3)
                 .build()
         });
         WasiCtxView {
@@ -249,5 +362,9 @@ impl ztbridge::transform::host::Host for HostState {
             return;
         }
         self.ctx.pending.insert(key, None);
+    }
+
+    fn event_field(&mut self, path: String) -> Option<String> {
+        self.ctx.event.field(&path)
     }
 }

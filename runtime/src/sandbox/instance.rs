@@ -7,7 +7,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap};
 
 use super::bindings::TransformWorld;
-use super::bindings::types::{self, Failure, HttpResponse, Info, Step};
+use super::bindings::types::{self, Failure, HttpResponse, Info, Step, TransportError};
 use super::component::Transform;
 use super::engine::Engine;
 use super::host::{FlowContext, GuestLog, HostState, Limiter};
@@ -78,6 +78,8 @@ impl Sandbox {
             },
             ctx,
         };
+        let mut state = state;
+        state.ctx.needs_random = transform.info.needs_random;
         let mut store = Store::new(&engine.wasm, state);
         store.limiter(|s| &mut s.limiter);
         // Bounds what one call may copy from the guest into the host (a
@@ -215,7 +217,7 @@ impl Sandbox {
 
     pub fn resume(
         &mut self,
-        responses: &[HttpResponse],
+        responses: &[Result<HttpResponse, TransportError>],
     ) -> Result<Result<Step, Failure>, SandboxError> {
         self.call(|w, s| w.ztbridge_transform_transform().call_resume(s, responses))
     }

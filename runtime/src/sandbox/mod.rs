@@ -3,7 +3,8 @@
 //! optionally through the on-disk [`CompileCache`]), and a fresh
 //! [`Sandbox`] (store + instance) per flow with the host imports.
 //!
-//! May import: `config`, `store` (the transform-state interface), `text`.
+//! May import: `config`, `store` (the transform-state interface), `time`,
+//! `text`.
 //! Knows nothing of HTTP, routes or delivery.
 
 pub mod bindings;

@@ -37,10 +37,10 @@ use std::sync::Mutex;
 
 use serde_json::{Value, json};
 use ztbridge_sdk::config::key;
-use ztbridge_sdk::event::{Event, Severity, StateKind};
+use ztbridge_sdk::event::{Severity, StateKind};
 use ztbridge_sdk::{
-    EventInput, Failure, Guest, HttpResponse, Info, LogLevel, Request, Step, config, export,
-    failure, join_url, log, send, single, state, text,
+    EgressRule, Event, EventInput, Failure, Guest, HttpResponse, Info, LogLevel, Request, Response,
+    Step, config, export, failure, join_url, log, send, single, state, text,
 };
 
 const DEFAULT_CATEGORY: &str = "Storage Security Event";
@@ -211,7 +211,11 @@ impl Guest for Jitbit {
             name: "jitbit".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Superna Zero Trust events to Jitbit Helpdesk tickets: one ticket per event, a comment per update".into(),
-            egress: vec!["*.jitbit.com".into(), "config:url".into()],
+            egress: vec![
+                EgressRule::Wildcard("jitbit.com".into()),
+                EgressRule::ConfigUrl("url".into()),
+            ],
+            needs_random: false,
             config: vec![
                 key("url", "Jitbit API base: https://company.jitbit.com/helpdesk/api (hosted) or https://host/api (self-hosted)", true, false, None),
                 key("token", "API token (Bearer); used instead of username/password when set", false, true, None),
@@ -227,17 +231,18 @@ impl Guest for Jitbit {
 
     fn start(input: EventInput) -> Result<Step, Failure> {
         let settings = Settings::load()?;
-        let ev = Event::parse(&input.body)
-            .map_err(|e| failure::permanent(&format!("event is not JSON: {e}")))?;
-        let (key, marker) = identity(&ev, &input.body);
+        let receipt_id = input.receipt_id.clone();
+        let received_at = input.received_at.clone();
+        let ev = Event::new(input);
+        let (key, marker) = identity(&ev, ev.raw_text());
         let ticket =
             state::get(&format!("ticket:{key}")).and_then(|t| t.trim().parse::<u64>().ok());
         let previous = state::get(&format!("last:{key}")).and_then(|s| Summary::from_json(&s));
         let mut flow = Flow {
             settings,
             ev,
-            receipt_id: input.receipt_id,
-            received_at: input.received_at,
+            receipt_id,
+            received_at,
             key,
             marker,
             category_id: None,
@@ -250,7 +255,7 @@ impl Guest for Jitbit {
         step
     }
 
-    fn resume(responses: Vec<HttpResponse>) -> Result<Step, Failure> {
+    fn resume(responses: Vec<Response>) -> Result<Step, Failure> {
         let resp = single(responses)?;
         let taken = FLOW.lock().unwrap_or_else(|p| p.into_inner()).take();
         let mut flow = taken

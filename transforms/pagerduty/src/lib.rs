@@ -24,11 +24,11 @@ use std::sync::Mutex;
 
 use serde_json::{Map, Value, json};
 use ztbridge_sdk::config::key;
-use ztbridge_sdk::event::{self, Event, StateKind};
+use ztbridge_sdk::event::{self, StateKind};
 use ztbridge_sdk::json::ObjectWriter;
 use ztbridge_sdk::{
-    EventInput, Failure, Guest, HttpResponse, Info, Request, Step, config, export, failure, log,
-    send, single, text,
+    EgressRule, Event, EventInput, Failure, Guest, Info, Request, Response, Step, config, export,
+    failure, log, send, single, text,
 };
 
 const DEFAULT_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -54,10 +54,11 @@ impl Guest for PagerDuty {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Superna Zero Trust events to PagerDuty Events API v2 alerts".into(),
             egress: vec![
-                "events.pagerduty.com".into(),
-                "events.eu.pagerduty.com".into(),
-                "config:url".into(),
+                EgressRule::Host("events.pagerduty.com".into()),
+                EgressRule::Host("events.eu.pagerduty.com".into()),
+                EgressRule::ConfigUrl("url".into()),
             ],
+            needs_random: false,
             config: vec![
                 key(
                     "routing_key",
@@ -107,7 +108,7 @@ impl Guest for PagerDuty {
         ]))
     }
 
-    fn resume(responses: Vec<HttpResponse>) -> Result<Step, Failure> {
+    fn resume(responses: Vec<Response>) -> Result<Step, Failure> {
         let resp = single(responses)?;
         let pending = PENDING.lock().unwrap_or_else(|p| p.into_inner()).take();
         let (action, dedup_key) = match &pending {
@@ -167,14 +168,7 @@ impl Settings {
 /// The Events v2 request body for one event, and what `resume` needs.
 /// Pure: no host calls but a warning log for an event without an ID.
 fn request_body(settings: &Settings, input: EventInput) -> Result<(String, Pending), Failure> {
-    let EventInput {
-        body,
-        receipt_id,
-        received_at,
-        ..
-    } = input;
-    let ev =
-        Event::parse(body).map_err(|e| failure::permanent(&format!("event is not JSON: {e}")))?;
+    let ev = Event::new(input);
     let dedup_key = dedup_key(&ev);
     let state = ev.state();
     let resolve = state.as_deref().is_some_and(|s| settings.resolves(s));
@@ -199,8 +193,8 @@ fn request_body(settings: &Settings, input: EventInput) -> Result<(String, Pendi
             &settings.default_source,
         );
         let received = Received {
-            receipt_id: &receipt_id,
-            received_at: &received_at,
+            receipt_id: ev.receipt_id(),
+            received_at: ev.received_at(),
         };
         fit(&head, &payload, &received, ev.raw_text())
     };
@@ -682,13 +676,13 @@ mod tests {
         }
     }
 
+    /// The record the host builds for `body` (zt-event's reading, as the
+    /// host makes it).
     fn input(body: &str) -> EventInput {
-        EventInput {
-            body: body.into(),
-            receipt_id: "r1".into(),
-            received_at: "2025-06-11T10:15:04Z".into(),
-            attempt: 1,
-        }
+        let mut record = ztbridge_sdk::Event::parse(body).expect("JSON").record;
+        record.receipt_id = "r1".into();
+        record.received_at = "2025-06-11T10:15:04Z".into();
+        record
     }
 
     const LOCKOUT: &str = include_str!("../../../tests/fixtures/events/critical-lockout.json");

@@ -341,6 +341,18 @@ const URL_KEYS: &[&str] = &[
     "detailsurl",
 ];
 const MODE_KEYS: &[&str] = &["protectionmode", "mode"];
+const POLICY_KEYS: &[&str] = &[
+    "policy",
+    "policyname",
+    "rule",
+    "rulename",
+    "triggeredpolicy",
+    "triggeredrule",
+    "securitypolicy",
+];
+/// Keys of an alert or incident ID beside the event ID (also event ID
+/// candidates: [`Event::alert_id`] reads them only when they differ).
+const ALERT_KEYS: &[&str] = &["incidentid", "alertid", "caseid"];
 const SNAPSHOT_KEYS: &[&str] = &["snapshots", "snapshotstaken", "snapshot", "snapshotnames"];
 /// Objects that may wrap the event (`{"event": {...}}`).
 const WRAPPER_KEYS: &[&str] = &[
@@ -369,8 +381,9 @@ const F_UPDATED: usize = 12;
 const F_URL: usize = 13;
 const F_MODE: usize = 14;
 const F_SNAPSHOT: usize = 15;
+const F_POLICY: usize = 16;
 /// Candidate keys of every field, indexed by `F_*`.
-const FIELDS: [&[&str]; 16] = [
+const FIELDS: [&[&str]; 17] = [
     ID_KEYS,
     SEVERITY_KEYS,
     STATE_KEYS,
@@ -387,6 +400,7 @@ const FIELDS: [&[&str]; 16] = [
     URL_KEYS,
     MODE_KEYS,
     SNAPSHOT_KEYS,
+    POLICY_KEYS,
 ];
 
 /// What a key is, once normalised.
@@ -735,9 +749,49 @@ impl Event {
         self.find(field).map(list_text).unwrap_or_default()
     }
 
-    /// Superna's event ID, stable across updates of one alert.
+    /// Superna's event ID, stable across updates of one alert.  A string
+    /// is trimmed; a number is kept exactly as written (an ID is a name,
+    /// not a quantity: `1.5e3` stays `1.5e3` and a 20-digit ID keeps every
+    /// digit, so two alerts never share a key through rounding).
     pub fn id(&self) -> Option<Cow<'_, str>> {
-        self.text(F_ID)
+        self.find(F_ID).and_then(id_text)
+    }
+
+    /// An alert or incident ID the event carries besides its event ID
+    /// (`incidentId`, `alertId`, `caseId`, at the top level or in a
+    /// wrapper object), when it differs from [`Event::id`].
+    pub fn alert_id(&self) -> Option<String> {
+        let id = self.id();
+        let top = self.raw().as_object()?;
+        let wrapper = top.iter().find_map(|(k, v)| {
+            WRAPPER_KEYS
+                .contains(&normalize(k).as_str())
+                .then(|| v.as_object())
+                .flatten()
+        });
+        for obj in std::iter::once(top).chain(wrapper) {
+            for want in ALERT_KEYS {
+                for (k, v) in obj {
+                    if normalize(k) != *want {
+                        continue;
+                    }
+                    let text = match v {
+                        Value::String(s) => s.trim().to_string(),
+                        Value::Number(n) => n.to_string(),
+                        _ => continue,
+                    };
+                    if !text.is_empty() && id.as_deref() != Some(text.as_str()) {
+                        return Some(text);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The policy or rule that fired.
+    pub fn policy(&self) -> Option<Cow<'_, str>> {
+        self.text(F_POLICY)
     }
 
     /// Severity (`Other("")` when absent).
@@ -843,6 +897,142 @@ impl Event {
     }
 }
 
+/// Where an alert stands, coarsely: what a transform decides on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// A new alert: a lockout, immediate or delayed, or no state at all.
+    Open,
+    /// A change that neither opens nor closes it.
+    Update,
+    /// Over: access restored, recovered or a false positive.
+    Closed,
+}
+
+/// Everything the host hands a transform about an event (contract 0.2's
+/// `event` record, without the receipt fields): read here, once, so the
+/// host and every guest language see the same values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// [`Event::id`].
+    pub event_id: Option<String>,
+    /// [`Event::alert_id`].
+    pub alert_id: Option<String>,
+    /// [`Event::severity`].
+    pub severity: Severity,
+    /// [`Severity::label`]: as written, `Unknown` when absent.
+    pub severity_text: String,
+    /// [`Event::state`].
+    pub state: Option<String>,
+    /// [`Phase`] of the state.
+    pub phase: Phase,
+    /// [`Event::state_kind`].
+    pub state_kind: StateKind,
+    /// [`Event::detected`] and [`Event::detected_raw`].
+    pub detected_at: Option<String>,
+    pub detected_text: Option<String>,
+    /// [`Event::updated`] and [`Event::updated_raw`].
+    pub updated_at: Option<String>,
+    pub updated_text: Option<String>,
+    /// [`Event::user`].
+    pub user: Option<String>,
+    /// [`Event::files`].
+    pub paths: Vec<String>,
+    /// [`Event::shares`].
+    pub shares: Vec<String>,
+    /// [`Event::client_ips`].
+    pub client_ips: Vec<String>,
+    /// [`Event::policy`].
+    pub policy: Option<String>,
+    /// [`Event::clusters`].
+    pub clusters: Vec<String>,
+    /// [`Event::detectors`].
+    pub detectors: Vec<String>,
+    /// [`Event::signal_strength`].
+    pub signal_strength: Option<String>,
+    /// [`Event::event_source`].
+    pub event_source: Option<String>,
+    /// [`Event::console_url`].
+    pub console_url: Option<String>,
+    /// [`Event::protection_mode`].
+    pub protection_mode: Option<String>,
+    /// [`Event::snapshots`].
+    pub snapshots: Vec<String>,
+}
+
+impl Default for Record {
+    /// The record of an event that carries nothing recognisable.
+    fn default() -> Record {
+        Record {
+            event_id: None,
+            alert_id: None,
+            severity: Severity::Other(String::new()),
+            severity_text: Severity::Other(String::new()).label(),
+            state: None,
+            phase: Phase::Open,
+            state_kind: StateKind::Other,
+            detected_at: None,
+            detected_text: None,
+            updated_at: None,
+            updated_text: None,
+            user: None,
+            paths: vec![],
+            shares: vec![],
+            client_ips: vec![],
+            policy: None,
+            clusters: vec![],
+            detectors: vec![],
+            signal_strength: None,
+            event_source: None,
+            console_url: None,
+            protection_mode: None,
+            snapshots: vec![],
+        }
+    }
+}
+
+impl Event {
+    /// The event as the host hands it to transforms.
+    pub fn record(&self) -> Record {
+        let text = |c: Option<Cow<'_, str>>| c.map(Cow::into_owned);
+        let list =
+            |v: Vec<Cow<'_, str>>| -> Vec<String> { v.into_iter().map(Cow::into_owned).collect() };
+        let severity = self.severity();
+        let state = text(self.state());
+        let state_kind = self.state_kind();
+        let phase = match (&state, state_kind) {
+            (None, _) => Phase::Open,
+            (Some(_), StateKind::Lockout | StateKind::DelayedLockout) => Phase::Open,
+            (Some(_), k) if k.is_end() => Phase::Closed,
+            (Some(_), _) => Phase::Update,
+        };
+        Record {
+            event_id: text(self.id()),
+            alert_id: self.alert_id(),
+            severity_text: severity.label(),
+            severity,
+            state,
+            phase,
+            state_kind,
+            detected_at: self.detected(),
+            detected_text: text(self.detected_raw()),
+            updated_at: self.updated(),
+            updated_text: text(self.updated_raw()),
+            user: text(self.user()),
+            paths: list(self.files()),
+            shares: list(self.shares()),
+            client_ips: list(self.client_ips()),
+            policy: text(self.policy()),
+            clusters: list(self.clusters()),
+            detectors: list(self.detectors()),
+            signal_strength: text(self.signal_strength()),
+            event_source: text(self.event_source()),
+            console_url: text(self.console_url()),
+            protection_mode: text(self.protection_mode()),
+            snapshots: list(self.snapshots()),
+        }
+    }
+}
+
 /// Members that name an object standing where a text is expected
 /// (`{"name": "bob"}` as a user), normalised, in order of preference.
 const NAME_KEYS: &[&str] = &[
@@ -875,6 +1065,15 @@ fn scalar_text(raw: &str) -> Option<Cow<'_, str>> {
             (!parts.is_empty()).then(|| Cow::Owned(parts.join(", ")))
         }
         _ => None,
+    }
+}
+
+/// An ID's text: numbers exactly as written, anything else as
+/// [`scalar_text`] reads it; `None` when empty.
+fn id_text(raw: &str) -> Option<Cow<'_, str>> {
+    match raw.as_bytes().first()? {
+        b'-' | b'0'..=b'9' => Some(Cow::Borrowed(raw)),
+        _ => scalar_text(raw).filter(|s| !s.is_empty()),
     }
 }
 
@@ -1377,6 +1576,23 @@ mod tests {
                 let got = ev.find(field).and_then(scalar_text).map(Cow::into_owned);
                 assert_eq!(got, want, "text of field {field} of {text:?}");
             }
+            // The ID as the DOM reads it, except that a number keeps its
+            // literal text (which parses to the same number).
+            match reference_find(&dom, FIELDS[F_ID]) {
+                Some(Value::Number(n)) => {
+                    let got = ev.id().expect("a number ID");
+                    assert_eq!(
+                        serde_json::from_str::<Value>(&got).ok(),
+                        Some(Value::Number(n.clone())),
+                        "ID of {text:?}"
+                    );
+                }
+                other => assert_eq!(
+                    ev.id().map(Cow::into_owned),
+                    other.and_then(dom::scalar_text).filter(|s| !s.is_empty()),
+                    "ID of {text:?}"
+                ),
+            }
             for field in [F_FILE, F_IP, F_DETECTOR] {
                 let want = reference_find(&dom, FIELDS[field])
                     .map(dom::list_text)
@@ -1389,6 +1605,24 @@ mod tests {
             accepted > 500 && refused > 500,
             "{accepted} accepted, {refused} refused"
         );
+    }
+
+    #[test]
+    fn ids_keep_every_digit_and_alert_ids_and_policies_are_read() {
+        let e = Event::parse(
+            r#"{"id": 12345678901234567890, "incidentId": "INC-7", "ruleName": "Mass rename"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.id().as_deref(), Some("12345678901234567890"));
+        assert_eq!(e.alert_id().as_deref(), Some("INC-7"));
+        assert_eq!(e.policy().as_deref(), Some("Mass rename"));
+        let e = Event::parse(r#"{"event": {"eventId": 1.5e3, "alert_id": 9}}"#).unwrap();
+        assert_eq!(e.id().as_deref(), Some("1.5e3"));
+        assert_eq!(e.alert_id().as_deref(), Some("9"));
+        // An alert ID that is the event ID is not repeated.
+        let e = Event::parse(r#"{"alertId": " A-1 "}"#).unwrap();
+        assert_eq!(e.id().as_deref(), Some("A-1"));
+        assert_eq!(e.alert_id(), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 wit_bindgen::generate!({ world: "transform-world", path: "../../../wit" });
 
 use exports::ztbridge::transform::transform::Guest;
-use ztbridge::transform::types::{Event, Failure, HttpResponse, Info, Step};
+use ztbridge::transform::types::{Event, Failure, HttpResponse, Info, Step, TransportError};
 
 struct Empty;
 
@@ -13,10 +13,11 @@ impl Guest for Empty {
     fn describe() -> Info {
         Info {
             name: "empty".into(),
-            version: "0.1.0".into(),
+            version: "0.2.0".into(),
             description: "does nothing (benchmark floor)".into(),
             egress: vec![],
             config: vec![],
+            needs_random: false,
         }
     }
 
@@ -24,7 +25,7 @@ impl Guest for Empty {
         Ok(Step::Done("empty".into()))
     }
 
-    fn resume(_responses: Vec<HttpResponse>) -> Result<Step, Failure> {
+    fn resume(_responses: Vec<Result<HttpResponse, TransportError>>) -> Result<Step, Failure> {
         Ok(Step::Done("empty".into()))
     }
 }

