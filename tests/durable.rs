@@ -211,13 +211,21 @@ async fn an_outage_then_recovery_delivers_everything_and_routes_stay_independent
         10,
         "a failing route must not duplicate another's deliveries"
     );
-    let (_, out, _) = server.events(&["list", "--route", "down", "--state", "pending", "--json"]);
-    let pending: Vec<Value> = serde_json::from_str(&out).unwrap();
-    assert_eq!(pending.len(), 10, "{out}");
-    assert!(
-        pending.iter().all(|r| r["attempts"].as_u64() >= Some(1)),
-        "{out}"
-    );
+    // Every delivery of the failing route waits for its retry, each with
+    // an attempt counted.  One being retried right now is in flight, not
+    // pending: wait for a moment when none is, instead of racing it.
+    let waiting = wait_until(Duration::from_secs(30), || {
+        let (_, out, _) =
+            server.events(&["list", "--route", "down", "--state", "pending", "--json"]);
+        let pending: Vec<Value> = serde_json::from_str(&out).ok()?;
+        (pending.len() == 10 && pending.iter().all(|r| r["attempts"].as_u64() >= Some(1)))
+            .then_some(())
+    })
+    .await;
+    if waiting.is_none() {
+        let (_, out, _) = server.events(&["list", "--route", "down", "--json"]);
+        panic!("the failing route's deliveries are not all waiting for a retry:\n{out}");
+    }
 
     down.end_outage();
     let got = wait_until(Duration::from_secs(30), || {

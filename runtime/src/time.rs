@@ -64,6 +64,109 @@ pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+/// CPU time spent per stage of an event's path, for the end-to-end
+/// bench's budget (`ztbridge_stage_cpu_seconds_total` in `/metrics`).
+/// Off unless `ZTBRIDGE_STAGE_CPU=1` is set when the process starts: each
+/// measurement reads the thread's CPU clock (a system call), which is
+/// not free.  Only synchronous work on one thread is measured here (wasm
+/// steps, SQLite jobs, inflating); what hyper and reqwest do on their own
+/// tasks is not, and the bench measures it beside the service.
+pub mod stage_cpu {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A stage of the event path.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Stage {
+        /// Inflating a gzip body.
+        Decompress,
+        /// Intake checks and the JSON scan (content type, depth, event).
+        Parse,
+        /// Admitting: hashing, building the row, the store's insert and
+        /// its share of the commit.
+        StoreAdmit,
+        /// Claiming: taking deliveries and marking them in flight.
+        StoreClaim,
+        /// The transform: sandbox instantiation, its steps, its drop.
+        Transform,
+        /// Recording an attempt: the store's update and its share of the
+        /// commit.
+        StoreFinish,
+    }
+
+    /// Every stage, in the order of the path.
+    pub const STAGES: [Stage; 6] = [
+        Stage::Decompress,
+        Stage::Parse,
+        Stage::StoreAdmit,
+        Stage::StoreClaim,
+        Stage::Transform,
+        Stage::StoreFinish,
+    ];
+
+    impl Stage {
+        /// The label in `/metrics`.
+        pub fn name(self) -> &'static str {
+            match self {
+                Stage::Decompress => "decompress",
+                Stage::Parse => "parse",
+                Stage::StoreAdmit => "store_admit",
+                Stage::StoreClaim => "store_claim",
+                Stage::Transform => "transform",
+                Stage::StoreFinish => "store_finish",
+            }
+        }
+    }
+
+    /// Nanoseconds of CPU per stage, in [`STAGES`] order.
+    static NANOS: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+
+    /// Whether measuring is on (read once from the environment).
+    pub fn enabled() -> bool {
+        static ON: OnceLock<bool> = OnceLock::new();
+        *ON.get_or_init(|| std::env::var("ZTBRIDGE_STAGE_CPU").is_ok_and(|v| v == "1"))
+    }
+
+    /// The calling thread's CPU time, in nanoseconds.
+    pub fn thread_cpu_ns() -> u64 {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        (t.tv_sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.tv_nsec as u64)
+    }
+
+    /// Adds `ns` to `stage`.
+    pub fn add(stage: Stage, ns: u64) {
+        NANOS[stage as usize].fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// A measurement under way on this thread (`None` when measuring is
+    /// off: then nothing is read).
+    pub struct Timer(Option<u64>);
+
+    impl Timer {
+        /// Starts measuring the calling thread.
+        pub fn start() -> Timer {
+            Timer(enabled().then(thread_cpu_ns))
+        }
+
+        /// The CPU the thread used since `start`, added to `stage`.
+        pub fn stop(self, stage: Stage) {
+            if let Some(t0) = self.0 {
+                add(stage, thread_cpu_ns().saturating_sub(t0));
+            }
+        }
+    }
+
+    /// Seconds of CPU per stage so far, in [`STAGES`] order.
+    pub fn totals() -> Vec<(Stage, f64)> {
+        STAGES
+            .iter()
+            .map(|s| (*s, NANOS[*s as usize].load(Ordering::Relaxed) as f64 / 1e9))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,7 @@ use crate::sandbox::bindings::types::{self, HttpRequest, Step};
 use crate::sandbox::{Engine, FlowContext, GuestLog, Sandbox, SandboxError};
 use crate::store::TransformState;
 use crate::text::excerpt;
+use crate::time::stage_cpu::{Stage, Timer};
 
 /// A request as recorded: secrets redacted, `Authorization` hidden.
 #[derive(Debug, Clone, Serialize)]
@@ -187,9 +188,13 @@ pub async fn run<T: Transport>(
     .for_event(&event);
     let (eng, transform) = (engine.clone(), route.transform.clone());
     let started_sandbox = blocking(move || -> Result<(Sandbox, StepResult), SandboxError> {
-        let mut sandbox = Sandbox::new(&eng, &transform, ctx)?;
-        let result = sandbox.start(&event);
-        Ok((sandbox, result))
+        let timer = Timer::start();
+        let started = Sandbox::new(&eng, &transform, ctx).map(|mut sandbox| {
+            let result = sandbox.start(&event);
+            (sandbox, result)
+        });
+        timer.stop(Stage::Transform);
+        started
     })
     .await;
     let (mut sandbox, mut result) = match started_sandbox {
@@ -320,8 +325,10 @@ pub async fn run<T: Transport>(
 
         let moved = sandbox;
         match blocking(move || {
+            let timer = Timer::start();
             let mut sandbox = moved;
             let r = sandbox.resume(&responses);
+            timer.stop(Stage::Transform);
             (sandbox, r)
         })
         .await
@@ -342,6 +349,10 @@ pub async fn run<T: Transport>(
     report.logs = logs;
     report.dropped_logs = dropped;
     report.fuel_used = sandbox.fuel_used();
+    // Dropping the store resets its pool slot: part of the transform's cost.
+    let timer = Timer::start();
+    drop(sandbox);
+    timer.stop(Stage::Transform);
     report.duration_ms = ms(started);
     report
 }

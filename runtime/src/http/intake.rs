@@ -16,6 +16,18 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::config::IntakeLimits;
+use crate::time::stage_cpu::{self, Stage};
+
+/// Webhooks up to this size, as sent and once inflated, are decoded on the
+/// async worker that received them (a few microseconds; a hop to the
+/// blocking pool costs about as much); larger ones off the async workers.
+pub(crate) const INLINE_BYTES: usize = 64 << 10;
+
+thread_local! {
+    /// CPU spent inflating during this thread's current `accept`, which
+    /// the parse stage does not count (stage budget only).
+    static INFLATE_NS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 /// Why a webhook was refused.  Each maps to a status and a JSON body
 /// `{"error": code, "message": ...}`.
@@ -117,6 +129,51 @@ impl Intake {
 
     /// Checks and decodes one request.
     pub(crate) fn accept(&self, headers: &HeaderMap, body: &[u8]) -> Result<Accepted, IntakeError> {
+        self.accept_within(headers, body, self.limits.max_decoded_bytes)
+    }
+
+    /// `accept` for a small webhook, on the calling (async) thread: `None`
+    /// when the body is over [`INLINE_BYTES`] as sent or once inflated;
+    /// then `accept` it off the async workers.
+    pub(crate) fn accept_inline(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Option<Result<Accepted, IntakeError>> {
+        let cap = INLINE_BYTES.min(self.limits.max_decoded_bytes);
+        if body.len() > INLINE_BYTES {
+            return None;
+        }
+        match self.accept_within(headers, body, cap) {
+            Err(IntakeError::DecodedTooLarge(_)) if cap < self.limits.max_decoded_bytes => None,
+            other => Some(other),
+        }
+    }
+
+    /// `accept`, refusing what inflates to more than `cap` bytes.
+    fn accept_within(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        cap: usize,
+    ) -> Result<Accepted, IntakeError> {
+        let t0 = stage_cpu::enabled().then(stage_cpu::thread_cpu_ns);
+        INFLATE_NS.with(|n| n.set(0));
+        let accepted = self.decode(headers, body, cap);
+        if let Some(t0) = t0 {
+            let total = stage_cpu::thread_cpu_ns().saturating_sub(t0);
+            let inflate = INFLATE_NS.with(|n| n.get());
+            stage_cpu::add(Stage::Parse, total.saturating_sub(inflate));
+        }
+        accepted
+    }
+
+    fn decode(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        cap: usize,
+    ) -> Result<Accepted, IntakeError> {
         check_content_type(headers)?;
         let encoding = headers
             .get(header::CONTENT_ENCODING)
@@ -131,7 +188,7 @@ impl Intake {
         }
         let is_gzip = body.starts_with(&[0x1f, 0x8b]);
         let decoded: Vec<u8> = match encoding.as_str() {
-            "" | "identity" | "gzip" | "x-gzip" if is_gzip => self.inflate(body)?,
+            "" | "identity" | "gzip" | "x-gzip" if is_gzip => self.inflate(body, cap)?,
             "gzip" | "x-gzip" => {
                 if looks_like_json(body) {
                     if !self.warned_mislabelled.swap(true, Ordering::Relaxed) {
@@ -190,19 +247,32 @@ impl Intake {
         })
     }
 
-    /// Inflates at most `max_decoded_bytes` (plus one to detect overflow).
-    fn inflate(&self, body: &[u8]) -> Result<Vec<u8>, IntakeError> {
-        let limit = self.limits.max_decoded_bytes;
-        let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
-        flate2::read::MultiGzDecoder::new(body)
-            .take((limit as u64).saturating_add(1))
-            .read_to_end(&mut out)
-            .map_err(|e| IntakeError::BadGzip(e.to_string()))?;
-        if out.len() > limit {
-            return Err(IntakeError::DecodedTooLarge(limit));
+    /// Inflates at most `limit` bytes, counting the CPU apart.
+    fn inflate(&self, body: &[u8], limit: usize) -> Result<Vec<u8>, IntakeError> {
+        // Counted apart from the rest of intake: the parse stage's clock
+        // gives this back.
+        let t0 = stage_cpu::enabled().then(stage_cpu::thread_cpu_ns);
+        let inflated = inflate_bounded(body, limit);
+        if let Some(t0) = t0 {
+            let ns = stage_cpu::thread_cpu_ns().saturating_sub(t0);
+            stage_cpu::add(Stage::Decompress, ns);
+            INFLATE_NS.with(|n| n.set(n.get().saturating_add(ns)));
         }
-        Ok(out)
+        inflated
     }
+}
+
+/// Inflates at most `limit` bytes (plus one to detect overflow).
+fn inflate_bounded(body: &[u8], limit: usize) -> Result<Vec<u8>, IntakeError> {
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    flate2::read::MultiGzDecoder::new(body)
+        .take((limit as u64).saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| IntakeError::BadGzip(e.to_string()))?;
+    if out.len() > limit {
+        return Err(IntakeError::DecodedTooLarge(limit));
+    }
+    Ok(out)
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), IntakeError> {

@@ -83,11 +83,16 @@ async fn accept(
         return refuse(app, unavailable(code, message), code);
     }
     // Inflating and parsing up to intake.max_decoded_bytes is CPU work:
-    // keep it off the async workers.
+    // only small webhooks (the usual) are decoded here, the rest off the
+    // async workers.
     let kept_headers = headers_of_note(&headers);
-    let intake_app = app.clone();
-    let decoded =
-        tokio::task::spawn_blocking(move || intake_app.intake.accept(&headers, &body)).await;
+    let decoded = match app.intake.accept_inline(&headers, &body) {
+        Some(decoded) => Ok(decoded),
+        None => {
+            let intake_app = app.clone();
+            tokio::task::spawn_blocking(move || intake_app.intake.accept(&headers, &body)).await
+        }
+    };
     let event = match decoded {
         Ok(Ok(event)) => event,
         Ok(Err(e)) => {

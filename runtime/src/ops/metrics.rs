@@ -8,6 +8,7 @@ use prometheus::{
 };
 
 use crate::flow::FlowReport;
+use crate::time::stage_cpu;
 
 /// Every metric the service exports.
 pub(crate) struct Metrics {
@@ -155,7 +156,20 @@ impl Metrics {
     pub(crate) fn render(&self) -> String {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        let mut text = String::from_utf8(out).unwrap_or_default();
+        // Process-wide (the stage clocks are not per service), and only
+        // when measuring is on (`ZTBRIDGE_STAGE_CPU=1`, the e2e bench).
+        if stage_cpu::enabled() {
+            text.push_str("# HELP ztbridge_stage_cpu_seconds_total CPU time spent per stage of the event path (ZTBRIDGE_STAGE_CPU=1)\n");
+            text.push_str("# TYPE ztbridge_stage_cpu_seconds_total counter\n");
+            for (stage, secs) in stage_cpu::totals() {
+                text.push_str(&format!(
+                    "ztbridge_stage_cpu_seconds_total{{stage=\"{}\"}} {secs}\n",
+                    stage.name()
+                ));
+            }
+        }
+        text
     }
 }
 

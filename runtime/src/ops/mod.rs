@@ -2,7 +2,8 @@
 //! Prometheus [`metrics`], and systemd [`notify`] (readiness, watchdog,
 //! stopping).
 //!
-//! May import: `flow` (the report an attempt's metrics are read from).
+//! May import: `flow` (the report an attempt's metrics are read from),
+//! `time` (the stage CPU clocks).
 
 pub(crate) mod metrics;
 pub mod notify;

@@ -1,10 +1,12 @@
 //! The writes of a delivery's life, as SQL run by the writer thread:
 //! admit, claim, release, finish, recover, retry and purge.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::queue::{Open, Queue};
 use super::rate::RateLimiters;
 use crate::store::{
     Admission, AttemptRecord, Claim, ClaimBatch, DeliveryKey, DeliveryState, NewEvent, Next,
@@ -13,12 +15,13 @@ use crate::store::{
 
 use DeliveryState::{Delivered, Failed, InFlight, Pending};
 
-/// Stores an event and its deliveries unless it is a duplicate.
+/// Stores an event and its deliveries unless it is a duplicate; with them,
+/// the open deliveries for the in-memory queue.
 pub(super) fn admit(
     c: &Connection,
     ev: &NewEvent,
     dedupe_ms: i64,
-) -> Result<Admission, StoreError> {
+) -> Result<(Admission, Vec<Open>), StoreError> {
     if dedupe_ms > 0 {
         let earlier: Option<(String, i64)> = c
             .prepare_cached(
@@ -39,10 +42,13 @@ pub(super) fn admit(
             )
             .optional()?;
         if let Some((receipt_id, received_ms)) = earlier {
-            return Ok(Admission::Duplicate {
-                receipt_id,
-                received_ms,
-            });
+            return Ok((
+                Admission::Duplicate {
+                    receipt_id,
+                    received_ms,
+                },
+                vec![],
+            ));
         }
     }
     let headers = serde_json::Value::Object(
@@ -72,6 +78,12 @@ pub(super) fn admit(
         "INSERT INTO deliveries (event_seq, route, order_key, state, next_at_ms, deadline_ms, updated_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)",
     )?;
+    let mut open = Vec::with_capacity(ev.routes.len());
+    let (order_key, receipt_id): (Arc<str>, Arc<str>) = (
+        Arc::from(ev.order_key.as_str()),
+        Arc::from(ev.receipt_id.as_str()),
+    );
+    let event_id: Option<Arc<str>> = ev.event_id.as_deref().map(Arc::from);
     for route in &ev.routes {
         stmt.execute(params![
             seq,
@@ -81,17 +93,92 @@ pub(super) fn admit(
             ev.received_ms,
             ev.deadline_ms
         ])?;
+        open.push(Open {
+            seq,
+            route: Arc::from(route.as_str()),
+            order_key: order_key.clone(),
+            attempts: 0,
+            next_at_ms: ev.received_ms,
+            deadline_ms: ev.deadline_ms,
+            receipt_id: receipt_id.clone(),
+            received_ms: ev.received_ms,
+            event_id: event_id.clone(),
+            body: ev.body.clone(),
+        });
     }
-    Ok(Admission::Stored)
+    Ok((Admission::Stored, open))
+}
+
+/// Marks deliveries claimed from memory as in flight (sent behind the
+/// claim: a crash mid-attempt is then counted at the next start).
+pub(super) fn mark_in_flight(
+    c: &Connection,
+    keys: &[DeliveryKey],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let mut mark = c.prepare_cached(
+        "UPDATE deliveries SET state = ?1, updated_ms = ?2
+         WHERE event_seq = ?3 AND route = ?4 AND state = ?5",
+    )?;
+    for k in keys {
+        mark.execute(params![InFlight, now_ms, k.event_seq, k.route, Pending])?;
+    }
+    Ok(())
+}
+
+/// Every open delivery with what its claim needs, oldest first, unless
+/// there are more than `limit`: the in-memory index is rebuilt from it.
+pub(super) fn load_open(c: &Connection, limit: usize) -> Result<Option<Vec<Open>>, StoreError> {
+    let open: i64 = c
+        .prepare_cached("SELECT COUNT(*) FROM deliveries WHERE state IN (?1, ?2)")?
+        .query_row(params![Pending, InFlight], |r| r.get(0))?;
+    if open as usize > limit {
+        return Ok(None);
+    }
+    let mut stmt = c.prepare_cached(
+        "SELECT d.event_seq, d.route, d.order_key, d.attempts, d.next_at_ms, d.deadline_ms,
+                e.receipt_id, e.received_ms, e.event_id, e.body
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq
+         WHERE d.state IN (?1, ?2) ORDER BY d.event_seq",
+    )?;
+    // One Arc per event body, shared by its routes' deliveries.
+    let mut last: Option<(i64, Arc<str>)> = None;
+    let rows = stmt.query_map(params![Pending, InFlight], |r| {
+        let seq: i64 = r.get(0)?;
+        let body = match &last {
+            Some((s, b)) if *s == seq => b.clone(),
+            _ => {
+                let b: Arc<str> = Arc::from(r.get::<_, String>(9)?);
+                last = Some((seq, b.clone()));
+                b
+            }
+        };
+        Ok(Open {
+            seq,
+            route: Arc::from(r.get::<_, String>(1)?),
+            order_key: Arc::from(r.get::<_, String>(2)?),
+            attempts: r.get(3)?,
+            next_at_ms: r.get(4)?,
+            deadline_ms: r.get(5)?,
+            receipt_id: Arc::from(r.get::<_, String>(6)?),
+            received_ms: r.get(7)?,
+            event_id: r.get::<_, Option<String>>(8)?.map(Arc::from),
+            body,
+        })
+    })?;
+    Ok(Some(rows.collect::<Result<_, _>>()?))
 }
 
 /// Takes due deliveries in per-alert order, each with a rate token.
+/// The SQL path (the in-memory index is off): chains with an attempt
+/// running in this process are passed over, whatever the database says.
 pub(super) fn claim(
     c: &Connection,
     now_ms: i64,
     max: usize,
     mut skip: Vec<String>,
     rates: &RateLimiters,
+    queue: &Queue,
 ) -> Result<ClaimBatch, StoreError> {
     let mut batch = ClaimBatch::default();
     if max == 0 {
@@ -104,7 +191,7 @@ pub(super) fn claim(
         let skip_json = serde_json::to_string(&skip).unwrap_or_else(|_| "[]".into());
         let mut stmt = c.prepare_cached(
             "SELECT d.event_seq, d.route, d.attempts, d.deadline_ms, e.receipt_id, e.received_ms,
-                    e.event_id, e.body
+                    e.event_id, e.body, d.order_key
              FROM deliveries d JOIN events e ON e.seq = d.event_seq
              WHERE d.state = ?4 AND d.next_at_ms <= ?1
                AND d.route NOT IN (SELECT value FROM json_each(?2))
@@ -115,36 +202,43 @@ pub(super) fn claim(
                      AND (p.event_seq < d.event_seq OR p.state = ?5))
              ORDER BY d.event_seq LIMIT ?3",
         )?;
-        let rows: Vec<Claim> = stmt
+        let rows: Vec<(Claim, String)> = stmt
             .query_map(
                 params![now_ms, skip_json, window as i64, Pending, InFlight],
                 |r| {
-                    Ok(Claim {
-                        key: DeliveryKey {
-                            event_seq: r.get(0)?,
-                            route: r.get(1)?,
+                    Ok((
+                        Claim {
+                            key: DeliveryKey {
+                                event_seq: r.get(0)?,
+                                route: r.get(1)?,
+                            },
+                            attempt: r.get::<_, u32>(2)?.saturating_add(1),
+                            deadline_ms: r.get(3)?,
+                            receipt_id: r.get(4)?,
+                            received_ms: r.get(5)?,
+                            event_id: r.get(6)?,
+                            body: r.get(7)?,
                         },
-                        attempt: r.get::<_, u32>(2)?.saturating_add(1),
-                        deadline_ms: r.get(3)?,
-                        receipt_id: r.get(4)?,
-                        received_ms: r.get(5)?,
-                        event_id: r.get(6)?,
-                        body: r.get(7)?,
-                    })
+                        r.get(8)?,
+                    ))
                 },
             )?
             .collect::<Result<_, _>>()?;
         let fetched = rows.len();
         let mut limited = false;
-        for row in rows {
+        for (row, order_key) in rows {
             if batch.claims.len() == max {
                 break;
             }
-            if skip.contains(&row.key.route) {
+            // Its chain has an attempt running here: it waits.
+            if skip.contains(&row.key.route) || queue.is_busy(&row.key.route, &order_key) {
                 continue;
             }
             match rates.admit(&row.key.route) {
-                Ok(()) => batch.claims.push(row),
+                Ok(()) => {
+                    queue.take(row.key.event_seq, &row.key.route, &order_key);
+                    batch.claims.push(row)
+                }
                 Err(w) => {
                     batch.rate_wait = Some(batch.rate_wait.map_or(w, |x: Duration| x.min(w)));
                     skip.push(row.key.route);

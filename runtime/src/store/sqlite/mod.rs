@@ -10,9 +10,13 @@
 //! Writes go through one writer thread ([`writer`]) that commits whatever
 //! is queued in one transaction; reads use their own connection.  One
 //! `serve` owns a data directory (`serve.lock`); rate limits are kept in
-//! memory ([`rate`]), whole in that one process.
+//! memory ([`rate`]), whole in that one process, and so is the work queue
+//! ([`queue`]): the database is the journal, claims are served from an
+//! index of the open deliveries, bounded, rebuilt from the database when
+//! it cannot be trusted.
 
 mod deliveries;
+mod queue;
 mod rate;
 mod schema;
 mod state;
@@ -31,6 +35,8 @@ use crate::store::{
     TransformState,
 };
 use crate::time::now_millis;
+use crate::time::stage_cpu::Stage;
+use queue::Queue;
 pub(crate) use state::SqliteState;
 
 /// File name of the event store inside the data directory.
@@ -48,6 +54,8 @@ pub struct SqliteStore {
     state: Arc<SqliteState>,
     /// Rate-limit state (this process owns the store).
     rates: Arc<rate::RateLimiters>,
+    /// The work queue: open deliveries in memory, claimed without a query.
+    queue: Arc<Queue>,
     /// `serve.lock`, held from `start` on: one service per directory.
     lock: Mutex<Option<std::fs::File>>,
 }
@@ -90,6 +98,11 @@ impl SqliteStore {
     /// Opens (creating, migrating) `dir/events.sqlite3` and
     /// `dir/state.sqlite3`.
     pub(crate) fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(dir, Queue::default())
+    }
+
+    /// `open`, with the given work queue (tests give it small caps).
+    fn open_with(dir: &Path, queue: Queue) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::io(format!("cannot create {}", dir.display()), e))?;
         let path = dir.join(FILE_NAME);
@@ -101,12 +114,14 @@ impl SqliteStore {
             context: format!("{}: transform state", dir.display()),
             source: Box::new(e),
         })?;
+        let queue = Arc::new(queue);
         Ok(SqliteStore {
             path,
-            writer: writer::Writer::start(write)?,
+            writer: writer::Writer::start(write, queue.clone())?,
             reader: Arc::new(Mutex::new(reader)),
             state: Arc::new(state),
             rates: Arc::default(),
+            queue,
             lock: Mutex::new(None),
         })
     }
@@ -163,18 +178,42 @@ impl Store for SqliteStore {
     }
 
     async fn admit(&self, event: NewEvent, dedupe_window_ms: i64) -> Result<Admission, StoreError> {
+        let queue = self.queue.clone();
         self.writer
-            .write(move |c| deliveries::admit(c, &event, dedupe_window_ms))
+            .write_then(
+                Some(Stage::StoreAdmit),
+                move |c| deliveries::admit(c, &event, dedupe_window_ms),
+                move |result, committed| {
+                    if let (Ok((_, open)), true) = (result, committed) {
+                        queue.admitted(open.clone());
+                    }
+                },
+            )
             .await
+            .map(|(admission, _)| admission)
     }
 
     async fn start(&self) -> Result<usize, StoreError> {
         let lock = self.lock_exclusive()?;
         *self.lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(lock);
         let now = now_millis();
+        let (queue, rebuild) = (self.queue.clone(), self.queue.clone());
         self.writer
-            .write(move |c| deliveries::recover(c, now))
+            .write_then(
+                None,
+                move |c| {
+                    queue.turn_off();
+                    let resumed = deliveries::recover(c, now)?;
+                    Ok((resumed, deliveries::load_open(c, queue.rebuild_at())?))
+                },
+                move |result, committed| {
+                    if let (Ok((_, Some(open))), true) = (result, committed) {
+                        rebuild.rebuild(open.clone());
+                    }
+                },
+            )
             .await
+            .map(|(resumed, _)| resumed)
     }
 
     fn set_rate_limits(&self, limits: Vec<(String, RateLimit)>) {
@@ -187,15 +226,64 @@ impl Store for SqliteStore {
         max: usize,
         skip: &[String],
     ) -> Result<ClaimBatch, StoreError> {
-        let (skip, rates) = (skip.to_vec(), self.rates.clone());
+        if let Some(batch) = self.queue.claim(now_ms, max, skip, &self.rates) {
+            if !batch.claims.is_empty() {
+                let keys: Vec<DeliveryKey> = batch.claims.iter().map(|c| c.key.clone()).collect();
+                self.writer.send(Some(Stage::StoreClaim), move |c| {
+                    deliveries::mark_in_flight(c, &keys, now_ms)
+                });
+            }
+            return Ok(batch);
+        }
+        // The index is off: the SQL path, and a rebuild once the backlog
+        // is small enough (counted at most once a second).
+        let (skip, rates, queue, after) = (
+            skip.to_vec(),
+            self.rates.clone(),
+            self.queue.clone(),
+            self.queue.clone(),
+        );
         self.writer
-            .write(move |c| deliveries::claim(c, now_ms, max, skip, &rates))
+            .write_then(
+                Some(Stage::StoreClaim),
+                move |c| {
+                    let batch = deliveries::claim(c, now_ms, max, skip, &rates, &queue)?;
+                    let open = if batch.claims.len() < max && queue.rebuild_check_due(now_ms) {
+                        deliveries::load_open(c, queue.rebuild_at())?
+                    } else {
+                        None
+                    };
+                    Ok((batch, open))
+                },
+                move |result, committed| match (result, committed) {
+                    (Ok((_, Some(open))), true) => {
+                        after.rebuild(open.clone());
+                    }
+                    (Ok((batch, _)), false) => {
+                        let keys: Vec<DeliveryKey> =
+                            batch.claims.iter().map(|c| c.key.clone()).collect();
+                        after.released(&keys);
+                    }
+                    _ => {}
+                },
+            )
             .await
+            .map(|(batch, _)| batch)
     }
 
     async fn release(&self, keys: Vec<DeliveryKey>) -> Result<(), StoreError> {
+        let queue = self.queue.clone();
+        let released = keys.clone();
         self.writer
-            .write(move |c| deliveries::release(c, &keys))
+            .write_then(
+                None,
+                move |c| deliveries::release(c, &keys),
+                move |result, committed| {
+                    if result.is_ok() && committed {
+                        queue.released(&released);
+                    }
+                },
+            )
             .await
     }
 
@@ -206,19 +294,32 @@ impl Store for SqliteStore {
         next: Next,
     ) -> Result<(), StoreError> {
         let now = now_millis();
+        let queue = self.queue.clone();
+        let (done_key, done_next) = (key.clone(), next.clone());
         self.writer
-            .write(move |c| deliveries::finish(c, &key, &attempt, &next, now))
+            .write_then(
+                Some(Stage::StoreFinish),
+                move |c| deliveries::finish(c, &key, &attempt, &next, now),
+                move |result, committed| {
+                    if result.is_ok() && committed {
+                        queue.finished(&done_key, &done_next);
+                    }
+                },
+            )
             .await
     }
 
     async fn next_retry_ms(&self, now_ms: i64) -> Result<Option<i64>, StoreError> {
+        if let Some(next) = self.queue.next_retry_ms(now_ms) {
+            return Ok(next);
+        }
         self.read(move |c| views::next_retry_ms(c, now_ms)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         let now = now_millis();
         self.writer
-            .write(move |c| {
+            .write(None, move |c| {
                 c.execute("UPDATE health SET at_ms = ?1 WHERE id = 1", [now])?;
                 Ok(())
             })
@@ -258,8 +359,13 @@ impl Store for SqliteStore {
         horizon_ms: i64,
     ) -> Result<Vec<(String, String)>, StoreError> {
         let now = now_millis();
+        let queue = self.queue.clone();
         self.writer
-            .write(move |c| deliveries::retry_failed(c, &selection, now, horizon_ms))
+            .write(None, move |c| {
+                // Re-opened deliveries are not in the index: it is rebuilt.
+                queue.turn_off();
+                deliveries::retry_failed(c, &selection, now, horizon_ms)
+            })
             .await
     }
 
@@ -268,7 +374,7 @@ impl Store for SqliteStore {
         loop {
             let n = self
                 .writer
-                .write(move |c| deliveries::purge(c, before_ms))
+                .write(None, move |c| deliveries::purge(c, before_ms))
                 .await?;
             total += n;
             if n < deliveries::PURGE_BATCH {

@@ -98,3 +98,142 @@ async fn one_service_per_data_directory() {
     let err = b.start().await.err().expect("the second is refused");
     assert!(err.to_string().contains("serve.lock is locked"), "{err}");
 }
+
+/// Polls `f` every 20 ms for up to 10 s: the real condition, no fixed
+/// sleep.
+async fn eventually<T>(mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "condition never met"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn ev(receipt: &str, alert: &str) -> NewEvent {
+    crate::store::conformance::event(receipt, alert, receipt, &["pd"])
+}
+
+#[tokio::test]
+async fn a_claim_from_memory_is_marked_in_flight_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.start().await.unwrap();
+    assert!(store.queue.is_complete());
+    store.admit(ev("r1", "E1"), 0).await.unwrap();
+    let claims = store.claim(now_millis(), 10, &[]).await.unwrap().claims;
+    assert_eq!(claims.len(), 1);
+    // The mark rides in the writer's next batch: a later write commits
+    // after it.
+    store.ping().await.unwrap();
+    let rec = store.record("r1", false).await.unwrap().unwrap();
+    assert_eq!(rec.deliveries[0].state, DeliveryState::InFlight);
+    store
+        .finish(
+            claims[0].key.clone(),
+            crate::store::conformance::attempt(1),
+            Next::Delivered,
+        )
+        .await
+        .unwrap();
+    let rec = store.record("r1", false).await.unwrap().unwrap();
+    assert_eq!(rec.deliveries[0].state, DeliveryState::Delivered);
+}
+
+#[tokio::test]
+async fn past_its_cap_the_index_turns_off_and_is_rebuilt_as_the_backlog_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_with(dir.path(), Queue::with_caps(4, 1 << 20)).unwrap();
+    store.start().await.unwrap();
+    // Two alerts, three updates each: six open deliveries, over the cap.
+    for i in 0..6 {
+        let alert = if i % 2 == 0 { "A" } else { "B" };
+        store.admit(ev(&format!("r{i}"), alert), 0).await.unwrap();
+    }
+    assert!(!store.queue.is_complete(), "six deliveries, a cap of four");
+    // The SQL path serves claims, in per-alert order, one per alert.
+    let mut order = Vec::new();
+    loop {
+        let claims = store.claim(now_millis(), 10, &[]).await.unwrap().claims;
+        if claims.is_empty() {
+            break;
+        }
+        assert!(claims.len() <= 2, "one per alert at a time: {claims:?}");
+        for c in claims {
+            order.push(c.receipt_id.clone());
+            store
+                .finish(
+                    c.key,
+                    crate::store::conformance::attempt(1),
+                    Next::Delivered,
+                )
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(order.len(), 6);
+    let pos = |r: &str| order.iter().position(|x| x == r).unwrap();
+    assert!(pos("r0") < pos("r2") && pos("r2") < pos("r4"), "{order:?}");
+    assert!(pos("r1") < pos("r3") && pos("r3") < pos("r5"), "{order:?}");
+    // Drained: the index is back (rebuilt at most once a second).
+    eventually(async || {
+        store.claim(now_millis(), 10, &[]).await.unwrap();
+        store.queue.is_complete().then_some(())
+    })
+    .await;
+    store.admit(ev("r6", "A"), 0).await.unwrap();
+    let claims = store.claim(now_millis(), 10, &[]).await.unwrap().claims;
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].receipt_id, "r6");
+}
+
+#[tokio::test]
+async fn another_connections_change_is_seen_and_order_holds_across_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.start().await.unwrap();
+    store.admit(ev("r1", "E1"), 0).await.unwrap();
+    store.admit(ev("r2", "E1"), 0).await.unwrap();
+    store.admit(ev("x1", "X"), 0).await.unwrap();
+    let now = now_millis();
+    let claims = store.claim(now, 10, &[]).await.unwrap().claims;
+    let got: Vec<&str> = claims.iter().map(|c| c.receipt_id.as_str()).collect();
+    assert_eq!(got, ["r1", "x1"]);
+    let x1 = claims[1].key.clone();
+    store
+        .finish(
+            x1,
+            crate::store::conformance::attempt(1),
+            Next::Failed {
+                reason: "400".into(),
+            },
+        )
+        .await
+        .unwrap();
+    // Another process (the CLI's `events retry`) re-queues x1.
+    let other = connect(&dir.path().join(FILE_NAME)).unwrap();
+    other
+        .execute(
+            "UPDATE deliveries SET state = 'pending', next_at_ms = 0
+             WHERE event_seq = (SELECT seq FROM events WHERE receipt_id = 'x1')",
+            [],
+        )
+        .unwrap();
+    // The writer sees it within a second and claims go to the database,
+    // which hands out x1 again but never r2 while r1 runs.
+    let again = eventually(async || {
+        let c = store.claim(now_millis(), 10, &[]).await.unwrap().claims;
+        (!c.is_empty()).then_some(c)
+    })
+    .await;
+    let got: Vec<&str> = again.iter().map(|c| c.receipt_id.as_str()).collect();
+    assert_eq!(got, ["x1"]);
+    assert_eq!(again[0].attempt, 2);
+    let more = store.claim(now_millis(), 10, &[]).await.unwrap().claims;
+    assert!(more.is_empty(), "r2 waits while r1 runs: {more:?}");
+}
