@@ -10,6 +10,7 @@
 #[cfg(any(test, feature = "conformance"))]
 #[macro_use]
 pub mod conformance;
+pub mod copy;
 mod error;
 mod model;
 pub mod postgres;

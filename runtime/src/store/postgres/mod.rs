@@ -41,6 +41,22 @@ use crate::store::{
 pub use schema::SchemaStatus;
 pub use tls::{Target, UrlError};
 
+/// One event as another store kept it, for `store copy`.
+pub struct Imported<'a> {
+    /// Its deliveries and attempts (and receipt, times, severity, state).
+    pub record: &'a EventRecord,
+    /// Superna's event ID as received (the record's is for display).
+    pub event_id: Option<&'a str>,
+    /// What ordered it (the event ID, or the receipt without one).
+    pub order_key: &'a str,
+    /// SHA-256 of the body.
+    pub body_hash: &'a str,
+    /// The body as received.
+    pub body: &'a str,
+    /// The kept headers, as a JSON object's text.
+    pub headers: &'a str,
+}
+
 /// How to reach the database and who this node is.
 #[derive(Debug, Clone)]
 pub struct PgOptions {
@@ -225,25 +241,29 @@ impl PgStore {
     /// Copies one event with its deliveries and attempts as they are (the
     /// `store copy` command); an event whose receipt ID is already there
     /// is skipped.  Returns whether it was copied.
-    pub async fn import(
-        &self,
-        record: &EventRecord,
-        order_key: &str,
-        body_hash: &str,
-        body: &str,
-        headers: &str,
-    ) -> Result<bool, StoreError> {
+    pub async fn import(&self, event: &Imported<'_>) -> Result<bool, StoreError> {
         let mut c = self.conn().await?;
-        views::import(
-            &mut c,
-            &self.options.node,
-            record,
-            order_key,
-            body_hash,
-            body,
-            headers,
-        )
-        .await
+        views::import(&mut c, &self.options.node, event).await
+    }
+
+    /// Copies one transform-state entry unless the key is there already.
+    /// Returns whether it was copied.
+    pub async fn import_state(
+        &self,
+        route: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<bool, StoreError> {
+        let c = self.conn().await?;
+        let n = c
+            .execute(
+                "INSERT INTO transform_state (route, key, value) VALUES ($1, $2, $3)
+                 ON CONFLICT (route, key) DO NOTHING",
+                &[&route, &key, &value],
+            )
+            .await
+            .map_err(pg_error("import transform state"))?;
+        Ok(n == 1)
     }
 }
 

@@ -240,15 +240,13 @@ pub(super) async fn cluster(c: &Object, lease: Duration) -> Result<ClusterView, 
 pub(super) async fn import(
     c: &mut Object,
     node: &str,
-    r: &EventRecord,
-    order_key: &str,
-    body_hash: &str,
-    body: &str,
-    headers: &str,
+    ev: &super::Imported<'_>,
 ) -> Result<bool, StoreError> {
+    let r = ev.record;
+    let (body_hash, body, headers) = (ev.body_hash, ev.body, ev.headers);
     let tx = c.transaction().await.map_err(pg_error("begin an import"))?;
-    let alert_key = match &r.event_id {
-        Some(_) => order_key.to_string(),
+    let alert_key = match ev.event_id {
+        Some(_) => ev.order_key.to_string(),
         None => format!("body:{body_hash}"),
     };
     // The event ID as stored (not the display form).
@@ -273,7 +271,7 @@ pub(super) async fn import(
                 &alert_key,
                 &r.received_ms,
                 &node,
-                &r.event_id,
+                &ev.event_id,
                 &r.severity,
                 &body_hash,
                 &r.state,
