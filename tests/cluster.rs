@@ -41,10 +41,7 @@ impl Cluster {
             nodes.push(Some(ChildServer::start(dir.path(), config).await));
             dirs.push(dir);
         }
-        let cluster = Cluster {
-            nodes,
-            _dirs: dirs,
-        };
+        let cluster = Cluster { nodes, _dirs: dirs };
         // Ready: each has joined (its store answered).
         for url in cluster.urls() {
             let ready = wait_until(Duration::from_secs(60), || {
@@ -347,7 +344,10 @@ async fn postgres_down_mid_burst_503s_only_while_down_and_nothing_acknowledged_i
             .map(|_| ())
     })
     .await;
-    assert!(not_ready.is_some(), "/readyz stayed ready with the database down");
+    assert!(
+        not_ready.is_some(),
+        "/readyz stayed ready with the database down"
+    );
     let deadline = down_from + Duration::from_secs(20);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -384,7 +384,11 @@ async fn postgres_down_mid_burst_503s_only_while_down_and_nothing_acknowledged_i
         acked.is_subset(&got).then_some(())
     })
     .await;
-    assert!(all.is_some(), "acknowledged events lost\n{}", cluster.any().log_tail());
+    assert!(
+        all.is_some(),
+        "acknowledged events lost\n{}",
+        cluster.any().log_tail()
+    );
     println!(
         "{} acknowledged, {} refused with 503 during the 20 s outage",
         acked.len(),
@@ -429,7 +433,12 @@ async fn the_rate_limit_and_the_inbound_dedupe_hold_for_the_cluster() {
     let window = Duration::from_secs(6);
     let most = times
         .iter()
-        .map(|t| times.iter().filter(|u| **u >= *t && **u < *t + window).count())
+        .map(|t| {
+            times
+                .iter()
+                .filter(|u| **u >= *t && **u < *t + window)
+                .count()
+        })
         .max()
         .unwrap_or(0);
     println!("at most {most} deliveries in any 6 s window (bound 66)");

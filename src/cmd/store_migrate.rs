@@ -61,7 +61,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Ok(s) => {
-                println!("{place}: schema migrated from version {} to {}", s.was, s.now);
+                println!(
+                    "{place}: schema migrated from version {} to {}",
+                    s.was, s.now
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Err(e @ ztbridge_runtime::store::StoreError::Schema(_)) if args.check => {

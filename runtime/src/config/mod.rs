@@ -367,7 +367,10 @@ impl Config {
     pub fn store_settings(&self) -> Result<Option<StoreSettings>, ConfigError> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let section = self.store.clone();
-        let url = match (env("ZTBRIDGE_STORE_URL"), section.as_ref().and_then(|s| s.url.as_ref())) {
+        let url = match (
+            env("ZTBRIDGE_STORE_URL"),
+            section.as_ref().and_then(|s| s.url.as_ref()),
+        ) {
             (Some(url), _) => url,
             (None, Some(v)) => resolve_store(v, "url")?,
             (None, None) if section.is_some() => {
@@ -385,8 +388,12 @@ impl Config {
             (None, Some(v)) => Some(resolve_store(v, "password")?),
             (None, None) => None,
         };
-        let lease_secs = section.as_ref().map_or(default_lease_secs(), |s| s.lease_secs);
-        let pool_size = section.as_ref().map_or(default_pool_size(), |s| s.pool_size);
+        let lease_secs = section
+            .as_ref()
+            .map_or(default_lease_secs(), |s| s.lease_secs);
+        let pool_size = section
+            .as_ref()
+            .map_or(default_pool_size(), |s| s.pool_size);
         if !(1..=3600).contains(&lease_secs) {
             return Err(ConfigError::Invalid(
                 "store.lease_secs must be 1..=3600".into(),
@@ -425,7 +432,9 @@ impl Config {
 /// A `[store]` value, read from the environment or a file as declared.
 fn resolve_store(v: &ConfigValue, key: &str) -> Result<String, ConfigError> {
     v.resolve("store", key).map_err(|e| match e {
-        ConfigError::Value { message, .. } => ConfigError::Invalid(format!("store.{key}: {message}")),
+        ConfigError::Value { message, .. } => {
+            ConfigError::Invalid(format!("store.{key}: {message}"))
+        }
         other => other,
     })
 }
