@@ -2,8 +2,8 @@
 //! (tests/common/pg.rs): a node kill -9'd mid-burst loses nothing
 //! acknowledged and keeps per-alert order; the Jitbit flow makes one
 //! ticket per alert with its comments in order whichever nodes take the
-//! updates; PostgreSQL stopped mid-burst; the rate limit and the inbound
-//! dedupe hold for the cluster.  Everything waits for real conditions.
+//! updates; PostgreSQL stopped mid-burst (the rate limit and the inbound
+//! dedupe: tests/cluster_rate.rs).  Everything waits for real conditions.
 
 mod common;
 
@@ -12,95 +12,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::child::ChildServer;
 use common::jitbit::{StubJitbit, jitbit_route};
 use common::pg::PgServer;
 use common::*;
 use serde_json::{Value, json};
 
-/// Quick retries; a 3 s lease so a dead node's claims are taken over soon
-/// (the default is 30 s).
-fn node_config(pg: &PgServer, routes: &str) -> String {
-    format!(
-        "[delivery]\ninitial_backoff_ms = 100\nmax_backoff_ms = 2000\n[store]\nurl = {:?}\nlease_secs = 3\npool_size = 6\n{routes}",
-        pg.url()
-    )
-}
-
-struct Cluster {
-    nodes: Vec<Option<ChildServer>>,
-    _dirs: Vec<tempfile::TempDir>,
-}
-
-impl Cluster {
-    async fn start(n: usize, config: &str) -> Cluster {
-        let mut nodes = Vec::new();
-        let mut dirs = Vec::new();
-        for _ in 0..n {
-            let dir = tempfile::tempdir().unwrap();
-            nodes.push(Some(ChildServer::start(dir.path(), config).await));
-            dirs.push(dir);
-        }
-        let cluster = Cluster { nodes, _dirs: dirs };
-        // Ready: each has joined (its store answered).
-        for url in cluster.urls() {
-            let ready = wait_until(Duration::from_secs(60), || {
-                let url = url.replace("/webhook", "/readyz");
-                std::process::Command::new("curl")
-                    .args(["-sf", &url])
-                    .output()
-                    .ok()
-                    .filter(|o| o.status.success())
-                    .map(|_| ())
-            })
-            .await;
-            assert!(ready.is_some(), "{url} never ready");
-        }
-        cluster
-    }
-
-    fn urls(&self) -> Vec<String> {
-        self.nodes
-            .iter()
-            .flatten()
-            .map(|n| n.url("/webhook"))
-            .collect()
-    }
-
-    fn any(&self) -> &ChildServer {
-        self.nodes.iter().flatten().next().expect("a live node")
-    }
-}
-
-fn event(id: &str, seq: usize) -> Vec<u8> {
-    let mut v: Value = serde_json::from_str(&fixture("events/critical-lockout.json")).unwrap();
-    v["id"] = json!(id);
-    v["update_seq"] = json!(seq);
-    serde_json::to_vec(&v).unwrap()
-}
-
-/// POSTs to `url`: the status, or None when the node did not answer.
-async fn post(client: &reqwest::Client, url: &str, body: &[u8]) -> Option<(u16, Value)> {
-    let resp = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body.to_vec())
-        .send()
-        .await
-        .ok()?;
-    let status = resp.status().as_u16();
-    Some((status, resp.json().await.unwrap_or(Value::Null)))
-}
-
-/// (Superna event ID, update_seq) of a PagerDuty request.
-fn carried(r: &Received) -> (String, u64) {
-    let v = r.json();
-    let ev = &v["payload"]["custom_details"]["received_event"];
-    (
-        ev["id"].as_str().unwrap_or("").to_string(),
-        ev["update_seq"].as_u64().unwrap_or(u64::MAX),
-    )
-}
+use common::cluster::{Cluster, carried, event, node_config, post};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_killed_mid_burst_loses_nothing_acknowledged_and_order_holds() {
@@ -393,62 +310,5 @@ async fn postgres_down_mid_burst_503s_only_while_down_and_nothing_acknowledged_i
         "{} acknowledged, {} refused with 503 during the 20 s outage",
         acked.len(),
         refused.len()
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_rate_limit_and_the_inbound_dedupe_hold_for_the_cluster() {
-    let pg = PgServer::new_async().await;
-    let pd = StubPagerDuty::start().await;
-    // The 60/min with a burst of 6 (at most 66 in any 60 s), ten
-    // times faster: 600/min, burst 6, at most 66 in any 6 s.
-    let route = pagerduty_route(&pd, "rate_per_minute = 600\nrate_burst = 6");
-    let cluster = Cluster::start(3, &node_config(&pg, &route)).await;
-    let urls = cluster.urls();
-    let client = reqwest::Client::new();
-
-    // The same body to two nodes at once: one delivery.
-    let same = event("RSW-SAME-1", 0);
-    let (a, b) = tokio::join!(
-        post(&client, &urls[0], &same),
-        post(&client, &urls[1], &same)
-    );
-    let mut codes = vec![a.unwrap().0, b.unwrap().0];
-    codes.sort();
-    assert_eq!(codes, vec![200, 202], "one stored, one duplicate");
-
-    let mut tasks = Vec::new();
-    for i in 0..300 {
-        let (client, url) = (client.clone(), urls[i % urls.len()].clone());
-        tasks.push(tokio::spawn(async move {
-            let got = post(&client, &url, &event(&format!("RSW-RATE-{i:03}"), 0)).await;
-            assert!(matches!(got, Some((202, _))), "{got:?}");
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let received = pd.wait_for(301, Duration::from_secs(120)).await;
-    let times: Vec<Instant> = received.iter().map(|r| r.at).collect();
-    let window = Duration::from_secs(6);
-    let most = times
-        .iter()
-        .map(|t| {
-            times
-                .iter()
-                .filter(|u| **u >= *t && **u < *t + window)
-                .count()
-        })
-        .max()
-        .unwrap_or(0);
-    println!("at most {most} deliveries in any 6 s window (bound 66)");
-    assert!(most <= 66, "{most} deliveries in one 6 s window");
-    // Let anything late arrive: still one delivery of the same body.
-    assert_eq!(
-        pd.received()
-            .iter()
-            .filter(|r| carried(r).0 == "RSW-SAME-1")
-            .count(),
-        1
     );
 }
