@@ -312,3 +312,46 @@ async fn postgres_down_mid_burst_503s_only_while_down_and_nothing_acknowledged_i
         refused.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_sigterm_a_node_gives_its_claims_back_at_once() {
+    let pg = PgServer::new_async().await;
+    let pd = StubPagerDuty::start().await;
+    // Slow answers: attempts are still running when the drain times out.
+    pd.delay(1500, 1500);
+    // A 120 s lease: anything delivered well before that was given back,
+    // not taken over.
+    let config = format!(
+        "[delivery]\ninitial_backoff_ms = 100\ndrain_timeout_ms = 200\n[store]\nurl = {:?}\nlease_secs = 120\n{}",
+        pg.url(),
+        pagerduty_route(&pd, "")
+    );
+    let mut cluster = Cluster::start(2, &config).await;
+    let urls = cluster.urls();
+    let client = reqwest::Client::new();
+    for i in 0..10 {
+        let got = post(&client, &urls[0], &event(&format!("RSW-TERM-{i}"), 0)).await;
+        assert!(matches!(got, Some((202, _))), "{got:?}");
+    }
+    pd.wait_for(1, Duration::from_secs(30)).await;
+    let stopping = Instant::now();
+    let a = cluster.nodes[0].as_mut().unwrap();
+    a.terminate();
+    assert_eq!(a.wait_exit(Duration::from_secs(30)).await, Some(0));
+    cluster.nodes[0] = None;
+    // Recorded as delivered (the stub counts a request on arrival, also
+    // one whose attempt the stop cut short).
+    let all = wait_until(Duration::from_secs(60), || {
+        let (_, out, _) = cluster
+            .any()
+            .events(&["list", "--state", "delivered", "--json"]);
+        let rows: Vec<Value> = serde_json::from_str(&out).ok()?;
+        (rows.len() == 10).then_some(())
+    })
+    .await;
+    assert!(all.is_some(), "{}", cluster.any().log_tail());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(60),
+        "the claims waited for their lease"
+    );
+}
