@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// The PostgreSQL store of several nodes: migrate, copy from SQLite.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Send a sample Zero Trust event (gzip, as Superna does) to a running
     /// service; with --follow, print how each route delivered it.
     SendTest(cmd::send_test::Args),
@@ -71,6 +76,15 @@ enum EventsCommand {
     Retry(cmd::events_retry::Args),
     /// Delete webhooks delivered before a date.
     Purge(cmd::events_purge::Args),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Apply the PostgreSQL schema (safe while nodes run), or --check it.
+    Migrate(cmd::store_migrate::Args),
+    /// Copy an SQLite data directory's events and transform state into
+    /// PostgreSQL (idempotent; refuses a non-empty target without --force).
+    Copy(cmd::store_copy::Args),
 }
 
 #[derive(Subcommand)]
@@ -128,6 +142,10 @@ fn main() -> ExitCode {
             EventsCommand::Show(args) => cmd::events_show::run(args),
             EventsCommand::Retry(args) => cmd::events_retry::run(args),
             EventsCommand::Purge(args) => cmd::events_purge::run(args),
+        },
+        Command::Store { command } => match command {
+            StoreCommand::Migrate(args) => cmd::store_migrate::run(args),
+            StoreCommand::Copy(args) => cmd::store_copy::run(args),
         },
         Command::SendTest(args) => cmd::send_test::run(args),
         Command::Keys {

@@ -13,6 +13,7 @@ use crate::flow::{Route, RouteError};
 use crate::http::{HttpState, Intake, WebhookAuth};
 use crate::ops::Metrics;
 use crate::sandbox::{CompileCache, Engine, EngineError};
+use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::trust::{LoadError, SigningError, Trust, load_transform};
@@ -43,7 +44,7 @@ pub enum AppError {
     Transform(#[from] LoadError),
     #[error(transparent)]
     Route(#[from] RouteError),
-    #[error("data directory {dir}")]
+    #[error("event store {dir}")]
     Store {
         dir: String,
         #[source]
@@ -85,13 +86,7 @@ impl App {
             Duration::from_millis(config.limits.request_timeout_ms),
             config.limits.max_response_body_bytes,
         )?;
-        let store: Arc<dyn Store> =
-            Arc::new(
-                SqliteStore::open(&data_dir).map_err(|error| AppError::Store {
-                    dir: data_dir.display().to_string(),
-                    error,
-                })?,
-            );
+        let (store, disk_dir) = open_store(&config, None, false)?;
         let routes = route_set(&config, routes);
         let metrics = Arc::new(Metrics::new());
         let dispatcher = Dispatcher::new(
@@ -100,7 +95,7 @@ impl App {
             transport,
             config.delivery.clone(),
             store,
-            Some(data_dir),
+            disk_dir,
             metrics.clone(),
         );
         let http = Arc::new(HttpState {
@@ -118,6 +113,44 @@ impl App {
             strict,
         })
     }
+}
+
+/// The store `config` names: PostgreSQL when `[store]` (or
+/// `ZTBRIDGE_STORE_URL`) says so, else SQLite in the data directory
+/// (`data_dir` overrides the config's; `existing`: refuse to create one).
+/// Returns it with the directory whose free space guards intake (SQLite
+/// only).  Needs a tokio runtime (PostgreSQL's group commits run on it).
+pub fn open_store(
+    config: &Config,
+    data_dir: Option<&std::path::Path>,
+    existing: bool,
+) -> Result<(Arc<dyn Store>, Option<std::path::PathBuf>), AppError> {
+    if let Some(s) = config.store_settings()? {
+        let store = PgStore::new(PgOptions {
+            url: s.url,
+            password: s.password,
+            node: s.node,
+            lease: s.lease,
+            pool_size: s.pool_size,
+            migrate: s.migrate,
+        })
+        .map_err(|error| AppError::Store {
+            dir: "[store]".into(),
+            error,
+        })?;
+        return Ok((Arc::new(store), None));
+    }
+    let dir = data_dir.map_or_else(|| config.data_dir(), std::path::Path::to_path_buf);
+    let opened = if existing {
+        SqliteStore::open_existing(&dir)
+    } else {
+        SqliteStore::open(&dir)
+    };
+    let store = opened.map_err(|error| AppError::Store {
+        dir: dir.display().to_string(),
+        error,
+    })?;
+    Ok((Arc::new(store), Some(dir)))
 }
 
 /// Loads every enabled route's transform (signature checked before
@@ -194,12 +227,13 @@ impl App {
                 &c.intake,
                 &c.delivery,
                 &c.inbound,
+                &c.store,
             ))
             .unwrap_or_default()
         };
         if fixed(config) != fixed(&self.config) {
             tracing::warn!(
-                "reload: listen, data_dir, [limits], [intake], [delivery] and [inbound] changes need a restart; they are not applied"
+                "reload: listen, data_dir, [limits], [intake], [delivery], [inbound] and [store] changes need a restart; they are not applied"
             );
         }
         let summary = routes

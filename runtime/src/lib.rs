@@ -10,8 +10,9 @@
 //! * [`delivery`]: admits accepted events into the store (durable before
 //!   the 2xx) and runs each route's deliveries from it: the scheduler, one
 //!   attempt, the retry policy, rate limits, back-pressure, housekeeping.
-//! * [`store`]: the [`store::Store`] interface and its backends (`sqlite`):
-//!   events as received, deliveries, attempts, transform state, rate state.
+//! * [`store`]: the [`store::Store`] interface and its backends (`sqlite`,
+//!   embedded; `postgres`, shared by several nodes): events as received,
+//!   deliveries, attempts, transform state, rate state.
 //! * [`flow`]: the multi-step transform flow for one event on one
 //!   [`flow::Route`]: start, send the requested HTTP calls, resume, until
 //!   done.  Used by delivery and by the offline dry run.

@@ -43,6 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     println!("listen: {}", c.listen);
     println!("data_dir: {} (writable)", c.data_dir().display());
+    println!("store: {}", app.dispatcher.store().describe());
     match &app.config.inbound.token {
         Some(_) => println!("inbound: token required"),
         None => println!("inbound: no authentication (keep `listen` on loopback)"),

@@ -8,6 +8,8 @@ pub mod events_show;
 pub mod keys_generate;
 pub mod send_test;
 pub mod serve;
+pub mod store_copy;
+pub mod store_migrate;
 pub mod transform_inspect;
 pub mod transform_new;
 pub mod transform_run;
@@ -19,7 +21,6 @@ use std::sync::Arc;
 
 use ztbridge_runtime::config::LogFormat;
 use ztbridge_runtime::store::Store;
-use ztbridge_runtime::store::sqlite::SqliteStore;
 
 /// Logs to stderr: plain text (journald adds timestamps of its own but a
 /// terminal does not, so they stay) or JSON.  `RUST_LOG` overrides the
@@ -39,8 +40,9 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
-/// Where the `events` commands find the store: `--data-dir`, else the
-/// config file's `data_dir`, else the service's default
+/// Where the `events` commands find the store: the config's `[store]` (or
+/// `ZTBRIDGE_STORE_URL`) for PostgreSQL; else SQLite in `--data-dir`, else
+/// the config file's `data_dir`, else the service's default
 /// (`$STATE_DIRECTORY` under systemd, `./ztbridge-data` otherwise).
 #[derive(clap::Args, Clone)]
 pub struct StoreArgs {
@@ -63,17 +65,24 @@ impl StoreArgs {
 
     /// The store the service uses, for a command that runs to completion.
     pub fn open(&self) -> anyhow::Result<OpenStore> {
-        let dir = match &self.data_dir {
-            Some(d) => d.clone(),
-            None => self.config()?.data_dir(),
+        let mut config = self.config()?;
+        if config.store.is_some() {
+            // A command is not a node: it never claims, so any name does.
+            if let Some(s) = config.store.as_mut() {
+                s.node = Some(format!("cli:{}", std::process::id()));
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (store, _) = {
+            let _in_runtime = rt.enter();
+            ztbridge_runtime::app::open_store(&config, self.data_dir.as_deref(), true)?
         };
-        let store = SqliteStore::open_existing(&dir)?;
         Ok(OpenStore {
             place: store.describe(),
-            store: Arc::new(store),
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?,
+            store,
+            rt,
         })
     }
 }

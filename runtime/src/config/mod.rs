@@ -45,9 +45,68 @@ pub struct Config {
     /// Which transform files may load.
     #[serde(default)]
     pub trust: TrustConfig,
+    /// Where events and deliveries live when several nodes share them
+    /// (PostgreSQL).  Absent: SQLite in `data_dir`, nothing to run.
+    #[serde(default)]
+    pub store: Option<StoreConfig>,
     /// Destinations.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[store]`: a PostgreSQL database shared by several nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `postgres://user@host:5432/db?sslmode=verify-full&sslrootcert=...`;
+    /// a string, `{ env = "..." }` or `{ file = "..." }`.
+    /// `ZTBRIDGE_STORE_URL` wins over it.
+    pub url: Option<ConfigValue>,
+    /// The password, when kept out of the URL (`{ file = "..." }` for a
+    /// systemd credential).  `ZTBRIDGE_STORE_PASSWORD` wins over it.
+    #[serde(default)]
+    pub password: Option<ConfigValue>,
+    /// How long a node's claim lasts without its heartbeat: how long a
+    /// dead node's work waits before another takes it over.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+    /// Pooled connections per node.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// This node's name, unique among the nodes and the same across its
+    /// restarts (default: host name and listen port).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Apply schema migrations at start (false: `ztbridge store migrate`
+    /// does, and a node only checks the version).
+    #[serde(default = "yes")]
+    pub migrate: bool,
+}
+
+fn default_lease_secs() -> u64 {
+    30
+}
+
+fn default_pool_size() -> usize {
+    16
+}
+
+/// The store in effect, resolved: `[store]` with the environment's
+/// overrides.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// The PostgreSQL URL.
+    pub url: String,
+    /// The password, when kept apart.
+    pub password: Option<String>,
+    /// Lease length.
+    pub lease: std::time::Duration,
+    /// Pooled connections.
+    pub pool_size: usize,
+    /// This node's name.
+    pub node: String,
+    /// Apply migrations at start.
+    pub migrate: bool,
 }
 
 /// Trust policy for transforms loaded from files.  Built-in transforms are
@@ -206,6 +265,7 @@ impl Config {
             delivery: DeliveryPolicy::default(),
             inbound: InboundAuth::default(),
             trust: TrustConfig::default(),
+            store: None,
             routes,
         }
     }
@@ -302,6 +362,63 @@ impl Config {
         Ok(())
     }
 
+    /// The shared store in effect: `[store]`, or `ZTBRIDGE_STORE_URL`
+    /// alone; `None`: SQLite in the data directory.
+    pub fn store_settings(&self) -> Result<Option<StoreSettings>, ConfigError> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let section = self.store.clone();
+        let url = match (
+            env("ZTBRIDGE_STORE_URL"),
+            section.as_ref().and_then(|s| s.url.as_ref()),
+        ) {
+            (Some(url), _) => url,
+            (None, Some(v)) => resolve_store(v, "url")?,
+            (None, None) if section.is_some() => {
+                return Err(ConfigError::Invalid(
+                    "[store] needs url (or ZTBRIDGE_STORE_URL)".into(),
+                ));
+            }
+            (None, None) => return Ok(None),
+        };
+        let password = match (
+            env("ZTBRIDGE_STORE_PASSWORD"),
+            section.as_ref().and_then(|s| s.password.as_ref()),
+        ) {
+            (Some(p), _) => Some(p),
+            (None, Some(v)) => Some(resolve_store(v, "password")?),
+            (None, None) => None,
+        };
+        let lease_secs = section
+            .as_ref()
+            .map_or(default_lease_secs(), |s| s.lease_secs);
+        let pool_size = section
+            .as_ref()
+            .map_or(default_pool_size(), |s| s.pool_size);
+        if !(1..=3600).contains(&lease_secs) {
+            return Err(ConfigError::Invalid(
+                "store.lease_secs must be 1..=3600".into(),
+            ));
+        }
+        if !(2..=1000).contains(&pool_size) {
+            return Err(ConfigError::Invalid(
+                "store.pool_size must be 2..=1000".into(),
+            ));
+        }
+        let node = section
+            .as_ref()
+            .and_then(|s| s.node.clone())
+            .or_else(|| env("ZTBRIDGE_STORE_NODE"))
+            .unwrap_or_else(|| format!("{}:{}", host_name(), self.listen.port()));
+        Ok(Some(StoreSettings {
+            url,
+            password,
+            lease: std::time::Duration::from_secs(lease_secs),
+            pool_size,
+            node,
+            migrate: section.as_ref().is_none_or(|s| s.migrate),
+        }))
+    }
+
     /// The data directory in effect.
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(|| {
@@ -310,6 +427,25 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("ztbridge-data"))
         })
     }
+}
+
+/// A `[store]` value, read from the environment or a file as declared.
+fn resolve_store(v: &ConfigValue, key: &str) -> Result<String, ConfigError> {
+    v.resolve("store", key).map_err(|e| match e {
+        ConfigError::Value { message, .. } => {
+            ConfigError::Invalid(format!("store.{key}: {message}"))
+        }
+        other => other,
+    })
+}
+
+/// This machine's name (the default node name's first part).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "ztbridge".into())
 }
 
 #[cfg(test)]

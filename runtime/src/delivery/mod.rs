@@ -215,6 +215,19 @@ impl Dispatcher {
         }
         tokio::spawn(self.clone().schedule());
         tokio::spawn(self.clone().housekeeping());
+        // A shared store says when other processes made work due.
+        if let Some(wakeups) = self.store.wakeups() {
+            let me = Arc::downgrade(self);
+            tokio::spawn(async move {
+                loop {
+                    wakeups.notified().await;
+                    match me.upgrade() {
+                        Some(d) if !d.stopping() => d.wake.notify_one(),
+                        _ => return,
+                    }
+                }
+            });
+        }
         self.running.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -240,6 +253,13 @@ impl Dispatcher {
                 timeout_ms = self.policy.drain_timeout_ms,
                 "attempts still running at shutdown; they will be made again at the next start"
             ),
+        }
+        // A shared store gives back what this node still holds.
+        if let Err(e) = self.store.stop().await {
+            tracing::warn!(
+                "cannot give claims back (other nodes take them when their lease runs out): {}",
+                crate::text::error_chain(&e)
+            );
         }
     }
 

@@ -1,5 +1,8 @@
 //! Probes for load balancers and supervisors: `GET /healthz` (alive),
-//! `GET /readyz` (ready to take webhooks) and `GET /metrics` (Prometheus).
+//! `GET /readyz` (ready to take webhooks) and `GET /metrics` (Prometheus;
+//! on a shared store its queue gauges are the cluster's, and the
+//! `cluster_*` gauges say how many nodes are live and how many dead
+//! letters there are).
 
 use std::sync::Arc;
 
@@ -21,6 +24,15 @@ pub(super) async fn metrics(State(app): State<Arc<HttpState>>) -> Response {
             .map(|ms| (crate::time::now_millis() - ms).max(0) as f64 / 1000.0)
             .unwrap_or(0.0);
         app.metrics.oldest_pending_age.set(age);
+    }
+    // A shared store: backlog and age above are the cluster's already.
+    if let Ok(Some(c)) = app.dispatcher.store().cluster().await {
+        app.metrics
+            .cluster_dead_letters
+            .set(c.dead_letters.min(i64::MAX as u64) as i64);
+        app.metrics
+            .cluster_live_nodes
+            .set(c.live_nodes.min(i64::MAX as u64) as i64);
     }
     (
         [(

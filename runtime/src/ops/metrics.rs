@@ -32,6 +32,10 @@ pub(crate) struct Metrics {
     pub(crate) queue_depth: IntGauge,
     /// Age of the oldest event with an open delivery, set at each scrape.
     pub(crate) oldest_pending_age: prometheus::Gauge,
+    /// Shared store: dead letters of the whole cluster, set at each scrape.
+    pub(crate) cluster_dead_letters: IntGauge,
+    /// Shared store: nodes whose heartbeat is younger than a lease.
+    pub(crate) cluster_live_nodes: IntGauge,
     /// Wall time of one transform flow (sandbox and HTTP), by route.
     pub(crate) flow_duration: HistogramVec,
     /// Fuel one flow used, by route.
@@ -75,6 +79,19 @@ impl Metrics {
         )
         .unwrap_or_else(|_| unreachable_metric("oldest_pending_age_seconds"));
         let _ = registry.register(Box::new(oldest_pending_age.clone()));
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).unwrap_or_else(|_| unreachable_metric(name));
+            let _ = registry.register(Box::new(g.clone()));
+            g
+        };
+        let cluster_dead_letters = gauge(
+            "cluster_dead_letters",
+            "Dead letters of the whole cluster, read from the shared store (0 on SQLite: see dead_letters_total)",
+        );
+        let cluster_live_nodes = gauge(
+            "cluster_live_nodes",
+            "Nodes whose heartbeat is younger than a lease, read from the shared store (0 on SQLite)",
+        );
         let accept_latency = Histogram::with_opts(
             HistogramOpts::new(
                 "webhook_accept_seconds",
@@ -112,6 +129,8 @@ impl Metrics {
             ),
             queue_depth,
             oldest_pending_age,
+            cluster_dead_letters,
+            cluster_live_nodes,
             flow_duration: histogram_vec(
                 "transform_flow_seconds",
                 "Wall time of one transform flow, HTTP calls included",

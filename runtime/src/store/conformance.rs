@@ -1,6 +1,9 @@
 //! The store conformance suite: what every backend must do, written once
 //! against the [`Store`] interface.  Each backend's tests call every
 //! function here with a way to open (and reopen) a store of its kind.
+//! Public with the `conformance` feature, so that the root crate's tests
+//! run it against PostgreSQL (tests/store_postgres.rs).
+#![allow(missing_docs)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,11 +13,11 @@ use crate::time::now_millis;
 
 /// Opens stores of one backend on one database: a second `open` after the
 /// first is dropped sees the same data (a restart).
-pub(crate) trait Backend {
+pub trait Backend {
     fn open(&self) -> Arc<dyn Store>;
 }
 
-pub(crate) fn event(receipt: &str, event_id: &str, body: &str, routes: &[&str]) -> NewEvent {
+pub fn event(receipt: &str, event_id: &str, body: &str, routes: &[&str]) -> NewEvent {
     NewEvent {
         receipt_id: receipt.into(),
         received_ms: now_millis(),
@@ -30,7 +33,7 @@ pub(crate) fn event(receipt: &str, event_id: &str, body: &str, routes: &[&str]) 
     }
 }
 
-pub(crate) fn attempt(n: u32) -> AttemptRecord {
+pub fn attempt(n: u32) -> AttemptRecord {
     AttemptRecord {
         attempt: n,
         at_ms: now_millis(),
@@ -55,7 +58,7 @@ fn routes_of(batch: &ClaimBatch) -> Vec<(String, String)> {
 }
 
 /// Per-alert order, duplicates, claims, and recovery after a restart.
-pub(crate) async fn order_duplicates_claims_and_recovery(b: &impl Backend) {
+pub async fn order_duplicates_claims_and_recovery(b: &impl Backend) {
     let store = b.open();
     store.start().await.unwrap();
     assert_eq!(
@@ -121,7 +124,7 @@ pub(crate) async fn order_duplicates_claims_and_recovery(b: &impl Backend) {
 }
 
 /// A, B, A again is a change back, not a repeat.
-pub(crate) async fn a_change_back_is_not_a_duplicate(b: &impl Backend) {
+pub async fn a_change_back_is_not_a_duplicate(b: &impl Backend) {
     let store = b.open();
     let a = |r: &str| event(r, "E1", "{\"state\":\"LOCKED_OUT\"}", &["pd"]);
     assert_eq!(
@@ -151,9 +154,7 @@ pub(crate) async fn a_change_back_is_not_a_duplicate(b: &impl Backend) {
 
 /// A re-queued predecessor waits while its successor is in flight; a
 /// release gives a claim back without counting an attempt.
-pub(crate) async fn a_retried_predecessor_never_runs_beside_an_in_flight_successor(
-    b: &impl Backend,
-) {
+pub async fn a_retried_predecessor_never_runs_beside_an_in_flight_successor(b: &impl Backend) {
     let store = b.open();
     store.start().await.unwrap();
     store
@@ -214,7 +215,7 @@ pub(crate) async fn a_retried_predecessor_never_runs_beside_an_in_flight_success
 }
 
 /// One rate-limited route never starves the others; the wait is told.
-pub(crate) async fn a_rate_limited_route_does_not_starve_others(b: &impl Backend) {
+pub async fn a_rate_limited_route_does_not_starve_others(b: &impl Backend) {
     let store = b.open();
     store.start().await.unwrap();
     store.set_rate_limits(vec![(
@@ -261,7 +262,7 @@ pub(crate) async fn a_rate_limited_route_does_not_starve_others(b: &impl Backend
 
 /// Dead letters are listed with their reason, purge spares them, and
 /// `retry_failed` re-opens them.
-pub(crate) async fn failed_retry_and_purge(b: &impl Backend) {
+pub async fn failed_retry_and_purge(b: &impl Backend) {
     let store = b.open();
     store.start().await.unwrap();
     store
@@ -325,7 +326,7 @@ pub(crate) async fn failed_retry_and_purge(b: &impl Backend) {
 }
 
 /// A retry waits until its time; `next_retry_ms` tells when.
-pub(crate) async fn a_retry_waits_for_its_time(b: &impl Backend) {
+pub async fn a_retry_waits_for_its_time(b: &impl Backend) {
     let store = b.open();
     store.start().await.unwrap();
     store
@@ -352,7 +353,7 @@ pub(crate) async fn a_retry_waits_for_its_time(b: &impl Backend) {
 }
 
 /// Transform state: writes are atomic per batch and survive a reopen.
-pub(crate) async fn transform_state_survives_a_restart(b: &impl Backend) {
+pub async fn transform_state_survives_a_restart(b: &impl Backend) {
     {
         let store = b.open();
         let s = store.transform_state();

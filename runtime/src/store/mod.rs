@@ -1,16 +1,19 @@
 //! The store: every accepted webhook, its deliveries (one per route) and
 //! their attempts, and the state that must outlive a process: the
 //! transforms' key/value state and the rate limits.  One interface,
-//! [`Store`], with a backend per database; `sqlite/` is the embedded one.
+//! [`Store`], with a backend per database: `sqlite/` is the embedded one,
+//! `postgres/` the one several nodes share.
 //!
 //! May import: `config`, `time`, `text`.  Knows nothing of HTTP, wasm or
 //! routes beyond their names.
 
-#[cfg(test)]
+#[cfg(any(test, feature = "conformance"))]
 #[macro_use]
-pub(crate) mod conformance;
+pub mod conformance;
+pub mod copy;
 mod error;
 mod model;
+pub mod postgres;
 pub mod sqlite;
 mod state;
 
@@ -18,7 +21,7 @@ use std::sync::Arc;
 
 pub use error::StoreError;
 pub use model::{
-    Admission, AttemptRecord, Backlog, Claim, ClaimBatch, DeliveryKey, DeliveryRecord,
+    Admission, AttemptRecord, Backlog, Claim, ClaimBatch, ClusterView, DeliveryKey, DeliveryRecord,
     DeliveryState, EventRecord, ListFilter, ListRow, NewEvent, Next, RateLimit, RetrySelection,
 };
 pub use state::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
@@ -125,4 +128,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// The transforms' durable key/value state.
     fn transform_state(&self) -> Arc<dyn TransformState>;
+
+    // -- several nodes (defaults: a store one process owns) --
+
+    /// Called once when the service stops, after the running attempts
+    /// ended or the drain timed out: gives back what this node claimed
+    /// and did not finish, so other nodes take it at once.
+    async fn stop(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Notified when work may have become due through another process (a
+    /// shared store: another node's admit, claims taken over): the
+    /// scheduler looks at once instead of at its next tick.
+    fn wakeups(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
+
+    /// Cluster-wide gauges, when the store is shared (`None`: one process
+    /// owns it, and its own metrics say everything).
+    async fn cluster(&self) -> Result<Option<ClusterView>, StoreError> {
+        Ok(None)
+    }
 }

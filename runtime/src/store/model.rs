@@ -228,6 +228,15 @@ pub struct Backlog {
     pub oldest_open_ms: Option<i64>,
 }
 
+/// Gauges of a shared store, read from it: the same on every node.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ClusterView {
+    /// Nodes whose heartbeat is younger than a lease.
+    pub live_nodes: u64,
+    /// Deliveries given up (dead letters), all routes.
+    pub dead_letters: u64,
+}
+
 /// Everything known of one webhook: `GET /api/events/{receipt}` and
 /// `events show`.
 #[derive(Debug, Clone, Serialize)]
