@@ -28,7 +28,10 @@
 //! * [`config`]: the TOML configuration and its validation.
 //! * [`app`]: builds the running service from a configuration (the only
 //!   module that may import all others).
-//! * [`time`] and [`text`]: timestamps; excerpts, display IDs, redaction.
+//! * [`time`] and [`text`]: timestamps; excerpts, display IDs, redaction,
+//!   control characters escaped.
+//! * [`files`]: the data directory private (0700, files 0600) whatever
+//!   the umask.
 //!
 //! Each folder's `mod.rs` says what it may import; `tests/module_graph.rs`
 //! checks that no two modules import each other, directly or not.
@@ -37,6 +40,7 @@ pub mod app;
 pub mod config;
 pub mod delivery;
 pub mod egress;
+pub mod files;
 pub mod flow;
 pub mod http;
 pub mod ops;

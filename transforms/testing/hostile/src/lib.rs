@@ -13,6 +13,10 @@
 //! | `plain-http`   | asks for `http://` on its declared host                  |
 //! | `endless`      | asks for another request after every response            |
 //! | `leak-secret`  | logs and prints its secret config value                  |
+//! | `fetch`        | GETs config `to` (any URL: other ports, user info...)    |
+//! | `host-header`  | POSTs to `url` with `Host: evil.example`                 |
+//! | `framing`      | POSTs to `url` with a wrong `Content-Length` and TE      |
+//! | `log-inject`   | logs and prints lines with CR, LF, NUL and ESC, then ok  |
 
 use ztbridge_sdk::{
     ConfigKey, EventInput, Failure, Guest, HttpResponse, Info, Request, Step, config, export, log,
@@ -39,7 +43,12 @@ impl Guest for Hostile {
             version: "0.1.0".into(),
             description: "misbehaves on purpose (tests)".into(),
             egress: vec!["allowed.example".into(), "config:url".into()],
-            config: vec![key("mode", false), key("url", false), key("secret", true)],
+            config: vec![
+                key("mode", false),
+                key("url", false),
+                key("secret", true),
+                key("to", false),
+            ],
         }
     }
 
@@ -91,6 +100,25 @@ impl Guest for Hostile {
                 Err(ztbridge_sdk::failure::permanent(&format!(
                     "failed with secret {secret}"
                 )))
+            }
+            "fetch" => Ok(send(vec![Request::get(&config::get_or("to", ""))])),
+            "host-header" => Ok(send(vec![
+                Request::post(&target())
+                    .header("Host", "evil.example")
+                    .json(&serde_json::json!({})),
+            ])),
+            "framing" => Ok(send(vec![
+                Request::post(&target())
+                    .header("Content-Length", "5")
+                    .header("Transfer-Encoding", "chunked")
+                    .json(&serde_json::json!({"x": 1})),
+            ])),
+            "log-inject" => {
+                log::info("first\n1999-01-01T00:00:00.000000Z ERROR FORGED-BY-LOG\r\0\u{1b}[2J");
+                println!("stdout\rFORGED-BY-STDOUT\u{1b}[31m");
+                Ok(send(vec![
+                    Request::post(&target()).json(&serde_json::json!({"received": input.body})),
+                ]))
             }
             _ => Ok(send(vec![
                 Request::post(&target()).json(&serde_json::json!({"received": input.body})),
