@@ -173,3 +173,28 @@ async fn the_data_directory_is_private_whatever_the_umask() {
         child.log_tail()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transform_gets_no_environment_files_or_sockets() {
+    let pd = StubPagerDuty::start().await;
+    let server = Server::start(&format!(
+        "[trust]\nallow_unsigned = true\n[[route]]\nname = \"hostile\"\ntransform = {:?}\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n[route.config]\nmode = \"escape\"\nurl = {:?}\n",
+        wasm_path("hostile"),
+        pd.url(),
+    ))
+    .await;
+    let (status, answer) = server
+        .post_gzip(&fixture("events/critical-lockout.json"))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let record = server
+        .settled(answer["receipt_id"].as_str().unwrap(), WAIT)
+        .await;
+    let d = &record["deliveries"][0];
+    let message = d["attempts"][0]["outcome"]["message"].as_str().unwrap();
+    assert_eq!(
+        message, "escape: env=0 args=0 file=false dir=false socket=false",
+        "{d}"
+    );
+    assert!(pd.received().is_empty(), "the raw socket reached the stub");
+}

@@ -32,6 +32,7 @@
 //!   control characters escaped.
 //! * [`files`]: the data directory private (0700, files 0600) whatever
 //!   the umask.
+//! * `fuzzing`: entry points for the fuzz targets in `fuzz/` (not an API).
 //!
 //! Each folder's `mod.rs` says what it may import; `tests/module_graph.rs`
 //! checks that no two modules import each other, directly or not.
@@ -42,6 +43,8 @@ pub mod delivery;
 pub mod egress;
 pub mod files;
 pub mod flow;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod ops;
 pub mod sandbox;

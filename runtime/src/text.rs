@@ -32,7 +32,6 @@ impl Redactor {
     }
 }
 
-
 /// At most `max` bytes of `s`, on a character boundary, with a note.
 pub(crate) fn excerpt(s: &str, max: usize) -> String {
     if s.len() <= max {

@@ -328,6 +328,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_destination_s_answer_is_cut_at_the_limit() {
+        let app = axum::Router::new().fallback(|| async { "x".repeat(3 << 20) });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = format!("http://127.0.0.1:{port}/");
+        let policy = Policy::new(
+            &[format!("127.0.0.1:{port}")],
+            &BTreeMap::new(),
+            None,
+            true,
+            &["127.0.0.1/32".parse().unwrap()],
+        )
+        .unwrap();
+        let transport = HttpTransport::new(Duration::from_secs(10), 1000).unwrap();
+        let resp = transport
+            .perform(&request(&url), &policy.check(&url).unwrap())
+            .await
+            .unwrap();
+        assert_eq!((resp.status, resp.body.len()), (200, 1000));
+    }
+
+    #[tokio::test]
     async fn host_owned_headers_never_reach_the_wire() {
         let hits = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = hits.clone();

@@ -11,7 +11,7 @@
 mod api;
 pub(crate) mod auth;
 mod error;
-pub(crate) mod intake;
+pub mod intake;
 mod probes;
 mod webhook;
 

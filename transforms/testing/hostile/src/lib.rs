@@ -17,6 +17,8 @@
 //! | `host-header`  | POSTs to `url` with `Host: evil.example`                 |
 //! | `framing`      | POSTs to `url` with a wrong `Content-Length` and TE      |
 //! | `log-inject`   | logs and prints lines with CR, LF, NUL and ESC, then ok  |
+//! | `escape`       | tries env, args, files, directories and a raw socket to  |
+//! |                | `url`'s address; fails saying what it got               |
 
 use ztbridge_sdk::{
     ConfigKey, EventInput, Failure, Guest, HttpResponse, Info, Request, Step, config, export, log,
@@ -99,6 +101,22 @@ impl Guest for Hostile {
                 eprintln!("stderr secret {secret}");
                 Err(ztbridge_sdk::failure::permanent(&format!(
                     "failed with secret {secret}"
+                )))
+            }
+            "escape" => {
+                let env = std::env::vars().count();
+                let args = std::env::args().count();
+                let file = std::fs::read("/etc/passwd").is_ok();
+                let dir = std::fs::read_dir("/").is_ok() || std::fs::read_dir(".").is_ok();
+                let addr = target()
+                    .split("//")
+                    .nth(1)
+                    .and_then(|rest| rest.split('/').next())
+                    .unwrap_or("127.0.0.1:1")
+                    .to_string();
+                let socket = std::net::TcpStream::connect(addr.as_str()).is_ok();
+                Err(ztbridge_sdk::failure::permanent(&format!(
+                    "escape: env={env} args={args} file={file} dir={dir} socket={socket}"
                 )))
             }
             "fetch" => Ok(send(vec![Request::get(&config::get_or("to", ""))])),
