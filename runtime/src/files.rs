@@ -40,6 +40,9 @@ pub fn make_private(dir: &Path) -> std::io::Result<Vec<Tightened>> {
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
+    // A data directory may be a link (systemd's DynamicUser): its target
+    // is what must be private.
+    let dir = &std::fs::canonicalize(dir)?;
     let mut changed = Vec::new();
     tighten(dir, &mut changed)?;
     for entry in std::fs::read_dir(dir)?.flatten() {
@@ -121,5 +124,14 @@ mod tests {
         let fresh = root.path().join("a/b/fresh");
         make_private(&fresh).unwrap();
         assert_eq!(mode(&fresh), 0o700);
+
+        // Through a link, the directory it names is made private.
+        let real = root.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let link = root.path().join("link-to-real");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        make_private(&link).unwrap();
+        assert_eq!(mode(&real), 0o700);
     }
 }
