@@ -167,7 +167,7 @@ fn main() {
         let config = Config::parse(
             &format!(
                 "data_dir = {:?}\n[delivery]\ndedupe_window_secs = 0\n\
-                 [[route]]\nname = \"pagerduty\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\n\
+                 [[route]]\nname = \"pagerduty\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n\
                  [route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = \"http://{stub}/v2/enqueue\"\n",
                 data.path().display().to_string()
             ),

@@ -182,8 +182,8 @@ async fn an_outage_then_recovery_delivers_everything_and_routes_stay_independent
     down.outage((500, vec![], "{\"status\":\"error\"}".into()));
     let dir = tempfile::tempdir().unwrap();
     let routes = format!(
-        "[[route]]\nname = \"down\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\n[route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = {:?}\n\
-         [[route]]\nname = \"up\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\n[route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = {:?}\n",
+        "[[route]]\nname = \"down\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n[route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = {:?}\n\
+         [[route]]\nname = \"up\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n[route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = {:?}\n",
         down.url(),
         up.url()
     );

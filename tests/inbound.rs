@@ -33,6 +33,8 @@ async fn webhook_token_is_required_when_configured() {
         .post(body.clone(), &[json, ("authorization", TOKEN)])
         .await;
     assert_eq!(s, 401, "the Bearer scheme is required in Authorization");
+    // Every refusal is counted, with its reason.
+    assert_eq!(server.rejected("unauthorized").await, 3.0);
     let right = format!("Bearer {TOKEN}");
     let (s, v) = server
         .post(body.clone(), &[json, ("authorization", &right)])
@@ -358,6 +360,7 @@ async fn a_full_backlog_answers_503_with_retry_after() {
     assert_eq!(resp.headers()["retry-after"], "30");
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"], "overloaded");
+    assert_eq!(server.rejected("overloaded").await, 1.0);
     // Once the first delivery ends (the deadline stops the loop), webhooks
     // are accepted again.
     let mut status = 0;
@@ -392,6 +395,7 @@ async fn short_of_disk_space_answers_503_and_stores_nothing() {
     assert_eq!(resp.headers()["retry-after"], "30");
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"], "disk_full", "{v}");
+    assert_eq!(server.rejected("disk_full").await, 1.0);
     // Nothing was stored, so nothing can be delivered.
     let backlog = server.app.dispatcher.store().backlog().await.unwrap();
     assert_eq!(backlog.open, 0);

@@ -372,7 +372,7 @@ async fn sighup_reloads_a_new_version_and_keeps_the_old_when_tampered() {
     let deployed = p("pagerduty.wasm");
     sign(&wasm_path("pagerduty"), &p("keys/ops.key"), &deployed);
     let config = format!(
-        "[trust]\nkeys = [{:?}]\n[[route]]\nname = \"pagerduty\"\ntransform = {deployed:?}\nallow_http = true\n\
+        "[trust]\nkeys = [{:?}]\n[[route]]\nname = \"pagerduty\"\ntransform = {deployed:?}\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n\
          [route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = {:?}\n",
         p("keys/ops.pub"),
         pd.url()

@@ -36,7 +36,7 @@ async fn secrets_never_reach_logs_store_or_api() {
     let config = format!(
         "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n[inbound]\ntoken = {{ env = \"TEST_INBOUND_TOKEN\" }}\n\
          [trust]\nallow_unsigned = true\n[delivery]\nmax_attempts = 3\ninitial_backoff_ms = 50\n\
-         [[route]]\nname = \"pagerduty\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\n\
+         [[route]]\nname = \"pagerduty\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n\
          [route.config]\nurl = {:?}\n\
          [[route]]\nname = \"leaky\"\ntransform = {:?}\n[route.config]\nmode = \"leak-secret\"\nsecret = {{ env = \"TEST_LEAKY_SECRET\" }}\n",
         dir.path().join("data").display().to_string(),

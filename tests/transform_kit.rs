@@ -265,7 +265,7 @@ async fn javascript_transform_signed_delivers_in_the_service() {
 
     let (url, got) = chat_stub().await;
     let config = format!(
-        "[trust]\nkeys = [{kdir:?}]\n\n[[route]]\nname = \"slack\"\ntransform = {signed:?}\nallow_http = true\n[route.config]\nurl = {url:?}\n"
+        "[trust]\nkeys = [{kdir:?}]\n\n[[route]]\nname = \"slack\"\ntransform = {signed:?}\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n[route.config]\nurl = {url:?}\n"
     );
     let server = tokio::task::spawn_blocking(move || {
         tokio::runtime::Handle::current().block_on(Server::start(&config))

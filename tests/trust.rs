@@ -54,7 +54,7 @@ impl Keys {
 fn build_app(keys: &Keys, file: &str, target: &str) -> Result<App, String> {
     let data = keys.dir.path().join(format!("data-{}", file.len()));
     let text = format!(
-        "data_dir = {:?}\n[trust]\nkeys = [{:?}]\n[[route]]\nname = \"h\"\ntransform = {file:?}\nallow_http = true\n[route.config]\nmode = \"ok\"\nurl = {target:?}\n",
+        "data_dir = {:?}\n[trust]\nkeys = [{:?}]\n[[route]]\nname = \"h\"\ntransform = {file:?}\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n[route.config]\nmode = \"ok\"\nurl = {target:?}\n",
         data.display().to_string(),
         keys.path("trusted.pub"),
     );

@@ -532,6 +532,49 @@ async fn file_names_and_other_event_text_are_escaped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_subject_is_inert_and_still_one_ticket_with_its_comments() {
+    let stub = StubJitbit::start().await;
+    let server = server_for(&stub, "").await;
+    let hostile = |state: &str| {
+        lockout_with(|o| {
+            o.insert("user".into(), json!("<script>alert(1)</script>CORP\\x"));
+            o.insert(
+                "nes".into(),
+                json!(["<img src=x onerror=alert(2)>&lt;b&gt;\"'`\r\nBcc: x"]),
+            );
+            o.insert("state".into(), json!(state));
+        })
+    };
+    assert_delivered(&deliver(&server, &hostile("LOCKED_OUT")).await);
+    assert_delivered(&deliver(&server, &hostile("LOCKED_OUT")).await);
+    assert_delivered(&deliver(&server, &hostile("ACCESS_RESTORED")).await);
+
+    let t = only_ticket(&stub);
+    let marker = format!("[ZT {EVENT_ID}] ");
+    assert!(t.subject.starts_with(&marker), "{}", t.subject);
+    for bad in ['<', '>', '&', '"', '\'', '`', '\r', '\n'] {
+        assert!(
+            !t.subject.contains(bad),
+            "{bad:?} in subject {:?}",
+            t.subject
+        );
+    }
+    assert!(
+        t.subject.contains("script alert(1) /script"),
+        "{}",
+        t.subject
+    );
+    assert_eq!(t.comments.len(), 2, "{:#?}", t.comments);
+
+    // With the ticket forgotten (lost state), the search still finds it by
+    // its marker: no second ticket.
+    let server = server_for(&stub, "").await;
+    assert_delivered(&deliver(&server, &hostile("RECOVERED")).await);
+    let t = only_ticket(&stub);
+    assert_eq!(t.comments.len(), 3, "{:#?}", t.comments);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_token_mode_works() {
     let stub = StubJitbit::start().await;
     let config = jitbit_route_with(

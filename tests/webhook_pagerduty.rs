@@ -427,12 +427,11 @@ async fn fuel_bounds_a_loop_before_the_deadline() {
 async fn egress_outside_the_allow_list_is_refused_and_nothing_is_sent() {
     let pd = StubPagerDuty::start().await;
     let config = format!(
-        "[trust]\nallow_unsigned = true\n[[route]]\nname = \"sneaky\"\ntransform = {:?}\nallow_http = true\n[route.config]\nmode = \"forbidden\"\nurl = {:?}\n\
-         [[route]]\nname = \"plain\"\ntransform = {:?}\n[route.config]\nmode = \"ok\"\nurl = {:?}\n",
+        "[trust]\nallow_unsigned = true\n[[route]]\nname = \"sneaky\"\ntransform = {:?}\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n[route.config]\nmode = \"forbidden\"\nurl = {:?}\n\
+         [[route]]\nname = \"plain\"\ntransform = {:?}\n[route.config]\nmode = \"plain-http\"\nurl = \"https://allowed.example/ingest\"\n",
         wasm_path("hostile"),
         pd.url(),
         wasm_path("hostile"),
-        pd.url(),
     );
     let server = Server::start(&config).await;
     let (_, answer) = server
@@ -469,7 +468,7 @@ async fn redirects_are_not_followed_and_endless_flows_are_cut() {
     )]);
     let config = format!(
         "[trust]\nallow_unsigned = true\n[limits]\nmax_steps = 5\n\
-         [[route]]\nname = \"redirected\"\ntransform = {:?}\nallow_http = true\n[route.config]\nmode = \"ok\"\nurl = {:?}\n",
+         [[route]]\nname = \"redirected\"\ntransform = {:?}\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n[route.config]\nmode = \"ok\"\nurl = {:?}\n",
         wasm_path("hostile"),
         pd.url(),
     );
@@ -491,7 +490,7 @@ async fn redirects_are_not_followed_and_endless_flows_are_cut() {
     // A transform that never stops asking is cut at max_steps.
     let config = format!(
         "[trust]\nallow_unsigned = true\n[limits]\nmax_steps = 5\n\
-         [[route]]\nname = \"endless\"\ntransform = {:?}\nallow_http = true\n[route.config]\nmode = \"endless\"\nurl = {:?}\n",
+         [[route]]\nname = \"endless\"\ntransform = {:?}\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n[route.config]\nmode = \"endless\"\nurl = {:?}\n",
         wasm_path("hostile"),
         elsewhere.url(),
     );
@@ -572,7 +571,7 @@ async fn a_refused_connection_is_retried_and_the_record_shows_why() {
         l.local_addr().unwrap().port()
     };
     let config = format!(
-        "[delivery]\ninitial_backoff_ms = 600000\nmax_backoff_ms = 600000\n[[route]]\nname = \"pagerduty\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\n[route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = \"http://127.0.0.1:{closed_port}/v2/enqueue\"\n"
+        "[delivery]\ninitial_backoff_ms = 600000\nmax_backoff_ms = 600000\n[[route]]\nname = \"pagerduty\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n[route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = \"http://127.0.0.1:{closed_port}/v2/enqueue\"\n"
     );
     let server = Server::start(&config).await;
     let (status, answer) = server

@@ -50,6 +50,12 @@ pub enum AppError {
         #[source]
         error: StoreError,
     },
+    #[error("data directory {dir}: cannot make it private")]
+    Files {
+        dir: String,
+        #[source]
+        error: std::io::Error,
+    },
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error(transparent)]
@@ -72,6 +78,9 @@ impl App {
         let trust = Trust::from_config(&config.trust)?;
         let engine = Arc::new(Engine::new(config.limits.clone())?);
         let data_dir = config.data_dir();
+        // Before the compile cache is read: it trusts only a private
+        // directory.
+        make_private(&data_dir)?;
         let cache = CompileCache::new(data_dir.join("compile-cache"));
         let routes = build_routes(&config, &engine, builtins, &trust, strict, &cache)?;
         if routes.is_empty() && strict {
@@ -87,6 +96,10 @@ impl App {
             config.limits.max_response_body_bytes,
         )?;
         let (store, disk_dir) = open_store(&config, None, false)?;
+        if let Some(dir) = &disk_dir {
+            // The store's new files, when the umask left them open.
+            make_private(dir)?;
+        }
         let routes = route_set(&config, routes);
         let metrics = Arc::new(Metrics::new());
         let dispatcher = Dispatcher::new(
@@ -153,6 +166,19 @@ pub fn open_store(
     Ok((Arc::new(store), Some(dir)))
 }
 
+/// Makes the data directory and its files private (0700, 0600); logs
+/// what an earlier run or umask had left open.
+fn make_private(data_dir: &std::path::Path) -> Result<(), AppError> {
+    let changed = crate::files::make_private(data_dir).map_err(|error| AppError::Files {
+        dir: data_dir.display().to_string(),
+        error,
+    })?;
+    for t in changed {
+        tracing::warn!(path = %t.path.display(), "made private: mode {:o} -> {:o}", t.was, t.now);
+    }
+    Ok(())
+}
+
 /// Loads every enabled route's transform (signature checked before
 /// compiling) and resolves its config.
 fn build_routes(
@@ -166,7 +192,11 @@ fn build_routes(
     let mut routes = Vec::new();
     for rc in config.routes.iter().filter(|r| r.enabled) {
         let transform = load_transform(engine, &rc.transform, builtins, trust, Some(cache))?;
-        match Route::build(rc, transform, &|k| std::env::var(k).ok()) {
+        let built = Route::build(rc, transform, &|k| std::env::var(k).ok()).and_then(|route| {
+            route.check_destinations(Some(Duration::from_secs(3)))?;
+            Ok(route)
+        });
+        match built {
             Ok(route) => {
                 tracing::info!(
                     route = %route.name,

@@ -29,7 +29,11 @@
 //! * [`config`]: the TOML configuration and its validation.
 //! * [`app`]: builds the running service from a configuration (the only
 //!   module that may import all others).
-//! * [`time`] and [`text`]: timestamps; excerpts, display IDs, redaction.
+//! * [`time`] and [`text`]: timestamps; excerpts, display IDs, redaction,
+//!   control characters escaped.
+//! * [`files`]: the data directory private (0700, files 0600) whatever
+//!   the umask.
+//! * `fuzzing`: entry points for the fuzz targets in `fuzz/` (not an API).
 //!
 //! Each folder's `mod.rs` says what it may import; `tests/module_graph.rs`
 //! checks that no two modules import each other, directly or not.
@@ -38,7 +42,10 @@ pub mod app;
 pub mod config;
 pub mod delivery;
 pub mod egress;
+pub mod files;
 pub mod flow;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod ops;
 pub mod sandbox;

@@ -32,24 +32,6 @@ impl Redactor {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replaces_every_secret() {
-        let r = Redactor::new([
-            "hunter22".to_string(),
-            "abc".to_string(),
-            "R0UT1NGKEY".to_string(),
-        ]);
-        assert_eq!(
-            r.apply("key=R0UT1NGKEY pw=hunter22 abc"),
-            "key=[redacted] pw=[redacted] abc"
-        );
-    }
-}
-
 /// At most `max` bytes of `s`, on a character boundary, with a note.
 pub(crate) fn excerpt(s: &str, max: usize) -> String {
     if s.len() <= max {
@@ -62,12 +44,75 @@ pub(crate) fn excerpt(s: &str, max: usize) -> String {
     format!("{}… [{} more bytes]", &s[..end], s.len() - end)
 }
 
-/// An event ID fit for logs and answers: at most 128 characters.
+/// Whether `c` could forge or hide text on a terminal, in a log line or a
+/// table: C0 and C1 controls (CR, LF, NUL, ESC...), DEL, the Unicode line
+/// and paragraph separators, and bidirectional overrides.
+fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Writes `c` escaped: `\n`, `\r`, `\t`, `\0`, else `\u{..}`.
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\0' => out.push_str("\\0"),
+        c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+    }
+}
+
+/// `s` with every control character escaped (see [`is_unsafe_char`]), so
+/// that text from an event or a transform stays on one line and cannot
+/// forge a log line, break a table or drive a terminal.  Borrowed when
+/// there is nothing to escape.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(is_unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if is_unsafe_char(c) {
+            push_escaped(&mut out, c);
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// At most `max` characters of `s` with control characters escaped (an
+/// escape is never cut), `…` marking a cut.
+pub fn clip_escaped(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut shown = 0;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        let mut piece = String::new();
+        if is_unsafe_char(c) {
+            push_escaped(&mut piece, c);
+        } else {
+            piece.push(c);
+        }
+        let width = piece.chars().count();
+        let last = chars.peek().is_none();
+        if shown + width > max || (shown + width == max && !last) {
+            out.push('…');
+            return out;
+        }
+        shown += width;
+        out.push_str(&piece);
+    }
+    out
+}
+
+/// An event ID fit for logs and answers: control characters escaped, at
+/// most 128 characters.
 pub(crate) fn display_id(id: Option<&str>) -> String {
     match id {
         None => "-".into(),
-        Some(id) if id.chars().count() <= 128 => id.to_string(),
-        Some(id) => format!("{}…", id.chars().take(127).collect::<String>()),
+        Some(id) => clip_escaped(id, 128),
     }
 }
 
@@ -86,4 +131,44 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         next = cause.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("RSW-1"), "RSW-1");
+        assert!(matches!(
+            escape_controls("RSW-1"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            escape_controls("a\nb\rc\0d\u{1b}[31me\u{85}f\u{2028}g\u{202e}h\\i"),
+            "a\\nb\\rc\\0d\\u{1b}[31me\\u{85}f\\u{2028}g\\u{202e}h\\i"
+        );
+        assert_eq!(display_id(Some("x\ny")), "x\\ny");
+        assert_eq!(display_id(None), "-");
+        let long = "\n".repeat(200);
+        let shown = display_id(Some(&long));
+        assert!(shown.chars().count() <= 129, "{shown}");
+        assert!(shown.ends_with("\\n…"), "{shown}");
+        assert_eq!(clip_escaped("abc", 3), "abc");
+        assert_eq!(clip_escaped("abcd", 3), "ab…");
+        assert_eq!(clip_escaped("a\nbc", 3), "a…");
+    }
+
+    #[test]
+    fn replaces_every_secret() {
+        let r = Redactor::new([
+            "hunter22".to_string(),
+            "abc".to_string(),
+            "R0UT1NGKEY".to_string(),
+        ]);
+        assert_eq!(
+            r.apply("key=R0UT1NGKEY pw=hunter22 abc"),
+            "key=[redacted] pw=[redacted] abc"
+        );
+    }
 }

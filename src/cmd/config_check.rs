@@ -19,6 +19,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // It may create the data directory and the store: private, as serve's.
+    ztbridge_runtime::files::private_umask();
     let builtins = builtin::all();
     let (config, strict) = match &args.file {
         Some(path) => (Config::load(path)?, true),

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use ztbridge_runtime::store::{DeliveryState, ListFilter};
 
+use ztbridge_runtime::text::{clip_escaped, escape_controls};
 use ztbridge_runtime::time::rfc3339_millis;
 
 use super::StoreArgs;
@@ -64,25 +65,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         println!(
             "{:<34} {:<24} {:<24} {:<12} {:<10} {:>3} {:>4}  {}",
-            r.receipt_id,
+            escape_controls(&r.receipt_id),
             rfc3339_millis(r.received_ms),
-            clip(r.event_id.as_deref().unwrap_or("-"), 24),
-            clip(&r.route, 12),
+            clip_escaped(r.event_id.as_deref().unwrap_or("-"), 24),
+            clip_escaped(&r.route, 12),
             r.delivery.as_str(),
             r.attempts,
             r.last_status
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "-".into()),
-            clip(&detail.replace('\n', " "), 160),
+            clip_escaped(&detail, 160),
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(n - 1).collect::<String>())
-    }
 }

@@ -21,12 +21,17 @@ use std::sync::Arc;
 
 use ztbridge_runtime::config::LogFormat;
 use ztbridge_runtime::store::Store;
+use ztbridge_runtime::text::escape_controls;
 
 /// Logs to stderr: plain text (journald adds timestamps of its own but a
 /// terminal does not, so they stay) or JSON.  `RUST_LOG` overrides the
-/// default `info` level.
+/// default `info` level.  In text, every field and message has its
+/// control characters escaped ([`escape_controls`]): values carry event
+/// and transform text, which must not forge a line or drive a terminal
+/// (JSON escapes them already).
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::field::MakeExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal: journald and log files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -36,7 +41,19 @@ pub fn init_logging(format: LogFormat) {
         .with_ansi(ansi);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder
+            .fmt_fields(
+                tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+                    let text = format!("{value:?}");
+                    let text = escape_controls(&text);
+                    match field.name() {
+                        "message" => write!(w, "{text}"),
+                        name => write!(w, "{name}={text}"),
+                    }
+                })
+                .delimited(" "),
+            )
+            .try_init(),
     };
 }
 
@@ -64,7 +81,9 @@ impl StoreArgs {
     }
 
     /// The store the service uses, for a command that runs to completion.
+    /// Files it creates (WAL, SHM) are private, as the service's.
     pub fn open(&self) -> anyhow::Result<OpenStore> {
+        ztbridge_runtime::files::private_umask();
         let mut config = self.config()?;
         if config.store.is_some() {
             // A command is not a node: it never claims, so any name does.

@@ -11,6 +11,8 @@ use ztbridge_runtime::config::Config;
 use crate::builtin;
 
 pub fn run(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    // Everything the service writes is private, whatever umask it got.
+    ztbridge_runtime::files::private_umask();
     let builtins = builtin::all();
     let (config, strict) = match &config_path {
         Some(path) => (Config::load(path)?, true),

@@ -48,6 +48,10 @@ pub struct Args {
     /// Allow http:// URLs as a route with `allow_http = true` would.
     #[arg(long)]
     pub allow_http: bool,
+    /// Allow requests to this non-public network (CIDR, or an address) as
+    /// a route's `private_networks` would (repeatable).
+    #[arg(long = "private-network", value_parser = parse_network)]
+    pub private_networks: Vec<ztbridge_runtime::config::Network>,
     /// Verify the file's signature against these public keys first (files
     /// or directories; repeatable).  Without it any file runs: nothing is
     /// sent in a dry run.
@@ -132,6 +136,9 @@ pub(crate) struct DryRun {
     pub route: String,
     pub config: BTreeMap<String, ConfigValue>,
     pub allow_http: bool,
+    /// Non-public networks the requests may go to, as a route's
+    /// `private_networks`.
+    pub private_networks: Vec<ztbridge_runtime::config::Network>,
     pub state: BTreeMap<String, String>,
     pub event: Event,
     pub responses: Vec<HttpResponse>,
@@ -155,6 +162,7 @@ impl DryRun {
             states: vec![],
             allow_http: self.allow_http,
             egress: None,
+            private_networks: self.private_networks,
             rate_per_minute: None,
             rate_burst: None,
             rate_key: None,
@@ -225,6 +233,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         route: name.clone(),
         config,
         allow_http: args.allow_http,
+        private_networks: args.private_networks.clone(),
         state: initial,
         event,
         responses,
@@ -249,4 +258,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Outcome::Failed { .. } => ExitCode::from(1),
         _ => ExitCode::SUCCESS,
     })
+}
+
+/// `--private-network` as a route's `private_networks` entry.
+fn parse_network(s: &str) -> Result<ztbridge_runtime::config::Network, String> {
+    ztbridge_runtime::config::Network::try_from(s.to_string())
 }

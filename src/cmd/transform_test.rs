@@ -20,7 +20,7 @@
 //!
 //! Optional: `event_file` (a path relative to the fixture) instead of
 //! `event`, `state` (initial state), `attempt`, `received_at`, `receipt_id`,
-//! `allow_http`; in `expect`: `state_writes` and `logs`.  Only what
+//! `allow_http`, `private_networks` (a list, as in a route); in `expect`: `state_writes` and `logs`.  Only what
 //! `expect` names is compared; a request without `headers` does not
 //! compare headers; headers are written `"Name: value"`.  A request body given as JSON (not a string) is
 //! compared as JSON.  `--update` writes what the transform did as the
@@ -150,6 +150,10 @@ fn prepare(
             .get("allow_http")
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        private_networks: match fixture.get("private_networks") {
+            None | Some(Value::Null) => vec![],
+            Some(v) => serde_json::from_value(v.clone()).context("`private_networks`")?,
+        },
         state: strings(fixture.get("state"), "state")?,
         event: ztbridge_runtime::flow::record(&ztbridge_runtime::flow::FlowInput {
             body: &body,

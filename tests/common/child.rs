@@ -38,6 +38,21 @@ impl ChildServer {
         config_toml: &str,
         env: &[(&str, &str)],
     ) -> ChildServer {
+        ChildServer::start_opts(dir, config_toml, env, None).await
+    }
+
+    /// `start`, under `umask` (octal, e.g. `"000"`), set by a shell that
+    /// then execs the server (same process).
+    pub async fn start_with_umask(dir: &Path, config_toml: &str, umask: &str) -> ChildServer {
+        ChildServer::start_opts(dir, config_toml, &[], Some(umask)).await
+    }
+
+    async fn start_opts(
+        dir: &Path,
+        config_toml: &str,
+        env: &[(&str, &str)],
+        umask: Option<&str>,
+    ) -> ChildServer {
         let port = free_port();
         let config_path = dir.join("ztbridge.toml");
         let text = format!(
@@ -51,12 +66,27 @@ impl ChildServer {
             .append(true)
             .open(&log_path)
             .expect("log file");
-        let proc = Command::new(env!("CARGO_BIN_EXE_ztbridge"))
-            .args([
-                "serve",
-                "--config",
-                config_path.to_str().expect("utf-8 path"),
-            ])
+        let serve = [
+            env!("CARGO_BIN_EXE_ztbridge"),
+            "serve",
+            "--config",
+            config_path.to_str().expect("utf-8 path"),
+        ];
+        let mut command = match umask {
+            None => {
+                let mut c = Command::new(serve[0]);
+                c.args(&serve[1..]);
+                c
+            }
+            Some(mask) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("umask {mask} && exec \"$0\" \"$@\""))
+                    .args(serve);
+                c
+            }
+        };
+        let proc = command
             .env("RUST_LOG", "info,wasmtime=warn,cranelift_codegen=warn")
             .env("ZTBRIDGE_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)
             .envs(env.iter().copied())

@@ -588,7 +588,7 @@ pub fn jitbit_route(stub: &StubJitbit, extra: &str) -> String {
 /// (besides `url`).
 pub fn jitbit_route_with(stub: &StubJitbit, config: &str) -> String {
     format!(
-        "[[route]]\nname = \"jitbit\"\ntransform = \"builtin:jitbit\"\nallow_http = true\n[route.config]\nurl = {:?}\n{config}\n",
+        "[[route]]\nname = \"jitbit\"\ntransform = \"builtin:jitbit\"\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n[route.config]\nurl = {:?}\n{config}\n",
         stub.url()
     )
 }

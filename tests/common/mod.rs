@@ -260,16 +260,22 @@ async fn pd_enqueue(
 
 impl StubPagerDuty {
     pub async fn start() -> StubPagerDuty {
+        StubPagerDuty::start_on("127.0.0.1:0")
+            .await
+            .expect("bind stub")
+    }
+
+    /// A stub on `addr` (`"[::1]:0"`...); `None` when it cannot bind
+    /// (no IPv6 on this machine).
+    pub async fn start_on(addr: &str) -> Option<StubPagerDuty> {
         let state = Arc::new(StubState::default());
         let app = Router::new()
             .route("/v2/enqueue", post(pd_enqueue))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind stub");
+        let listener = tokio::net::TcpListener::bind(addr).await.ok()?;
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await.expect("stub serve") });
-        StubPagerDuty { addr, state }
+        Some(StubPagerDuty { addr, state })
     }
 
     pub fn url(&self) -> String {
@@ -411,6 +417,31 @@ impl Server {
         .await
     }
 
+    /// `ztbridge_webhooks_rejected_total{reason}` from `GET /metrics`.
+    pub async fn rejected(&self, reason: &str) -> f64 {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .expect("Prometheus text format");
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "ztbridge_webhooks_rejected_total")
+            .filter(|s| s.labels.get("reason") == Some(reason))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    }
+
     /// `GET /api/events/{receipt}`.
     pub async fn event(&self, receipt: &str) -> Value {
         let resp = self
@@ -450,7 +481,7 @@ impl Drop for Server {
 /// A PagerDuty route pointing at `stub`.
 pub fn pagerduty_route(stub: &StubPagerDuty, extra: &str) -> String {
     format!(
-        "[[route]]\nname = \"pagerduty\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\n{extra}\n[route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = {:?}\n",
+        "[[route]]\nname = \"pagerduty\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n{extra}\n[route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = {:?}\n",
         stub.url()
     )
 }

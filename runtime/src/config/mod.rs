@@ -176,9 +176,17 @@ pub struct RouteConfig {
     /// Allow plain `http://` requests (lab and loopback tests only).
     #[serde(default)]
     pub allow_http: bool,
-    /// Narrows the transform's egress allow-list to these hosts.
+    /// Narrows the transform's egress allow-list to these hosts
+    /// (`host`, `host:port`, `*.domain`, IP addresses; no port: the
+    /// scheme's default).
     #[serde(default)]
     pub egress: Option<Vec<String>>,
+    /// Private, loopback or otherwise non-public networks this route may
+    /// reach (`"10.20.0.0/16"`, `"127.0.0.1/32"`): on-premises
+    /// destinations such as a self-hosted Jitbit.  Empty (the default):
+    /// public addresses only.
+    #[serde(default)]
+    pub private_networks: Vec<Network>,
     /// At most this many deliveries (flows) per minute to this route's
     /// destination; none: unlimited.  PagerDuty accepts about 120 events
     /// a minute per routing key: the built-in default route uses 100.
@@ -195,6 +203,32 @@ pub struct RouteConfig {
     /// The transform's config keys.
     #[serde(default)]
     pub config: BTreeMap<String, ConfigValue>,
+}
+
+/// A network in CIDR notation (`10.20.0.0/16`, `fd00::/8`); a bare
+/// address is that one address (`/32`, `/128`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Network(pub ipnet::IpNet);
+
+impl TryFrom<String> for Network {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Network, String> {
+        let t = s.trim();
+        t.parse::<ipnet::IpNet>()
+            .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(|n| Network(n.trunc()))
+            .map_err(|_| {
+                format!("`{s}` is not a network in CIDR notation (e.g. \"10.20.0.0/16\") or an IP address")
+            })
+    }
+}
+
+impl From<Network> for String {
+    fn from(n: Network) -> String {
+        n.0.to_string()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -250,6 +284,7 @@ impl Config {
                 states: vec![],
                 allow_http: false,
                 egress: None,
+                private_networks: vec![],
                 rate_per_minute: (name == "pagerduty").then_some(100),
                 rate_burst: None,
                 rate_key: None,
@@ -468,6 +503,25 @@ mod tests {
             Config::parse(dup, "t"),
             Err(ConfigError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn private_networks_parse_as_cidr_or_address() {
+        let text = "[[route]]\nname='a'\ntransform='builtin:x'\nprivate_networks = ['10.20.0.0/16', '127.0.0.1', '::1', '10.1.2.3/8']\n";
+        let c = Config::parse(text, "t").unwrap();
+        let nets: Vec<String> = c.routes[0]
+            .private_networks
+            .iter()
+            .map(|n| String::from(*n))
+            .collect();
+        assert_eq!(
+            nets,
+            ["10.20.0.0/16", "127.0.0.1/32", "::1/128", "10.0.0.0/8"]
+        );
+        let bad =
+            "[[route]]\nname='a'\ntransform='builtin:x'\nprivate_networks = ['10.20.0.0/33']\n";
+        let e = Config::parse(bad, "t").unwrap_err().to_string();
+        assert!(e.contains("not a network in CIDR notation"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Mutex;
 
+use super::Destination;
 use crate::sandbox::bindings::types::{HttpRequest, HttpResponse};
 
 /// Why a request got no response.
@@ -22,7 +23,8 @@ pub enum TransportFailure {
     Timeout,
     /// The response exceeded what the host keeps.
     TooLarge,
-    /// The host refused to send it (egress policy).
+    /// The host refused to send it (egress policy), or refused every
+    /// address its name resolved to.
     EgressDenied,
     /// Anything else (reading the body failed...).
     Other,
@@ -42,10 +44,16 @@ pub struct TransportError {
 /// What sending one request gave.
 pub type Sent = Result<HttpResponse, TransportError>;
 
-/// Performs one request; `None` means no response is available (the dry
-/// run ran out of canned responses) and the flow stops as incomplete.
+/// Performs one request the egress policy vetted (`to`: its parsed URL
+/// and the addresses it may reach); `None` means no response is available
+/// (the dry run ran out of canned responses) and the flow stops as
+/// incomplete.
 pub trait Transport: Send + Sync {
-    fn send(&self, req: &HttpRequest) -> impl Future<Output = Option<Sent>> + Send;
+    fn send(
+        &self,
+        req: &HttpRequest,
+        to: &Destination,
+    ) -> impl Future<Output = Option<Sent>> + Send;
 }
 
 /// Replays canned responses in order (dry run, golden tests).
@@ -64,7 +72,7 @@ impl CannedTransport {
 }
 
 impl Transport for CannedTransport {
-    async fn send(&self, _req: &HttpRequest) -> Option<Sent> {
+    async fn send(&self, _req: &HttpRequest, _to: &Destination) -> Option<Sent> {
         self.responses
             .lock()
             .unwrap_or_else(|p| p.into_inner())

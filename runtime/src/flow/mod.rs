@@ -21,7 +21,7 @@ use serde::Serialize;
 pub use event::{FlowInput, record};
 pub use route::{Filter, Route, RouteError};
 
-use crate::egress::{Transport, TransportFailure};
+use crate::egress::{Destination, Policy, Transport, TransportFailure};
 use crate::sandbox::bindings::types::{self, HttpRequest, Step};
 use crate::sandbox::{Engine, FlowContext, GuestLog, Sandbox, SandboxError};
 use crate::store::TransformState;
@@ -263,14 +263,17 @@ pub async fn run<T: Transport>(
                 ),
             );
         }
-        if let Err(problem) = check_requests(route, &limits, &requests) {
-            // Record what was refused (redacted) so the operator sees it.
-            report.steps.push(StepRecord {
-                requests: record_requests(route, &requests),
-                responses: vec![],
-            });
-            break problem;
-        }
+        let destinations = match check_requests(route, &limits, &requests) {
+            Ok(d) => d,
+            Err(problem) => {
+                // Record what was refused (redacted) so the operator sees it.
+                report.steps.push(StepRecord {
+                    requests: record_requests(route, &requests),
+                    responses: vec![],
+                });
+                break problem;
+            }
+        };
 
         let mut step = StepRecord {
             requests: record_requests(route, &requests),
@@ -278,9 +281,10 @@ pub async fn run<T: Transport>(
         };
         let mut responses = Vec::with_capacity(requests.len());
         let mut missing = None;
-        for (i, req) in requests.iter().enumerate() {
+        let mut denied = None;
+        for (i, (req, to)) in requests.iter().zip(&destinations).enumerate() {
             let sent_at = Instant::now();
-            match transport.send(req).await {
+            match transport.send(req, to).await {
                 Some(Ok(resp)) => {
                     let retry_after = resp
                         .headers
@@ -307,6 +311,13 @@ pub async fn run<T: Transport>(
                         retry_after: None,
                         elapsed: sent_at.elapsed(),
                     });
+                    if e.kind == TransportFailure::EgressDenied {
+                        // Every address of the name was refused: nothing
+                        // was sent, and the flow stops as for any egress
+                        // violation.
+                        denied = Some(message);
+                        break;
+                    }
                     responses.push(Err(transport_error(e.kind, message)));
                 }
                 None => {
@@ -317,6 +328,10 @@ pub async fn run<T: Transport>(
         }
         let step_no = report.steps.len() + 1;
         report.steps.push(step);
+        if let Some(message) = denied {
+            tracing::error!(route = %route.name, transform_digest = %route.transform.digest, "{message}");
+            break Outcome::failed(FailureKind::Egress, false, message);
+        }
         if let Some(i) = missing {
             break Outcome::Incomplete {
                 message: format!("no canned response for request {} of step {step_no}", i + 1),
@@ -361,12 +376,13 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
 }
 
-/// Output bounds and the egress allow-list; nothing is sent on failure.
+/// Output bounds, the egress policy and the headers the host owns;
+/// nothing is sent on failure.  On success, where each request goes.
 fn check_requests(
     route: &Route,
     limits: &crate::config::Limits,
     requests: &[HttpRequest],
-) -> Result<(), Outcome> {
+) -> Result<Vec<Destination>, Outcome> {
     if requests.is_empty() {
         return Err(Outcome::failed(
             FailureKind::Limit,
@@ -385,6 +401,7 @@ fn check_requests(
             ),
         ));
     }
+    let mut destinations = Vec::with_capacity(requests.len());
     for req in requests {
         if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&req.method.as_str()) {
             return Err(Outcome::failed(
@@ -431,13 +448,18 @@ fn check_requests(
                 ),
             ));
         }
-        if let Err(e) = route.egress.check(&req.url) {
-            let message = route.redactor.apply(&e.to_string());
-            tracing::error!(route = %route.name, transform_digest = %route.transform.digest, "{message}");
-            return Err(Outcome::failed(FailureKind::Egress, false, message));
+        let checked = Policy::check_headers(req.headers.iter().map(|h| h.name.as_str()))
+            .and_then(|()| route.egress.check(&req.url));
+        match checked {
+            Ok(to) => destinations.push(to),
+            Err(e) => {
+                let message = route.redactor.apply(&e.to_string());
+                tracing::error!(route = %route.name, transform_digest = %route.transform.digest, "{message}");
+                return Err(Outcome::failed(FailureKind::Egress, false, message));
+            }
         }
     }
-    Ok(())
+    Ok(destinations)
 }
 
 fn record_requests(route: &Route, requests: &[HttpRequest]) -> Vec<RequestRecord> {

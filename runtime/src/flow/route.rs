@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::config::{ConfigError, RouteConfig, env_name};
-use crate::egress::Policy;
+use crate::egress::{EgressError, Policy};
 use crate::sandbox::Transform;
 use crate::text::Redactor;
 
@@ -42,6 +42,9 @@ pub struct Route {
     pub(crate) redactor: Arc<Redactor>,
     /// Where its requests may go.
     pub egress: Policy,
+    /// The destinations its config names (`config:KEY` egress entries):
+    /// key and URL, vetted at build and, with DNS, at start.
+    destinations: Vec<(String, String)>,
     /// Which events it takes.
     pub(crate) filter: Filter,
 }
@@ -58,6 +61,19 @@ pub enum RouteError {
     },
     #[error(transparent)]
     Value(#[from] ConfigError),
+    #[error("route `{route}`: {error}")]
+    Egress {
+        route: String,
+        #[source]
+        error: EgressError,
+    },
+    #[error("route `{route}`: config key `{key}` ({error}): this URL could never be delivered to")]
+    Destination {
+        route: String,
+        key: String,
+        #[source]
+        error: EgressError,
+    },
 }
 
 impl Route {
@@ -99,13 +115,31 @@ impl Route {
                 .secret_keys()
                 .filter_map(|k| values.get(k).cloned()),
         );
+        let networks: Vec<ipnet::IpNet> = cfg.private_networks.iter().map(|n| n.0).collect();
         let egress = Policy::new(
             &transform.info.egress,
             &values,
             cfg.egress.as_deref(),
             cfg.allow_http,
-        );
-        Ok(Route {
+            &networks,
+        )
+        .map_err(|error| RouteError::Egress {
+            route: cfg.name.clone(),
+            error,
+        })?;
+        let destinations = transform
+            .info
+            .egress
+            .iter()
+            .filter_map(|e| e.strip_prefix("config:"))
+            .filter_map(|key| {
+                values
+                    .get(key)
+                    .filter(|v| !v.trim().is_empty())
+                    .map(|v| (key.to_string(), v.clone()))
+            })
+            .collect();
+        let route = Route {
             name: Arc::from(cfg.name.as_str()),
             transform,
             config: Arc::new(values),
@@ -115,6 +149,34 @@ impl Route {
                 severities: cfg.severities.clone(),
                 states: cfg.states.clone(),
             },
-        })
+            destinations,
+        };
+        route.check_destinations(None)?;
+        Ok(route)
+    }
+
+    /// Refuses a configured destination no request could reach: not a
+    /// URL, a scheme or host the policy refuses, user info, a non-public
+    /// address without `private_networks`.  With `dns`, names are also
+    /// resolved (waiting at most that long) and refused when every address
+    /// is; without, only `localhost` is known to be loopback.
+    pub fn check_destinations(&self, dns: Option<std::time::Duration>) -> Result<(), RouteError> {
+        for (key, url) in &self.destinations {
+            self.egress
+                .check_configured(url, dns)
+                .map_err(|error| RouteError::Destination {
+                    route: self.name.to_string(),
+                    key: key.clone(),
+                    error: match error {
+                        // The message of a bad URL would show the value, which
+                        // may be a secret.
+                        EgressError::BadUrl(_) => {
+                            EgressError::BadUrl("(the configured value)".into())
+                        }
+                        other => other,
+                    },
+                })?;
+        }
+        Ok(())
     }
 }

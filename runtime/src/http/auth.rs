@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::HttpState;
 use crate::config::{ConfigError, InboundAuth};
 
 /// The resolved check.  Never logged: it holds the secret's digest only.
@@ -83,14 +84,22 @@ impl WebhookAuth {
     }
 }
 
-/// Tower middleware: 401 JSON unless the token matches.
+/// Tower middleware: 401 JSON unless the token matches.  A refused
+/// webhook is counted in `webhooks_rejected_total{reason="unauthorized"}`.
 pub(crate) async fn require(
-    State(auth): State<Arc<Option<WebhookAuth>>>,
+    State(state): State<Arc<HttpState>>,
     request: Request,
     next: Next,
 ) -> Response {
-    match auth.as_ref() {
+    match state.auth.as_ref() {
         Some(a) if !a.allows(request.headers()) => {
+            if request.uri().path() == "/webhook" {
+                state
+                    .metrics
+                    .webhooks_rejected
+                    .with_label_values(&["unauthorized"])
+                    .inc();
+            }
             tracing::warn!(header = %a.header, "webhook refused: missing or wrong token");
             let body = serde_json::json!({
                 "error": "unauthorized",

@@ -106,7 +106,7 @@ pub(crate) struct Accepted {
 }
 
 /// Decodes webhooks.
-pub(crate) struct Intake {
+pub struct Intake {
     /// Size, inflation and depth bounds.
     pub(crate) limits: IntakeLimits,
     /// Set once the "labelled gzip but plain" warning was logged.

@@ -11,7 +11,7 @@
 mod api;
 pub(crate) mod auth;
 mod error;
-pub(crate) mod intake;
+pub mod intake;
 mod probes;
 mod webhook;
 
@@ -77,7 +77,7 @@ pub(crate) fn router(state: Arc<HttpState>) -> Router {
     // them whole.
     let body_limit = state.intake.limits.max_body_bytes;
     // The webhook token also guards the API (delivery records).
-    let auth = || axum::middleware::from_fn_with_state(state.auth.clone(), auth::require);
+    let auth = || axum::middleware::from_fn_with_state(state.clone(), auth::require);
     Router::new()
         .route("/webhook", post(webhook::webhook).route_layer(auth()))
         .route("/healthz", get(probes::healthz))

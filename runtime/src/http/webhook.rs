@@ -101,10 +101,14 @@ async fn accept(
             return refuse(app, e.into_response(), code);
         }
         Err(_) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
+            return refuse(
+                app,
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "intake task failed",
+                ),
                 "internal",
-                "intake task failed",
             );
         }
     };
@@ -149,9 +153,13 @@ async fn accept(
         }
         Err(e) => {
             tracing::error!(%receipt_id, "webhook NOT accepted: cannot store it: {}", error_chain(&e));
-            unavailable(
+            refuse(
+                app,
+                unavailable(
+                    "store_unavailable",
+                    "the event could not be stored; retry later",
+                ),
                 "store_unavailable",
-                "the event could not be stored; retry later",
             )
         }
     }

@@ -20,7 +20,9 @@ pub(crate) struct Metrics {
     pub(crate) webhooks_accepted: IntCounter,
     /// Repeats recognised within the duplicate window (200, not stored).
     pub(crate) webhooks_duplicate: IntCounter,
-    /// Webhooks refused, by reason (the error code in the answer).
+    /// Webhooks refused, by reason (the error code in the answer): 4xx
+    /// reasons, `unauthorized` (401), `overloaded`, `disk_full` and
+    /// `store_unavailable` (503), `internal` (500).
     pub(crate) webhooks_rejected: IntCounterVec,
     /// Delivery attempts by route and outcome (delivered, retry, failed).
     pub attempts: IntCounterVec,

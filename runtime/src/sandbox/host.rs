@@ -26,7 +26,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use super::bindings::types::{self, Field, LogLevel};
 use super::bindings::ztbridge;
 use crate::store::{MAX_KEY_BYTES, MAX_VALUE_BYTES, TransformState};
-use crate::text::Redactor;
+use crate::text::{Redactor, escape_controls};
 
 /// Log lines kept per flow (more are counted, not kept).
 const MAX_LOG_LINES: usize = 200;
@@ -186,13 +186,19 @@ impl FlowContext {
             .map(|(k, v)| (self.redactor.apply(&k), self.redactor.apply(&v)))
             .collect();
         let route = &*self.route;
-        let rendered: String = fields.iter().map(|(k, v)| format!(" {k}={v:?}")).collect();
+        // The line is the transform's text: control characters escaped so
+        // that it stays one log line (kept as written in the report).
+        let shown = escape_controls(&message);
+        let rendered: String = fields
+            .iter()
+            .map(|(k, v)| format!(" {}={v:?}", escape_controls(k)))
+            .collect();
         match level {
-            "error" => tracing::error!(target: "transform", route, "{message}{rendered}"),
-            "warn" => tracing::warn!(target: "transform", route, "{message}{rendered}"),
-            "info" => tracing::info!(target: "transform", route, "{message}{rendered}"),
-            "debug" => tracing::debug!(target: "transform", route, "{message}{rendered}"),
-            _ => tracing::trace!(target: "transform", route, "{message}{rendered}"),
+            "error" => tracing::error!(target: "transform", route, "{shown}{rendered}"),
+            "warn" => tracing::warn!(target: "transform", route, "{shown}{rendered}"),
+            "info" => tracing::info!(target: "transform", route, "{shown}{rendered}"),
+            "debug" => tracing::debug!(target: "transform", route, "{shown}{rendered}"),
+            _ => tracing::trace!(target: "transform", route, "{shown}{rendered}"),
         }
         if self.logs.len() < MAX_LOG_LINES {
             self.logs.push(GuestLog {

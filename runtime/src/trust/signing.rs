@@ -471,6 +471,9 @@ pub fn sign(
 ) -> Result<Vec<u8>, SigningError> {
     let parsed = Parsed::new(wasm)?;
     if let Some(data) = parsed.signature_data()? {
+        // A new signature beside a malformed one could never verify (the
+        // malformed one fails every key): refuse now, not at load.
+        check_well_formed(&data)?;
         let content_hash = parsed.content_hash();
         if !data
             .signed_hashes_set
@@ -519,6 +522,7 @@ pub fn sign(
 pub fn verify(wasm: &[u8], trusted: &TrustedKeys) -> Result<Verified, SigningError> {
     let parsed = Parsed::new(wasm)?;
     let data = parsed.signature_data()?.ok_or(SigningError::Unsigned)?;
+    check_well_formed(&data)?;
     if data
         .signed_hashes_set
         .iter()
@@ -560,6 +564,35 @@ pub fn verify(wasm: &[u8], trusted: &TrustedKeys) -> Result<Verified, SigningErr
 }
 
 /// Explains a failed verification (wasmsign2 only says "no valid signature").
+/// Every hash is a SHA-256 digest (32 bytes) and every signature an
+/// Ed25519 signature (64 bytes).  wasmsign2 tries every signature with
+/// every key and gives up on a key at the first signature it cannot decode,
+/// so one malformed entry would hide a valid signature beside it (found by
+/// fuzzing, `fuzz/` `signature`): say what is wrong instead.
+fn check_well_formed(data: &wasmsign2::SignatureData) -> Result<(), SigningError> {
+    for (i, set) in data.signed_hashes_set.iter().enumerate() {
+        if let Some(h) = set.hashes.iter().find(|h| h.len() != 32) {
+            return Err(SigningError::MalformedSignature {
+                reason: format!(
+                    "signed hash set {} holds a {}-byte hash (SHA-256 hashes are 32 bytes); strip the signatures and sign again",
+                    i + 1,
+                    h.len()
+                ),
+            });
+        }
+        if let Some(sig) = set.signatures.iter().find(|s| s.signature.len() != 64) {
+            return Err(SigningError::MalformedSignature {
+                reason: format!(
+                    "signed hash set {} holds a {}-byte signature (Ed25519 signatures are 64 bytes); strip the signatures and sign again",
+                    i + 1,
+                    sig.signature.len()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn classify_failure(
     parsed: &Parsed,
     data: &wasmsign2::SignatureData,
@@ -1095,6 +1128,34 @@ mod tests {
         assert_eq!(strip_signatures(&signed).unwrap(), wasm);
         wasmtime::component::Component::new(&wasmtime::Engine::default(), &signed)
             .expect("a signed component with nested modules still compiles");
+    }
+
+    /// Found by fuzzing (`fuzz/` `signature`): a signed file whose
+    /// signature section was mutated (a 41-byte hash, a 22-byte signature)
+    /// took a second signature, which then could not verify.  Both steps
+    /// now name the malformed entry.
+    #[test]
+    fn malformed_signature_entries_are_named_by_sign_and_verify() {
+        let wasm = hex::decode(
+            "0061736d0100000000d201097369676e617475726501010101c2010129dc3651c1256ef0c9c7a9812788c262ee09de3f21f80c777fc53991fe5aabf9024f0c950dbc9924b1cce47c2e11920140131550cb084584786436fa1198ecd33987cfd3c8126fcc2d26ff189960c6d1bf26295f1bea0487890f9159664629c21e62f9ccd3f45c529946369f00e447920e4f0c25c1e924d2bb65ef09f56cee01167c0c25c1e924d2bb65ef09f56cee014087159399a144c591419160483becea5c2aeceb68d130ffffffffffffffff1598e1698624b54f8c1de71967af1b3eac03010401600000030201000a040102000b0005046e616d65",
+        )
+        .unwrap();
+        let pair = KeyPair::generate();
+        let mut trusted = TrustedKeys::new();
+        trusted.insert(pair.public.clone());
+        for e in [
+            sign(&wasm, &pair.secret, None).unwrap_err(),
+            verify(&wasm, &trusted).unwrap_err(),
+        ] {
+            assert!(
+                matches!(&e, SigningError::MalformedSignature { reason } if reason.contains("bytes")),
+                "{e}"
+            );
+        }
+        // Stripped, it signs and verifies.
+        let clean = strip_signatures(&wasm).unwrap();
+        let signed = sign(&clean, &pair.secret, None).unwrap();
+        assert!(verify(&signed, &trusted).is_ok());
     }
 
     #[test]

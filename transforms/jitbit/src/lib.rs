@@ -512,9 +512,18 @@ fn identity(ev: &Event, body: &str) -> (String, String) {
     (key, marker)
 }
 
-/// Short, printable, and without the marker's brackets.
+/// Short, printable, without the marker's brackets and without markup
+/// (so the marker goes into the subject unchanged).
 fn is_plain_id(id: &str) -> bool {
-    id.len() <= MAX_PLAIN_ID_BYTES && !id.chars().any(|c| c.is_control() || c == '[' || c == ']')
+    id.len() <= MAX_PLAIN_ID_BYTES
+        && !id
+            .chars()
+            .any(|c| c.is_control() || c == '[' || c == ']' || is_markup(c))
+}
+
+/// Characters that make markup in HTML (tags, entities, attributes).
+fn is_markup(c: char) -> bool {
+    matches!(c, '<' | '>' | '&' | '"' | '\'' | '`')
 }
 
 /// `prefix` + `s`, or + a hash of `s` when too long for a state key.
@@ -848,22 +857,28 @@ fn state_phrase(ev: &Event) -> String {
 }
 
 /// `[ZT RSW-123] Critical: CORP\jsmith locked out on prod-cluster-01`:
-/// plain text, control characters removed, bounded.
+/// plain text, bounded.  After the marker (which is kept exactly: updates
+/// find the ticket by it), control characters and markup characters
+/// (`<`, `>`, `&`, quotes) from the event become spaces, so no tag,
+/// attribute or entity reaches a page that shows the subject unescaped.
 fn subject(ev: &Event, marker: &str) -> String {
     let user = ev.user().unwrap_or_else(|| "unknown user".into());
-    let mut s = format!(
-        "{marker} {}: {user} {}",
-        ev.severity().label(),
-        state_phrase(ev)
-    );
+    let mut rest = format!("{}: {user} {}", ev.severity().label(), state_phrase(ev));
     if let Some(cluster) = ev.clusters().first() {
-        s.push_str(&format!(" on {cluster}"));
+        rest.push_str(&format!(" on {cluster}"));
     }
-    let clean: String = s
+    let clean: String = rest
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() || is_markup(c) {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
-    text::truncate_chars(&clean, MAX_SUBJECT_CHARS)
+    let clean = clean.split_whitespace().collect::<Vec<_>>().join(" ");
+    text::truncate_chars(&format!("{marker} {clean}"), MAX_SUBJECT_CHARS)
 }
 
 /// Table rows of what the event says (absent fields are left out).
@@ -1091,6 +1106,25 @@ mod tests {
                 .1
                 .starts_with("[ZT sha256-")
         );
+    }
+
+    #[test]
+    fn the_subject_carries_no_markup_and_keeps_the_marker() {
+        let ev = Event::parse(
+            r#"{"id": "RSW-7", "severity": "Critical", "state": "LOCKED_OUT",
+                "user": "<script>alert(1)</script>", "clusters": ["<img src=x onerror=alert(2)>&amp;\"'`"]}"#,
+        )
+        .unwrap();
+        let (_, marker) = identity(&ev, "");
+        let s = subject(&ev, &marker);
+        assert!(s.starts_with("[ZT RSW-7] Critical: "), "{s}");
+        assert!(!s.chars().any(is_markup), "{s}");
+        assert!(s.contains("script alert(1) /script"), "{s}");
+        // An ID with markup is hashed, so the marker never carries any.
+        let ev = Event::parse(r#"{"id": "<b>RSW-8</b>", "user": "u"}"#).unwrap();
+        let (_, marker) = identity(&ev, "");
+        assert!(marker.starts_with("[ZT sha256-"), "{marker}");
+        assert!(subject(&ev, &marker).starts_with(&marker));
     }
 
     #[test]

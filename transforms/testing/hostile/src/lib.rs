@@ -15,6 +15,12 @@
 //! | `leak-secret`  | logs and prints its secret config value                  |
 //! | `clock`        | reads WASI's clocks (the host gives the event's time)    |
 //! | `random`       | asks WASI for random bytes without declaring it: traps   |
+//! | `fetch`        | GETs config `to` (any URL: other ports, user info...)    |
+//! | `host-header`  | POSTs to `url` with `Host: evil.example`                 |
+//! | `framing`      | POSTs to `url` with a wrong `Content-Length` and TE      |
+//! | `log-inject`   | logs and prints lines with CR, LF, NUL and ESC, then ok  |
+//! | `escape`       | tries env, args, files, directories and a raw socket to  |
+//! |                | `url`'s address; fails saying what it got               |
 
 use ztbridge_sdk::{
     ConfigKey, EgressRule, EventInput, Failure, Guest, Info, Request, Response, Step, config,
@@ -52,7 +58,12 @@ impl Guest for Hostile {
                 EgressRule::Host("allowed.example".into()),
                 EgressRule::ConfigUrl("url".into()),
             ],
-            config: vec![key("mode", false), key("url", false), key("secret", true)],
+            config: vec![
+                key("mode", false),
+                key("url", false),
+                key("secret", true),
+                key("to", false),
+            ],
             needs_random: false,
         }
     }
@@ -117,6 +128,41 @@ impl Guest for Hostile {
                 Err(ztbridge_sdk::failure::permanent(&format!(
                     "failed with secret {secret}"
                 )))
+            }
+            "escape" => {
+                let env = std::env::vars().count();
+                let args = std::env::args().count();
+                let file = std::fs::read("/etc/passwd").is_ok();
+                let dir = std::fs::read_dir("/").is_ok() || std::fs::read_dir(".").is_ok();
+                let addr = target()
+                    .split("//")
+                    .nth(1)
+                    .and_then(|rest| rest.split('/').next())
+                    .unwrap_or("127.0.0.1:1")
+                    .to_string();
+                let socket = std::net::TcpStream::connect(addr.as_str()).is_ok();
+                Err(ztbridge_sdk::failure::permanent(&format!(
+                    "escape: env={env} args={args} file={file} dir={dir} socket={socket}"
+                )))
+            }
+            "fetch" => Ok(send(vec![Request::get(&config::get_or("to", ""))])),
+            "host-header" => Ok(send(vec![
+                Request::post(&target())
+                    .header("Host", "evil.example")
+                    .json(&serde_json::json!({})),
+            ])),
+            "framing" => Ok(send(vec![
+                Request::post(&target())
+                    .header("Content-Length", "5")
+                    .header("Transfer-Encoding", "chunked")
+                    .json(&serde_json::json!({"x": 1})),
+            ])),
+            "log-inject" => {
+                log::info("first\n1999-01-01T00:00:00.000000Z ERROR FORGED-BY-LOG\r\0\u{1b}[2J");
+                println!("stdout\rFORGED-BY-STDOUT\u{1b}[31m");
+                Ok(send(vec![
+                    Request::post(&target()).json(&serde_json::json!({"received": input.raw})),
+                ]))
             }
             _ => Ok(send(vec![
                 Request::post(&target()).json(&serde_json::json!({"received": input.raw})),
