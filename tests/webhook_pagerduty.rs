@@ -587,11 +587,16 @@ async fn a_refused_connection_is_retried_and_the_record_shows_why() {
         if d["attempts"].as_array().is_some_and(|a| !a.is_empty()) {
             break d;
         }
-        assert!(std::time::Instant::now() < deadline, "no attempt recorded: {ev}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no attempt recorded: {ev}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     assert_eq!(delivery["state"], "pending", "retried later: {delivery}");
-    let error = delivery["attempts"][0]["error"].as_str().unwrap_or_default();
+    let error = delivery["attempts"][0]["error"]
+        .as_str()
+        .unwrap_or_default();
     assert!(
         error.contains("connection failed") && error.contains("Connection refused"),
         "the cause chain: {error}"

@@ -1,11 +1,13 @@
 //! One module per command.
 
+pub mod completions;
 pub mod config_check;
 pub mod events_list;
 pub mod events_purge;
 pub mod events_retry;
 pub mod events_show;
 pub mod keys_generate;
+pub mod keys_sign;
 pub mod send_test;
 pub mod serve;
 pub mod transform_inspect;

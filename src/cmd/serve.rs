@@ -10,7 +10,16 @@ use ztbridge_runtime::config::Config;
 
 use crate::builtin;
 
-pub fn run(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+#[derive(clap::Args)]
+pub struct Args {
+    /// TOML configuration; without it the built-in routes run with
+    /// their config taken from ZTBRIDGE_<ROUTE>_<KEY> variables.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config_path = args.config;
     let builtins = builtin::all();
     let (config, strict) = match &config_path {
         Some(path) => (Config::load(path)?, true),

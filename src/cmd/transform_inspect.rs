@@ -30,7 +30,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let out = serde_json::json!({
         "source": t.source,
         "digest": t.digest,
-        "world": "ztbridge:transform/transform-world@0.1.0",
+        "world": world(),
         "name": t.info.name,
         "version": t.info.version,
         "description": t.info.description,
@@ -40,4 +40,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ztbridge:transform/transform-world@0.1.0`, from the contract this binary
+/// was built with (`wit/`).
+fn world() -> String {
+    let contract = crate::CONTRACTS.split(' ').next().unwrap_or_default();
+    match contract.split_once('@') {
+        Some((package, version)) => format!("{package}/transform-world@{version}"),
+        None => format!("{contract}/transform-world"),
+    }
 }
