@@ -203,7 +203,7 @@ fn main() -> ExitCode {
 /// The error and its causes, `: `-separated, each said once: a cause whose
 /// text its parent already includes (`cannot write key file: File exists`
 /// over `File exists`) is not repeated.
-fn error_chain(e: &anyhow::Error) -> String {
+pub(crate) fn error_chain(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();

@@ -20,12 +20,14 @@ pub mod transform_verify;
 use std::sync::Arc;
 
 use ztbridge_runtime::config::LogFormat;
-use ztbridge_runtime::store::Store;
 use ztbridge_runtime::store::sqlite::SqliteStore;
+use ztbridge_runtime::store::{Store, StoreError};
 
 /// Logs to stderr: plain text (journald adds timestamps of its own but a
 /// terminal does not, so they stay) or JSON.  `RUST_LOG` overrides the
-/// default `info` level.
+/// default `info` level.  Text fields are `name=value` with plain values
+/// (`path=/var/lib/ztbridge/events.sqlite3`, not `path="..."`), quoted only
+/// when they hold a space, a quote or `=`.
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -37,8 +39,84 @@ pub fn init_logging(format: LogFormat) {
         .with_ansi(ansi);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(PlainFields).try_init(),
     };
+}
+
+/// Formats event and span fields as `name=value` with plain values.
+struct PlainFields;
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for PlainFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = PlainVisitor {
+            writer,
+            result: Ok(()),
+            empty: true,
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct PlainVisitor<'w> {
+    writer: tracing_subscriber::fmt::format::Writer<'w>,
+    result: std::fmt::Result,
+    /// Nothing written yet (no separator needed).
+    empty: bool,
+}
+
+impl PlainVisitor<'_> {
+    fn write(&mut self, field: &tracing::field::Field, value: &str) {
+        // `log.target`, `log.file`...: where a `log` record came from
+        // (tracing-log); the default formatter hides them too.
+        if self.result.is_err() || field.name().starts_with("log.") {
+            return;
+        }
+        let sep = if self.empty { "" } else { " " };
+        self.empty = false;
+        self.result = if field.name() == "message" {
+            write!(self.writer, "{sep}{value}")
+        } else if value.is_empty()
+            || value
+                .chars()
+                .any(|c| c.is_whitespace() || c == '"' || c == '=')
+        {
+            write!(self.writer, "{sep}{}={value:?}", field.name())
+        } else {
+            write!(self.writer, "{sep}{}={value}", field.name())
+        };
+    }
+}
+
+impl tracing::field::Visit for PlainVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.write(field, value);
+    }
+
+    fn record_error(
+        &mut self,
+        field: &tracing::field::Field,
+        value: &(dyn std::error::Error + 'static),
+    ) {
+        let mut text = value.to_string();
+        let mut cause = value.source();
+        while let Some(c) = cause {
+            let t = c.to_string();
+            if !text.contains(&t) {
+                text = format!("{text}: {t}");
+            }
+            cause = c.source();
+        }
+        self.write(field, &text);
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.write(field, &format!("{value:?}"));
+    }
 }
 
 /// Where the `events` commands find the store: `--data-dir`, else the
@@ -63,13 +141,32 @@ impl StoreArgs {
         })
     }
 
-    /// The store the service uses, for a command that runs to completion.
-    pub fn open(&self) -> anyhow::Result<OpenStore> {
-        let dir = match &self.data_dir {
-            Some(d) => d.clone(),
-            None => self.config()?.data_dir(),
+    /// The data directory, and how it was found (for messages).
+    pub fn data_dir(&self) -> anyhow::Result<(std::path::PathBuf, String)> {
+        if let Some(d) = &self.data_dir {
+            return Ok((d.clone(), "--data-dir".into()));
+        }
+        let config = self.config()?;
+        let how = match &self.config {
+            Some(p) => format!("{}, {}", config.data_dir_source(), p.display()),
+            None => format!("{}; no --config given", config.data_dir_source()),
         };
-        let store = SqliteStore::open_existing(&dir)?;
+        Ok((config.data_dir(), how))
+    }
+
+    /// The store the service uses, for a command that runs to completion.
+    /// Where it looked is said once, in the error when there is none.
+    pub fn open(&self) -> anyhow::Result<OpenStore> {
+        let (dir, how) = self.data_dir()?;
+        let store = match SqliteStore::open_existing(&dir) {
+            Ok(s) => s,
+            Err(StoreError::NotFound(_)) => anyhow::bail!(
+                "no event store in {} (data directory from {how}): is this the service's data directory? \
+                 Pass --config with the service's config file (and data_dir set in it), or --data-dir DIR",
+                dir.display()
+            ),
+            Err(e) => return Err(e.into()),
+        };
         Ok(OpenStore {
             place: store.describe(),
             store: Arc::new(store),

@@ -29,6 +29,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
     };
     super::init_logging(config.log_format);
+    for warning in config.warnings() {
+        tracing::warn!("{warning} (see `ztbridge config check`)");
+    }
     match &config_path {
         Some(p) => {
             tracing::info!(config = %p.display(), "starting ztbridge {}", env!("CARGO_PKG_VERSION"))
