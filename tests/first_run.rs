@@ -432,3 +432,29 @@ async fn events_retry_by_event_id_and_purge_dry_run() {
     let (code, _, _) = server.events(&["retry", "RSW-NO-SUCH-EVENT"]);
     assert_eq!(code, 1);
 }
+
+/// The packages' /etc/ztbridge/ztbridge.toml checks clean once the routing
+/// key is in `credentials/` beside it, as the quick start puts it.
+#[test]
+fn the_packaged_config_checks_clean_with_its_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ztbridge.toml");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/dist/ztbridge.toml"),
+        &path,
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("credentials")).unwrap();
+    std::fs::write(
+        dir.path().join("credentials/pagerduty_routing_key"),
+        ROUTING_KEY,
+    )
+    .unwrap();
+    let (code, out, err) = run(bin().args(["config", "check"]).arg(&path));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("data_dir: /var/lib/ztbridge (data_dir in the config"),
+        "{out}"
+    );
+    assert!(out.contains("0 warnings"), "{out}");
+}
