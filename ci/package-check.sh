@@ -39,14 +39,18 @@ tool cargo-deb 3.8.0
 tool cargo-generate-rpm 0.21.1
 
 step "release build (ci/release.sh)"
-bash ci/release.sh target/dist
-dist=target/dist
+bash ci/release.sh target/artifacts
+dist=target/artifacts
 deb=$(ls $dist/*.deb)
 rpm_file=$(ls $dist/*.rpm)
 bin=$(ls $dist/ztbridge-*-x86_64-linux-musl)
 
 step "the static binary"
-file "$bin" | grep -q 'statically linked' || fail "not static: $(file "$bin")"
+file "$bin" | grep -Eq 'static(-pie|ally) linked' || fail "not static: $(file "$bin")"
+if readelf -lW "$bin" | grep -q INTERP || readelf -dW "$bin" | grep -q '(NEEDED)'; then
+    fail "$bin has an interpreter or needs a shared library"
+fi
+env -i "$bin" --version > /dev/null
 "$bin" --version | grep -q '^contracts:  ztbridge:transform@' || fail "--version"
 
 step "signature of SHA256SUMS (ztbridge, then OpenSSL)"
@@ -100,12 +104,15 @@ dpkg -P ztbridge
 step "rpm -qlp"
 rpm -qlp "$rpm_file" | tee target/rpm-files.txt
 for f in /usr/bin/ztbridge /usr/lib/systemd/system/ztbridge.service /etc/ztbridge/ztbridge.toml \
-    /var/lib/ztbridge /usr/share/man/man1/ztbridge.1.gz /usr/share/bash-completion/completions/ztbridge; do
+    /usr/share/man/man1/ztbridge.1.gz /usr/share/bash-completion/completions/ztbridge \
+    /usr/share/zsh/site-functions/_ztbridge /usr/share/fish/vendor_completions.d/ztbridge.fish; do
     grep -qx "$f" target/rpm-files.txt || fail "$f not in the .rpm"
 done
 rpm -qp --configfiles "$rpm_file" | grep -qx /etc/ztbridge/ztbridge.toml || fail "rpm: not a config file"
-rpm -qp --scripts "$rpm_file" | grep -q 'useradd --system' || fail "rpm: no user creation"
-rpm -qlvp "$rpm_file" | grep -E '^drwx------ .* ztbridge +ztbridge .* /var/lib/ztbridge$' >/dev/null \
-    || fail "rpm: /var/lib/ztbridge is not 0700 ztbridge: $(rpm -qlvp "$rpm_file" | grep /var/lib)"
+rpm -qp --scripts "$rpm_file" > target/rpm-scripts.txt
+grep -q 'useradd --system' target/rpm-scripts.txt || fail "rpm: no user creation"
+grep -q 'chmod 0700 /var/lib/ztbridge' target/rpm-scripts.txt || fail "rpm: no data directory"
+rpm -qlvp "$rpm_file" | grep -E '^-rw-r----- .* root +ztbridge .* /etc/ztbridge/ztbridge.toml$' >/dev/null \
+    || fail "rpm: ztbridge.toml is not 0640 root:ztbridge"
 
 echo "package check: OK in $((SECONDS - started)) s"
