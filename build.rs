@@ -6,7 +6,15 @@
 //! lock on the main one) and a clean environment (the outer build's
 //! RUSTFLAGS, target and profile variables must not leak into it).
 //! The components land in `$OUT_DIR/wasm/*.wasm`; `ZTBRIDGE_WASM_DIR`
-//! points there for tests and benchmarks.
+//! points there for tests and benchmarks.  The nested build is for
+//! wasm32-wasip2 whatever the outer target is (a musl release build
+//! included): it inherits neither `--target` nor the outer linker or
+//! RUSTFLAGS.
+//!
+//! It also sets what `ztbridge --version` prints: the git commit
+//! (`ZTBRIDGE_GIT_HASH`, or `git rev-parse`), the build date
+//! (`SOURCE_DATE_EPOCH` when set, for reproducible builds) and the
+//! contract versions, read from the `package` lines of `wit/*.wit`.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -29,15 +37,22 @@ fn main() {
         rerun_if_changed_tree(&root.join(dir));
     }
     println!("cargo:rerun-if-env-changed=ZTBRIDGE_GUEST_TARGET_DIR");
+    build_info(&root);
 
     // target/<profile>/build/ztbridge-<hash>/out -> target/wasm-guests, shared
-    // by every profile so the guests are built once.
+    // by every profile so the guests are built once; with `--target T` the
+    // layout is target/T/<profile>/build/..., and the guests still go to
+    // target/wasm-guests.
     let guest_target = env::var_os("ZTBRIDGE_GUEST_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            out.ancestors()
-                .nth(4)
-                .map(|t| t.join("wasm-guests"))
+            let mut top = out.ancestors().nth(4);
+            if let (Some(t), Ok(triple)) = (top, env::var("TARGET"))
+                && t.file_name().is_some_and(|n| *n == *triple)
+            {
+                top = t.parent();
+            }
+            top.map(|t| t.join("wasm-guests"))
                 .unwrap_or_else(|| out.join("wasm-guests"))
         });
 
@@ -134,6 +149,103 @@ fn ensure_wasm_target() {
     if !ok {
         println!("cargo:warning=`rustup target add wasm32-wasip2` failed; run it by hand");
     }
+}
+
+/// `ZTBRIDGE_GIT_HASH`, `ZTBRIDGE_BUILD_DATE` and `ZTBRIDGE_CONTRACTS`
+/// for `ztbridge --version`.
+fn build_info(root: &Path) {
+    println!("cargo:rerun-if-env-changed=ZTBRIDGE_GIT_HASH");
+    println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git")
+            .current_dir(root)
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let hash = match env::var("ZTBRIDGE_GIT_HASH") {
+        Ok(h) if !h.trim().is_empty() => h.trim().to_string(),
+        _ => {
+            // A new commit or checkout changes HEAD or the branch's ref.
+            for path in [
+                git(&["rev-parse", "--git-path", "HEAD"]),
+                git(&["symbolic-ref", "-q", "HEAD"])
+                    .and_then(|r| git(&["rev-parse", "--git-path", &r])),
+                git(&["rev-parse", "--git-path", "packed-refs"]),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let path = root.join(path);
+                if path.exists() {
+                    println!("cargo:rerun-if-changed={}", path.display());
+                }
+            }
+            git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into())
+        }
+    };
+    println!("cargo:rustc-env=ZTBRIDGE_GIT_HASH={hash}");
+    if let Ok(target) = env::var("TARGET") {
+        println!("cargo:rustc-env=ZTBRIDGE_TARGET={target}");
+    }
+
+    let secs = env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)
+        });
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    println!("cargo:rustc-env=ZTBRIDGE_BUILD_DATE={y:04}-{m:02}-{d:02}");
+
+    // `package ztbridge:transform@0.1.0;` in each wit/*.wit.
+    let mut contracts = Vec::new();
+    let wit = root.join("wit");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&wit)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    for file in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "wit"))
+    {
+        let text = std::fs::read_to_string(file)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+        for line in text.lines() {
+            if let Some(rest) = line.trim().strip_prefix("package ") {
+                let name = rest.trim().trim_end_matches(';').trim();
+                if !contracts.iter().any(|c| c == name) {
+                    contracts.push(name.to_string());
+                }
+            }
+        }
+    }
+    if contracts.is_empty() {
+        panic!("no `package NAME@VERSION;` line in {}/*.wit", wit.display());
+    }
+    println!("cargo:rustc-env=ZTBRIDGE_CONTRACTS={}", contracts.join(" "));
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 /// Cargo scans a directory given to rerun-if-changed recursively.

@@ -32,7 +32,7 @@ bash ci/kit.sh
 
 # The systemd unit, against the binary the tests just built.
 unit_dir=$(mktemp -d)
-sed "s#/usr/local/bin/ztbridge#$PWD/target/debug/ztbridge#" dist/systemd/ztbridge.service \
+sed "s#/usr/bin/ztbridge#$PWD/target/debug/ztbridge#" dist/systemd/ztbridge.service \
     > "$unit_dir/ztbridge.service"
 systemd-analyze verify "$unit_dir/ztbridge.service"
 echo "systemd unit: systemd-analyze verify passed"

@@ -1,18 +1,48 @@
 //! `ztbridge`: the command line.  A thin layer over `ztbridge-runtime`; one
 //! file per command under `cmd/`.
+//!
+//! Conventions every command follows: the service's configuration file is
+//! `--config FILE` (`-c`; `config check` also takes it as its argument),
+//! what a command acts on is positional (`events show ID`, `transform sign
+//! FILE`), and output meant for programs is JSON on stdout while messages
+//! go to stderr.
 
 mod builtin;
 mod cmd;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// `ztbridge -V`: the version, the commit and the build date.
+pub(crate) const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("ZTBRIDGE_GIT_HASH"),
+    ", built ",
+    env!("ZTBRIDGE_BUILD_DATE"),
+    ")"
+);
+
+/// `ztbridge --version`: also the transform contracts this binary runs
+/// (read from `wit/` at build time) and the target it was built for.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ngit commit: ",
+    env!("ZTBRIDGE_GIT_HASH"),
+    "\nbuild date: ",
+    env!("ZTBRIDGE_BUILD_DATE"),
+    "\ncontracts:  ",
+    env!("ZTBRIDGE_CONTRACTS"),
+    "\ntarget:     ",
+    env!("ZTBRIDGE_TARGET"),
+);
 
 #[derive(Parser)]
 #[command(
     name = "ztbridge",
-    version,
+    version = VERSION,
+    long_version = LONG_VERSION,
     about = "Superna Zero Trust webhooks to PagerDuty and Jitbit through WebAssembly-sandboxed transforms"
 )]
 struct Cli {
@@ -23,12 +53,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the webhook service.
-    Serve {
-        /// TOML configuration; without it the built-in routes run with
-        /// their config taken from ZTBRIDGE_<ROUTE>_<KEY> variables.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-    },
+    Serve(cmd::serve::Args),
     /// Work with transforms offline.
     Transform {
         #[command(subcommand)]
@@ -50,19 +75,27 @@ enum Command {
         command: StoreCommand,
     },
     /// Send a sample Zero Trust event (gzip, as Superna does) to a running
-    /// service; with --follow, print how each route delivered it.
+    /// service: it creates a REAL incident or ticket at every destination
+    /// that takes it, unless --dry-run.
     SendTest(cmd::send_test::Args),
-    /// Signing keys.
+    /// Signing keys: generate, and sign or verify files (a release's
+    /// SHA256SUMS).
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::completions::Args),
+    /// Write the man pages (packaging).
+    #[command(hide = true)]
+    Manpages(cmd::completions::ManArgs),
 }
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate config and transforms (signatures, required keys, data
-    /// directory) and print what would run.
+    /// Validate config and transforms (signatures, required keys, typos,
+    /// data directory) and print what would run; with --event, what that
+    /// event would do.  Creates nothing.
     Check(cmd::config_check::Args),
 }
 
@@ -72,7 +105,8 @@ enum EventsCommand {
     List(cmd::events_list::Args),
     /// A webhook as received and each route's delivery with every attempt.
     Show(cmd::events_show::Args),
-    /// Queue failed deliveries again (one webhook's, or --all-failed).
+    /// Queue failed deliveries again (one webhook's, one Superna event's,
+    /// or --all-failed).
     Retry(cmd::events_retry::Args),
     /// Delete webhooks delivered before a date.
     Purge(cmd::events_purge::Args),
@@ -89,8 +123,13 @@ enum StoreCommand {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Generate an Ed25519 key pair for signing transforms.
+    /// Generate an Ed25519 key pair for signing transforms and releases.
     Generate(cmd::keys_generate::Args),
+    /// Sign a file (detached): writes FILE.sig.
+    Sign(cmd::keys_sign::SignArgs),
+    /// Check a file against its detached signature (FILE.sig) and trusted
+    /// public keys (exit 0 good, 1 bad).
+    Verify(cmd::keys_sign::VerifyArgs),
 }
 
 #[derive(Subcommand)]
@@ -98,7 +137,7 @@ enum TransformCommand {
     /// Run a transform on an event without sending anything: prints each
     /// step's requests and the outcome as JSON.
     Run(cmd::transform_run::Args),
-    /// Show what a transform declares: name, version, world, egress,
+    /// Show what a transform declares: name, version, contract, egress,
     /// config keys, signer key IDs, digest.
     Inspect(cmd::transform_inspect::Args),
     /// Add a signature to a component.
@@ -112,28 +151,38 @@ enum TransformCommand {
     New(cmd::transform_new::Args),
 }
 
+/// The command line's definition (completions, man pages).
+pub(crate) fn cli_command() -> clap::Command {
+    Cli::command()
+}
+
+/// A closed standard output (`ztbridge ... | head`) ends a printing
+/// command quietly, as it ends `cat`: SIGPIPE back to its default action
+/// (Rust starts programs with it ignored, so printing would panic).  Not
+/// for `serve`, which must outlive a closed pipe or peer.
+fn default_sigpipe() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler; called before any
+    // thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        default_sigpipe();
+    }
     let result = match cli.command {
-        Command::Serve { config } => cmd::serve::run(config),
-        Command::Transform {
-            command: TransformCommand::Run(args),
-        } => cmd::transform_run::run(args),
-        Command::Transform {
-            command: TransformCommand::Inspect(args),
-        } => cmd::transform_inspect::run(args),
-        Command::Transform {
-            command: TransformCommand::Sign(args),
-        } => cmd::transform_sign::run(args),
-        Command::Transform {
-            command: TransformCommand::Verify(args),
-        } => cmd::transform_verify::run(args),
-        Command::Transform {
-            command: TransformCommand::Test(args),
-        } => cmd::transform_test::run(args),
-        Command::Transform {
-            command: TransformCommand::New(args),
-        } => cmd::transform_new::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Transform { command } => match command {
+            TransformCommand::Run(args) => cmd::transform_run::run(args),
+            TransformCommand::Inspect(args) => cmd::transform_inspect::run(args),
+            TransformCommand::Sign(args) => cmd::transform_sign::run(args),
+            TransformCommand::Verify(args) => cmd::transform_verify::run(args),
+            TransformCommand::Test(args) => cmd::transform_test::run(args),
+            TransformCommand::New(args) => cmd::transform_new::run(args),
+        },
         Command::Config {
             command: ConfigCommand::Check(args),
         } => cmd::config_check::run(args),
@@ -148,15 +197,37 @@ fn main() -> ExitCode {
             StoreCommand::Copy(args) => cmd::store_copy::run(args),
         },
         Command::SendTest(args) => cmd::send_test::run(args),
-        Command::Keys {
-            command: KeysCommand::Generate(args),
-        } => cmd::keys_generate::run(args),
+        Command::Keys { command } => match command {
+            KeysCommand::Generate(args) => cmd::keys_generate::run(args),
+            KeysCommand::Sign(args) => cmd::keys_sign::sign(args),
+            KeysCommand::Verify(args) => cmd::keys_sign::verify(args),
+        },
+        Command::Completions(args) => cmd::completions::run(args),
+        Command::Manpages(args) => cmd::completions::manpages(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, `: `-separated, each said once: a cause whose
+/// text its parent already includes (`cannot write key file: File exists`
+/// over `File exists`) is not repeated.
+pub(crate) fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

@@ -1,11 +1,13 @@
 //! One module per command.
 
+pub mod completions;
 pub mod config_check;
 pub mod events_list;
 pub mod events_purge;
 pub mod events_retry;
 pub mod events_show;
 pub mod keys_generate;
+pub mod keys_sign;
 pub mod send_test;
 pub mod serve;
 pub mod store_copy;
@@ -20,18 +22,19 @@ pub mod transform_verify;
 use std::sync::Arc;
 
 use ztbridge_runtime::config::LogFormat;
-use ztbridge_runtime::store::Store;
+use ztbridge_runtime::store::{Store, StoreError};
 use ztbridge_runtime::text::escape_controls;
 
 /// Logs to stderr: plain text (journald adds timestamps of its own but a
 /// terminal does not, so they stay) or JSON.  `RUST_LOG` overrides the
-/// default `info` level.  In text, every field and message has its
+/// default `info` level.  Text fields are `name=value` with plain values
+/// (`path=/var/lib/ztbridge/events.sqlite3`, not `path="..."`), quoted only
+/// when they hold a space, a quote or `=`.  Every field and message has its
 /// control characters escaped ([`escape_controls`]): values carry event
 /// and transform text, which must not forge a line or drive a terminal
 /// (JSON escapes them already).
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    use tracing_subscriber::field::MakeExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal: journald and log files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -41,20 +44,85 @@ pub fn init_logging(format: LogFormat) {
         .with_ansi(ansi);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder
-            .fmt_fields(
-                tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-                    let text = format!("{value:?}");
-                    let text = escape_controls(&text);
-                    match field.name() {
-                        "message" => write!(w, "{text}"),
-                        name => write!(w, "{name}={text}"),
-                    }
-                })
-                .delimited(" "),
-            )
-            .try_init(),
+        LogFormat::Text => builder.fmt_fields(PlainFields).try_init(),
     };
+}
+
+/// Formats event and span fields as `name=value` with plain values.
+struct PlainFields;
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for PlainFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = PlainVisitor {
+            writer,
+            result: Ok(()),
+            empty: true,
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct PlainVisitor<'w> {
+    writer: tracing_subscriber::fmt::format::Writer<'w>,
+    result: std::fmt::Result,
+    /// Nothing written yet (no separator needed).
+    empty: bool,
+}
+
+impl PlainVisitor<'_> {
+    fn write(&mut self, field: &tracing::field::Field, value: &str) {
+        // `log.target`, `log.file`...: where a `log` record came from
+        // (tracing-log); the default formatter hides them too.
+        if self.result.is_err() || field.name().starts_with("log.") {
+            return;
+        }
+        let value = &escape_controls(value);
+        let sep = if self.empty { "" } else { " " };
+        self.empty = false;
+        self.result = if field.name() == "message" {
+            write!(self.writer, "{sep}{value}")
+        } else if value.is_empty()
+            || value
+                .chars()
+                .any(|c| c.is_whitespace() || c == '"' || c == '=')
+        {
+            write!(self.writer, "{sep}{}={value:?}", field.name())
+        } else {
+            write!(self.writer, "{sep}{}={value}", field.name())
+        };
+    }
+}
+
+impl tracing::field::Visit for PlainVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.write(field, value);
+    }
+
+    fn record_error(
+        &mut self,
+        field: &tracing::field::Field,
+        value: &(dyn std::error::Error + 'static),
+    ) {
+        let mut text = value.to_string();
+        let mut cause = value.source();
+        while let Some(c) = cause {
+            let t = c.to_string();
+            if !text.contains(&t) {
+                text = format!("{text}: {t}");
+            }
+            cause = c.source();
+        }
+        self.write(field, &text);
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.write(field, &format!("{value:?}"));
+    }
 }
 
 /// Where the `events` commands find the store: the config's `[store]` (or
@@ -80,23 +148,50 @@ impl StoreArgs {
         })
     }
 
+    /// The data directory, and how it was found (for messages).
+    pub fn data_dir(&self) -> anyhow::Result<(std::path::PathBuf, String)> {
+        if let Some(d) = &self.data_dir {
+            return Ok((d.clone(), "--data-dir".into()));
+        }
+        let config = self.config()?;
+        let how = match &self.config {
+            Some(p) => format!("{}, {}", config.data_dir_source(), p.display()),
+            None => format!("{}; no --config given", config.data_dir_source()),
+        };
+        Ok((config.data_dir(), how))
+    }
+
     /// The store the service uses, for a command that runs to completion.
-    /// Files it creates (WAL, SHM) are private, as the service's.
+    /// Files it creates (WAL, SHM) are private, as the service's.  Where
+    /// it looked is said once, in the error when there is none.
     pub fn open(&self) -> anyhow::Result<OpenStore> {
         ztbridge_runtime::files::private_umask();
         let mut config = self.config()?;
-        if config.store.is_some() {
+        if let Some(s) = config.store.as_mut() {
             // A command is not a node: it never claims, so any name does.
-            if let Some(s) = config.store.as_mut() {
-                s.node = Some(format!("cli:{}", std::process::id()));
-            }
+            s.node = Some(format!("cli:{}", std::process::id()));
         }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (store, _) = {
+        let opened = {
             let _in_runtime = rt.enter();
-            ztbridge_runtime::app::open_store(&config, self.data_dir.as_deref(), true)?
+            ztbridge_runtime::app::open_store(&config, self.data_dir.as_deref(), true)
+        };
+        let (store, _) = match opened {
+            Ok(s) => s,
+            Err(ztbridge_runtime::app::AppError::Store {
+                error: StoreError::NotFound(_),
+                ..
+            }) => {
+                let (dir, how) = self.data_dir()?;
+                anyhow::bail!(
+                    "no event store in {} (data directory from {how}): is this the service's data directory? \
+                     Pass --config with the service's config file (and data_dir set in it), or --data-dir DIR",
+                    dir.display()
+                )
+            }
+            Err(e) => return Err(e.into()),
         };
         Ok(OpenStore {
             place: store.describe(),

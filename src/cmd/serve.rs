@@ -10,7 +10,16 @@ use ztbridge_runtime::config::Config;
 
 use crate::builtin;
 
-pub fn run(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+#[derive(clap::Args)]
+pub struct Args {
+    /// TOML configuration; without it the built-in routes run with
+    /// their config taken from ZTBRIDGE_<ROUTE>_<KEY> variables.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config_path = args.config;
     // Everything the service writes is private, whatever umask it got.
     ztbridge_runtime::files::private_umask();
     let builtins = builtin::all();
@@ -22,6 +31,9 @@ pub fn run(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         ),
     };
     super::init_logging(config.log_format);
+    for warning in config.warnings() {
+        tracing::warn!("{warning} (see `ztbridge config check`)");
+    }
     match &config_path {
         Some(p) => {
             tracing::info!(config = %p.display(), "starting ztbridge {}", env!("CARGO_PKG_VERSION"))

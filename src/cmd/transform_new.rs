@@ -245,7 +245,7 @@ ztbridge repository for the contract, fixtures, signing and deployment.
 
     {{BUILD}}
     ztbridge transform test {{WASM}} fixtures
-    ztbridge transform run {{WASM}} --event event.json --config url=https://...
+    ztbridge transform run {{WASM}} --event event.json --set url=https://...
 "#;
 
 fn valid_name(name: &str) -> bool {

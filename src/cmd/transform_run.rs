@@ -27,9 +27,15 @@ pub struct Args {
     /// The webhook body (JSON); `-` reads standard input.
     #[arg(long)]
     pub event: PathBuf,
-    /// A config value, `key=value` (repeatable).  Unset keys also come from
-    /// ZTBRIDGE_<NAME>_<KEY>.
-    #[arg(long = "config", value_name = "KEY=VALUE")]
+    /// A config value, `key=value` (repeatable); wins over --config.  Keys
+    /// also come from ZTBRIDGE_<ROUTE>_<KEY>.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// The service's configuration: the route named by --route (default:
+    /// the one running this transform) gives its [route.config] and
+    /// allow_http and private_networks.  (`--config KEY=VALUE`, the old spelling of --set, is
+    /// still read as --set.)
+    #[arg(long, short, value_name = "FILE")]
     pub config: Vec<String>,
     /// Canned responses, a JSON array consumed one per request, in order.
     /// Each is `{"status": 202, "headers": {"Name": "value"}, "body": ...}`
@@ -195,11 +201,53 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(p) => load_responses(p)?,
         None => vec![],
     };
+    let mut sets = args.set.clone();
+    let mut file = None;
+    for c in &args.config {
+        if c.contains('=') && !std::path::Path::new(c).exists() {
+            eprintln!(
+                "note: --config {c}: read as --set {c} (--config names the service's config file)"
+            );
+            sets.push(c.clone());
+        } else if file.replace(PathBuf::from(c)).is_some() {
+            bail!("--config FILE given twice");
+        }
+    }
     let mut config = BTreeMap::new();
-    for kv in &args.config {
+    let mut allow_http = args.allow_http;
+    let mut private_networks = args.private_networks.clone();
+    let mut route_name = args.route.clone();
+    if let Some(path) = &file {
+        let service = ztbridge_runtime::config::Config::load(path)?;
+        let wanted = |r: &&RouteConfig| match &args.route {
+            Some(name) => r.name == *name,
+            None => r.transform == args.transform,
+        };
+        let Some(rc) = service.routes.iter().find(wanted) else {
+            bail!(
+                "{}: no route {} (routes: {})",
+                path.display(),
+                match &args.route {
+                    Some(n) => format!("named `{n}`"),
+                    None => format!("runs {}; pass --route NAME", args.transform),
+                },
+                service
+                    .routes
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        config = rc.config.clone();
+        allow_http |= rc.allow_http;
+        private_networks.extend(rc.private_networks.iter().cloned());
+        route_name.get_or_insert_with(|| rc.name.clone());
+    }
+    for kv in &sets {
         let (k, v) = kv
             .split_once('=')
-            .with_context(|| format!("--config {kv}: expected KEY=VALUE"))?;
+            .with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
         config.insert(k.trim().to_string(), ConfigValue::Text(v.to_string()));
     }
 
@@ -212,10 +260,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )?)
     };
     let transform = load_transform(&engine, &args.transform, &builtin::all(), &trust, None)?;
-    let name = args
-        .route
-        .clone()
-        .unwrap_or_else(|| transform.info.name.clone());
+    let name = route_name.unwrap_or_else(|| transform.info.name.clone());
     let initial: BTreeMap<String, String> = match &args.state {
         Some(p) if p.exists() => serde_json::from_str(&read(p)?)
             .with_context(|| format!("{}: expected a JSON object of strings", p.display()))?,
@@ -232,8 +277,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         spec: args.transform.clone(),
         route: name.clone(),
         config,
-        allow_http: args.allow_http,
-        private_networks: args.private_networks.clone(),
+        allow_http,
+        private_networks,
         state: initial,
         event,
         responses,
@@ -247,7 +292,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let out = serde_json::json!({
         "transform": { "source": transform.source, "name": transform.info.name, "version": transform.info.version, "digest": transform.digest },
         "route": name,
-        "steps": report.steps,
+        "steps": steps_json(&report)?,
         "outcome": report.outcome,
         "logs": report.logs,
         "state_writes": report.state_writes,
@@ -263,4 +308,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// `--private-network` as a route's `private_networks` entry.
 fn parse_network(s: &str) -> Result<ztbridge_runtime::config::Network, String> {
     ztbridge_runtime::config::Network::try_from(s.to_string())
+}
+
+/// A request as shown: its body as JSON when it is JSON (not as a string
+/// of escaped JSON), else as text.
+pub(crate) fn request_json(r: &ztbridge_runtime::flow::RequestRecord) -> Value {
+    let body = match serde_json::from_str::<Value>(&r.body) {
+        Ok(v) if !r.body.trim().is_empty() => v,
+        _ => Value::String(r.body.clone()),
+    };
+    serde_json::json!({
+        "method": r.method,
+        "url": r.url,
+        "headers": r.headers,
+        "body": body,
+    })
+}
+
+/// The report's steps with [`request_json`] bodies.
+fn steps_json(report: &FlowReport) -> anyhow::Result<Value> {
+    let mut steps = serde_json::to_value(&report.steps)?;
+    for (step, record) in steps
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .zip(&report.steps)
+    {
+        step["requests"] = record.requests.iter().map(request_json).collect();
+    }
+    Ok(steps)
 }

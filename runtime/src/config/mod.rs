@@ -12,9 +12,16 @@ use serde::{Deserialize, Serialize};
 
 mod limits;
 mod value;
+mod warnings;
 
 pub use limits::{DeliveryPolicy, IntakeLimits, Limits};
 pub use value::{ConfigValue, env_name};
+pub use warnings::suggest;
+
+/// The one name of the inbound token's variable: the built-in default
+/// configuration reads it, the example config names it in `[inbound]`, and
+/// `send-test` sends it.
+pub const INBOUND_TOKEN_ENV: &str = "ZTBRIDGE_INBOUND_TOKEN";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -254,21 +261,45 @@ impl Config {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        Config::parse(&text, &path.display().to_string())
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        let beside = path
+            .parent()
+            .map_or_else(|| PathBuf::from("credentials"), |d| d.join("credentials"));
+        config.set_credentials_dir(&beside);
+        Ok(config)
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.into(),
-            message: e.to_string(),
+            message: warnings::explain_unknown_field(&e.to_string()),
         })?;
         config.validate()?;
         Ok(config)
     }
 
+    /// Where relative `{ file = ... }` values are read outside systemd
+    /// (see [`ConfigValue::File`]).
+    fn set_credentials_dir(&mut self, dir: &Path) {
+        let values = self
+            .routes
+            .iter_mut()
+            .flat_map(|r| r.config.values_mut())
+            .chain(self.inbound.token.as_mut());
+        for value in values {
+            if let ConfigValue::File {
+                outside_systemd, ..
+            } = value
+            {
+                *outside_systemd = Some(dir.to_path_buf());
+            }
+        }
+    }
+
     /// The configuration used without a file: the built-in PagerDuty and
     /// Jitbit routes, each enabled only when its required keys are set
-    /// through the environment (`ZTBRIDGE_PAGERDUTY_ROUTING_KEY`...).
+    /// through the environment (`ZTBRIDGE_PAGERDUTY_ROUTING_KEY`...), and
+    /// webhook authentication when `ZTBRIDGE_INBOUND_TOKEN` is set.
     pub fn builtin_default(builtin_names: &[String]) -> Config {
         let routes = builtin_names
             .iter()
@@ -298,7 +329,12 @@ impl Config {
             limits: Limits::default(),
             intake: IntakeLimits::default(),
             delivery: DeliveryPolicy::default(),
-            inbound: InboundAuth::default(),
+            inbound: InboundAuth {
+                token: std::env::var_os(INBOUND_TOKEN_ENV).map(|_| ConfigValue::Env {
+                    env: INBOUND_TOKEN_ENV.into(),
+                }),
+                header: None,
+            },
             trust: TrustConfig::default(),
             store: None,
             routes,
@@ -452,6 +488,17 @@ impl Config {
             node,
             migrate: section.as_ref().is_none_or(|s| s.migrate),
         }))
+    }
+
+    /// Why [`Config::data_dir`] is what it is, for messages.
+    pub fn data_dir_source(&self) -> &'static str {
+        if self.data_dir.is_some() {
+            "data_dir in the config"
+        } else if std::env::var_os("STATE_DIRECTORY").is_some() {
+            "$STATE_DIRECTORY, set by systemd"
+        } else {
+            "the default: data_dir is not set and $STATE_DIRECTORY (systemd) is not either"
+        }
     }
 
     /// The data directory in effect.

@@ -19,7 +19,8 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub(crate) fn accepts(&self, event: &zt_event::Event) -> bool {
+    /// Whether the route takes this event.
+    pub fn accepts(&self, event: &zt_event::Event) -> bool {
         let severity_ok = self.severities.is_empty()
             || zt_event::severity_matches(&event.severity(), &self.severities);
         let state_ok = self.states.is_empty()
@@ -46,7 +47,7 @@ pub struct Route {
     /// key and URL, vetted at build and, with DNS, at start.
     destinations: Vec<(String, String)>,
     /// Which events it takes.
-    pub(crate) filter: Filter,
+    pub filter: Filter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,11 @@ pub enum RouteError {
 impl Route {
     /// Resolves the route's config against what the transform declares.
     /// `env` looks up environment variables (injected for tests).
+    ///
+    /// One rule for the environment: `ZTBRIDGE_<ROUTE>_<KEY>`, when set,
+    /// wins over the key's value in the file, whatever that value is (a
+    /// literal, `{ env = ... }` or `{ file = ... }`, which is then not
+    /// read, so a variable it names need not be set).
     pub fn build(
         cfg: &RouteConfig,
         transform: Arc<Transform>,
@@ -90,17 +96,21 @@ impl Route {
                 values.insert(key.name.clone(), d.clone());
             }
         }
+        let mut overridden = BTreeMap::new();
+        for key in &transform.info.config {
+            if let Some(v) = env(&env_name(&cfg.name, &key.name)) {
+                overridden.insert(key.name.clone(), v);
+            }
+        }
         for (key, value) in &cfg.config {
             if !transform.info.config.iter().any(|k| &k.name == key) {
                 tracing::warn!(route = %cfg.name, "config key `{key}` is not one transform `{}` declares; passed on anyway", transform.info.name);
             }
-            values.insert(key.clone(), value.resolve(&cfg.name, key)?);
-        }
-        for key in &transform.info.config {
-            if let Some(v) = env(&env_name(&cfg.name, &key.name)) {
-                values.insert(key.name.clone(), v);
+            if !overridden.contains_key(key) {
+                values.insert(key.clone(), value.resolve(&cfg.name, key)?);
             }
         }
+        values.extend(overridden);
         for key in transform.info.config.iter().filter(|k| k.required) {
             if values.get(&key.name).is_none_or(|v| v.trim().is_empty()) {
                 return Err(RouteError::MissingConfig {

@@ -2,9 +2,12 @@
 //! signatures (Ed25519 in the WebAssembly tool-conventions format);
 //! [`Trust`] is the policy `[trust]` configures, and [`load_transform`]
 //! checks a file against it before anything of it is compiled.
+//! [`detached`] signs other files (a release's `SHA256SUMS`) with the same
+//! keys.
 //!
 //! May import: `sandbox` (to compile what passed), `config`.
 
+pub mod detached;
 pub mod signing;
 
 use std::sync::Arc;

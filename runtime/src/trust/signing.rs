@@ -29,10 +29,14 @@
 //!
 //! * secret key: 65 bytes, `0x81` followed by the 64-byte Ed25519 secret key
 //!   (32-byte seed, then the 32-byte public key); written with mode `0600`;
-//! * public key: 33 bytes, `0x01` followed by the 32-byte Ed25519 public key.
+//! * public key: text, an SPKI PEM block (`-----BEGIN PUBLIC KEY-----`, the
+//!   form OpenSSL reads) after one comment line naming the key ID, so it
+//!   can be read, mailed and pasted.
 //!
-//! [`load_secret_key`] and [`load_public_key`] also accept PKCS#8 / SPKI DER
-//! and PEM (as `wasmsign2`'s `from_any` does; no OpenSSH keys).
+//! [`load_secret_key`] and [`load_public_key`] accept the raw formats
+//! (`wasmsign2`'s `keygen` writes a 33-byte public key: `0x01` and the
+//! 32-byte key), PKCS#8 / SPKI DER and PEM (as `wasmsign2`'s `from_any`
+//! does; no OpenSSH keys).
 //!
 //! # Key IDs
 //!
@@ -211,9 +215,19 @@ impl PublicKey {
         &self.key_id_hex
     }
 
-    /// The key in `wasmsign2` raw format: `0x01` and the 32-byte key.
-    pub(crate) fn to_bytes(&self) -> Vec<u8> {
-        self.inner.to_bytes()
+    /// The key as a public key file's text: a comment line with the key ID,
+    /// then the SPKI PEM block.
+    pub fn to_text(&self) -> String {
+        format!(
+            "# ztbridge public key (Ed25519), key id {}\n{}",
+            self.key_id_hex,
+            self.inner.to_pem()
+        )
+    }
+
+    /// The Ed25519 key, for detached signatures.
+    pub(crate) fn ed25519(&self) -> &ed25519_compact::PublicKey {
+        &self.inner.pk
     }
 }
 
@@ -248,6 +262,11 @@ impl SecretKey {
     pub fn public_key(&self) -> &PublicKey {
         &self.public
     }
+
+    /// The Ed25519 key, for detached signatures.
+    pub(crate) fn ed25519(&self) -> &ed25519_compact::SecretKey {
+        &self.inner.sk
+    }
 }
 
 impl fmt::Debug for SecretKey {
@@ -276,8 +295,8 @@ impl KeyPair {
         }
     }
 
-    /// Writes the secret key and the public key in `wasmsign2` raw format
-    /// (see the module docs). Refuses to overwrite an existing file. The
+    /// Writes the secret key in `wasmsign2` raw format and the public key as
+    /// text (see the module docs). Refuses to overwrite an existing file. The
     /// secret key file is created with mode `0600` on Unix. If the public key
     /// cannot be written, the secret key file just created is removed.
     pub fn write(
@@ -287,7 +306,7 @@ impl KeyPair {
     ) -> Result<(), SigningError> {
         let (secret_path, public_path) = (secret_path.as_ref(), public_path.as_ref());
         write_new(secret_path, &self.secret.inner.to_bytes(), 0o600)?;
-        if let Err(e) = write_new(public_path, &self.public.to_bytes(), 0o644) {
+        if let Err(e) = write_new(public_path, self.public.to_text().as_bytes(), 0o644) {
             let _ = std::fs::remove_file(secret_path);
             return Err(e);
         }
@@ -332,9 +351,11 @@ pub fn load_secret_key(path: impl AsRef<Path>) -> Result<SecretKey, SigningError
     if bytes.is_empty() {
         return Err(malformed("the file is empty".into()));
     }
-    if bytes.len() == 33 && bytes[0] == 0x01 {
+    if (bytes.len() == 33 && bytes[0] == 0x01)
+        || String::from_utf8_lossy(&bytes).contains("BEGIN PUBLIC KEY")
+    {
         return Err(malformed(
-            "this is a public key file (33 bytes starting with 0x01), not a secret key".into(),
+            "this is a public key file (a `.pub`), not a secret key".into(),
         ));
     }
     let sk = wasmsign2::SecretKey::from_any(&bytes).map_err(|_| {
@@ -446,6 +467,11 @@ impl TrustedKeys {
     /// How many keys are trusted.
     pub(crate) fn len(&self) -> usize {
         self.keys.len()
+    }
+
+    /// Every trusted key.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &PublicKey> {
+        self.keys.iter()
     }
 }
 
@@ -1285,7 +1311,14 @@ mod tests {
         let (sk_path, pk_path) = (dir.join("release.key"), dir.join("release.pub"));
         key.write(&sk_path, &pk_path).unwrap();
         assert_eq!(std::fs::read(&sk_path).unwrap().len(), 65);
-        assert_eq!(std::fs::read(&pk_path).unwrap().len(), 33);
+        let pk_text = std::fs::read_to_string(&pk_path).unwrap();
+        assert!(
+            pk_text.starts_with(&format!(
+                "# ztbridge public key (Ed25519), key id {}\n-----BEGIN PUBLIC KEY-----\n",
+                key.public.key_id()
+            )),
+            "{pk_text}"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -1294,9 +1327,14 @@ mod tests {
                 0o600
             );
         }
-        // wasmsign2 reads them back in its raw format.
+        // wasmsign2 reads them back (the secret key in its raw format).
         wasmsign2::SecretKey::from_file(&sk_path).unwrap();
-        wasmsign2::PublicKey::from_file(&pk_path).unwrap();
+        wasmsign2::PublicKey::from_any_file(&pk_path).unwrap();
+        // The raw 33-byte public key format (wasmsign2's keygen) still loads.
+        let raw = dir.join("raw.pub");
+        std::fs::write(&raw, key.public.inner.to_bytes()).unwrap();
+        assert_eq!(load_public_key(&raw).unwrap().key_id(), key.public.key_id());
+        std::fs::remove_file(&raw).unwrap();
         // Never overwritten.
         let err = key.write(&sk_path, dir.join("other.pub")).unwrap_err();
         assert!(matches!(err, SigningError::KeyFileWrite { .. }), "{err:?}");
