@@ -52,7 +52,8 @@ impl Harness {
         let bytes = std::fs::read(wasm).expect("component");
         let transform = Transform::load(&self.engine, wasm, &bytes).expect("load");
         let mut text =
-            "name = \"probe\"\ntransform = \"x\"\nallow_http = true\n[config]\n".to_string();
+            "name = \"probe\"\ntransform = \"x\"\nallow_http = true\nprivate_networks = [\"127.0.0.0/8\"]\n[config]\n"
+                .to_string();
         for (k, v) in config {
             text.push_str(&format!("{k} = {v:?}\n"));
         }
