@@ -66,8 +66,15 @@ async fn the_rate_limit_and_the_inbound_dedupe_hold_for_the_cluster() {
         })
         .max()
         .unwrap_or(0);
-    println!("at most {most} deliveries in any 12 s window (bound 66)");
-    assert!(most <= 66, "{most} deliveries in one 12 s window");
+    // The limiter decides when a request may leave (GCRA: a burst of 6,
+    // then 5/s); the sink sees it after the transform, the HTTP hop and
+    // scheduling, so arrivals may bunch by that delay.  Bound: what the
+    // limiter allows in the window widened by 1 s of that delay.
+    let bound = 6 + 5 * (12 + 1);
+    println!(
+        "at most {most} deliveries in any 12 s window (limiter: 66; with 1 s arrival jitter: {bound})"
+    );
+    assert!(most <= bound, "{most} deliveries in one 12 s window");
     // Let anything late arrive: still one delivery of the same body.
     assert_eq!(
         pd.received()

@@ -244,8 +244,14 @@ fn config_check_warns_about_typos_and_impossible_values() {
     ));
     let (code, out, err) = run(bin().args(["config", "check"]).arg(&path));
     assert_eq!(code, 2, "{out}\n{err}");
-    assert!(out.contains("is plain http:// but allow_http is false"), "{out}");
-    assert!(err.contains("this URL could never be delivered to"), "{err}");
+    assert!(
+        out.contains("is plain http:// but allow_http is false"),
+        "{out}"
+    );
+    assert!(
+        err.contains("this URL could never be delivered to"),
+        "{err}"
+    );
 
     // Unknown keys anywhere: an error with a suggestion.
     let (_typo_dir, path) = config_file("listn = \"127.0.0.1:5000\"\n");

@@ -183,11 +183,7 @@ WITH dup AS (
 SELECT (SELECT seq FROM e), (SELECT receipt_id FROM dup), (SELECT received_ms FROM dup)";
 
 async fn admit_all(pool: &Pool, node: &str, jobs: &[Job]) -> Result<Vec<Admission>, StoreError> {
-    let mut client = pool.get().await.map_err(|e| StoreError::Backend {
-        backend: "postgres",
-        context: "no connection to PostgreSQL".into(),
-        source: Box::new(e),
-    })?;
+    let mut client = pool.get().await.map_err(super::pool_error)?;
     let tx = client
         .transaction()
         .await

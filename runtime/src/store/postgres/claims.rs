@@ -299,11 +299,7 @@ ON CONFLICT (event_seq, route, attempt) DO UPDATE
 RETURNING 1";
 
 async fn finish_all(pool: &Pool, node: &str, jobs: &[Job]) -> Result<(), StoreError> {
-    let mut client = pool.get().await.map_err(|e| StoreError::Backend {
-        backend: "postgres",
-        context: "no connection to PostgreSQL".into(),
-        source: Box::new(e),
-    })?;
+    let mut client = pool.get().await.map_err(super::pool_error)?;
     let tx = client
         .transaction()
         .await

@@ -125,7 +125,8 @@ pub(crate) fn pg_error(context: &'static str) -> impl FnOnce(tokio_postgres::Err
     }
 }
 
-fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+/// A pool that could not give a connection.
+pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     StoreError::Backend {
         backend: "postgres",
         context: "no connection to PostgreSQL".into(),

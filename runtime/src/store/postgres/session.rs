@@ -40,11 +40,7 @@ impl Session {
         wake: Arc<Notify>,
     ) -> Result<(JoinHandle<()>, usize), StoreError> {
         let (client, driver) = open(&target, &options.node, &wake, true).await?;
-        let c = pool.get().await.map_err(|e| StoreError::Backend {
-            backend: "postgres",
-            context: "no connection to PostgreSQL".into(),
-            source: Box::new(e),
-        })?;
+        let c = pool.get().await.map_err(super::pool_error)?;
         c.execute(
             "INSERT INTO nodes (node_id, version) VALUES ($1, $2)
              ON CONFLICT (node_id) DO UPDATE
