@@ -107,7 +107,24 @@ fn alert_key(e: &NewEvent) -> String {
 async fn commit_group(pool: &Pool, node: &str, notifier: &Notify, mut jobs: Vec<Job>) {
     // Stable: one alert's webhooks keep their order.
     jobs.sort_by_cached_key(|j| alert_key(&j.event));
-    let result = admit_all(pool, node, &jobs).await;
+    let mut client = match pool.get().await {
+        Ok(c) => c,
+        Err(e) => {
+            // No connection: none of the group can be admitted.  All are
+            // refused now (a 503 each), instead of each waiting in turn for
+            // a connection of its own past the sender's patience.
+            let message = e.to_string();
+            for job in jobs {
+                let _ = job.reply.send(Err(StoreError::Backend {
+                    backend: "postgres",
+                    context: "no connection to PostgreSQL".into(),
+                    source: message.clone().into(),
+                }));
+            }
+            return;
+        }
+    };
+    let result = admit_all(&mut client, node, &jobs).await;
     let stored = match result {
         Ok(answers) => {
             let stored = answers.iter().any(|a| *a == Admission::Stored);
@@ -131,7 +148,7 @@ async fn commit_group(pool: &Pool, node: &str, notifier: &Notify, mut jobs: Vec<
             );
             let mut stored = false;
             for job in jobs {
-                let answer = admit_all(pool, node, std::slice::from_ref(&job))
+                let answer = admit_all(&mut client, node, std::slice::from_ref(&job))
                     .await
                     .map(|mut a| a.pop().unwrap_or(Admission::Stored));
                 stored |= matches!(answer, Ok(Admission::Stored));
@@ -182,8 +199,11 @@ WITH dup AS (
 )
 SELECT (SELECT seq FROM e), (SELECT receipt_id FROM dup), (SELECT received_ms FROM dup)";
 
-async fn admit_all(pool: &Pool, node: &str, jobs: &[Job]) -> Result<Vec<Admission>, StoreError> {
-    let mut client = pool.get().await.map_err(super::pool_error)?;
+async fn admit_all(
+    client: &mut deadpool_postgres::Object,
+    node: &str,
+    jobs: &[Job],
+) -> Result<Vec<Admission>, StoreError> {
     let tx = client
         .transaction()
         .await
