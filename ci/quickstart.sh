@@ -86,6 +86,9 @@ source)
     # README: the built-in routes, the key in the environment.
     export STATE_DIRECTORY=$work/data ZTBRIDGE_PAGERDUTY_URL=$OFFLINE_PD
     export ZTBRIDGE_PAGERDUTY_ROUTING_KEY=$KEY
+    # `cargo run` compiles first (nothing, after ci/test.sh: the same
+    # units); the readiness wait below times the service, not the compiler.
+    cargo build --locked --quiet
     cargo run --locked --quiet -- serve > "$work/serve.log" 2>&1 &
     pid=$!
     wait_ready

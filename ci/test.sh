@@ -22,6 +22,18 @@ trap 'rm -f "$log"' EXIT
 # Host workspace; build.rs compiles the guest transforms to components.
 cargo test --locked --workspace "$@" 2>&1 | tee -a "$log"
 
+# The service as the README runs it (`cargo run`) is the binary just
+# tested: the same units, nothing compiled again (the root Cargo.toml
+# unifies the features the tests' crates turn on).
+rebuilt=$(cargo build --locked --message-format=json 2>/dev/null \
+    | grep '"reason":"compiler-artifact"' | grep -v '"fresh":true' \
+    | sed -n 's/.*"target":{[^}]*"name":"\([^"]*\)".*/\1/p' | sort -u | tr '\n' ' ' || true)
+if [ -n "$rebuilt" ]; then
+    echo "cargo build compiled again after cargo test (features differ): $rebuilt" >&2
+    exit 1
+fi
+echo "cargo build: the tested units, nothing compiled again"
+
 # Guest crates' own unit tests, run on the host: the shared event model and
 # the Jitbit and PagerDuty transforms' pure parts.
 cargo test --locked --manifest-path transforms/Cargo.toml -p zt-event -p zt-jitbit -p zt-pagerduty --lib \
