@@ -256,7 +256,7 @@ async fn read_only_opens_read_only_beside_the_service_and_writes_nothing() {
         ro.reader
             .lock()
             .unwrap()
-            .is_readonly(rusqlite::DatabaseName::Main)
+            .is_readonly(rusqlite::MAIN_DB)
             .unwrap(),
         "opened with SQLITE_OPEN_READ_ONLY"
     );
