@@ -111,7 +111,11 @@ impl App {
             disk_dir,
             metrics.clone(),
         );
+        let max_connections = config
+            .intake
+            .max_connections_effective(config.limits.max_instances);
         let http = Arc::new(HttpState {
+            max_connections,
             intake: Intake::new(config.intake.clone()),
             dispatcher: dispatcher.clone(),
             auth,
@@ -164,6 +168,24 @@ pub fn open_store(
         error,
     })?;
     Ok((Arc::new(store), Some(dir)))
+}
+
+/// The store for a command that only reads (`events list`, `events
+/// show`): SQLite opened read-only; a shared store as `open_store` does
+/// (its commands only run SELECTs).
+pub fn open_store_read_only(
+    config: &Config,
+    data_dir: Option<&std::path::Path>,
+) -> Result<Arc<dyn Store>, AppError> {
+    if config.store_settings()?.is_some() {
+        return open_store(config, data_dir, true).map(|(s, _)| s);
+    }
+    let dir = data_dir.map_or_else(|| config.data_dir(), std::path::Path::to_path_buf);
+    let store = SqliteStore::open_read_only(&dir).map_err(|error| AppError::Store {
+        dir: dir.display().to_string(),
+        error,
+    })?;
+    Ok(Arc::new(store))
 }
 
 /// Makes the data directory and its files private (0700, 0600); logs

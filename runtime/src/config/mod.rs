@@ -372,7 +372,7 @@ impl Config {
             }
         }
         let d = &self.delivery;
-        let checks: [(bool, &str); 14] = [
+        let checks: [(bool, &str); 17] = [
             (l.fuel_per_step > 0, "limits.fuel_per_step must be positive"),
             (
                 (1..=600_000).contains(&l.step_timeout_ms),
@@ -425,6 +425,20 @@ impl Config {
             (
                 (1024..=(1 << 30)).contains(&self.intake.max_body_bytes),
                 "intake.max_body_bytes must be 1 KiB..=1 GiB",
+            ),
+            (
+                (1..=3600).contains(&self.intake.header_read_timeout_secs),
+                "intake.header_read_timeout_secs must be 1..=3600",
+            ),
+            (
+                (1..=3600).contains(&self.intake.body_read_timeout_secs),
+                "intake.body_read_timeout_secs must be 1..=3600",
+            ),
+            (
+                self.intake
+                    .max_connections
+                    .is_none_or(|n| (1..=1 << 20).contains(&n)),
+                "intake.max_connections must be 1..=1048576",
             ),
         ];
         if let Some((_, why)) = checks.iter().find(|(ok, _)| !ok) {

@@ -48,6 +48,40 @@ impl Dispatcher {
                 self.wake.notify_one();
                 return;
             };
+            // Past its deadline (the retry horizon from acceptance, or from
+            // `events retry`): a dead letter, not attempted.  Claimed late
+            // after a stop, or held behind its alert's earlier events.
+            let now = now_millis();
+            if now > claim.deadline_ms {
+                let reason = format!(
+                    "gave up before attempt {}: the retry deadline (delivery.retry_horizon_secs) passed {} ago, at {}; `ztbridge events retry` re-queues it",
+                    claim.attempt,
+                    humanize_ms(now - claim.deadline_ms),
+                    rfc3339_millis(claim.deadline_ms)
+                );
+                tracing::warn!(attempt = claim.attempt, "dead letter: {reason}");
+                r_metrics_dead(&self.runner.metrics, &claim.key.route);
+                let row = AttemptRecord {
+                    attempt: claim.attempt,
+                    at_ms: now,
+                    outcome: serde_json::json!({ "outcome": "not_attempted", "reason": "retry_deadline" }),
+                    last_status: None,
+                    error: Some(reason.clone()),
+                    steps: 0,
+                    fuel_used: 0,
+                    duration_ms: 0.0,
+                    transform_digest: String::new(),
+                };
+                if self
+                    .record_attempt(&claim, row, Next::Failed { reason })
+                    .await
+                {
+                    self.room.settled();
+                }
+                drop(permit);
+                self.wake.notify_one();
+                return;
+            }
             let input = flow::record(&flow::FlowInput {
                 body: &claim.body,
                 receipt_id: &claim.receipt_id,
@@ -242,4 +276,19 @@ fn log(claim: &Claim, report: &FlowReport, next: &Next) {
             "delivery failed (dead letter): {reason}"
         ),
     }
+}
+
+/// A duration for a message: "3 s", "2 min", "5 h".
+fn humanize_ms(ms: i64) -> String {
+    let s = ms / 1000;
+    match s {
+        ..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        _ => format!("{} h", s / 3600),
+    }
+}
+
+/// Counts a dead letter given up before an attempt.
+fn r_metrics_dead(metrics: &Metrics, route: &str) {
+    metrics.dead_letters.with_label_values(&[route]).inc();
 }

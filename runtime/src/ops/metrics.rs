@@ -46,6 +46,17 @@ pub(crate) struct Metrics {
     pub(crate) destination_latency: HistogramVec,
     /// Accept latency of `/webhook` (intake + durable commit).
     pub(crate) accept_latency: Histogram,
+    /// Webhook connections open now: how close the listener is to its cap.
+    pub(crate) connections_open: IntGauge,
+    /// Times a connection arrived with `intake.max_connections` open: the
+    /// cap is being hit (slow or idle clients, or too small a cap).
+    pub(crate) connection_cap_reached: IntCounter,
+    /// Connections closed to make room for a new one at the cap (the
+    /// oldest with no request in progress).
+    pub(crate) connections_evicted: IntCounter,
+    /// Connections closed because the request header (or the next one,
+    /// on an idle keep-alive connection) did not arrive in time.
+    pub(crate) connections_timed_out: IntCounter,
 }
 
 impl Metrics {
@@ -149,6 +160,19 @@ impl Metrics {
                 seconds,
             ),
             accept_latency,
+            connections_open: gauge("webhook_connections_open", "Webhook connections open now"),
+            connection_cap_reached: counter(
+                "webhook_connection_cap_reached_total",
+                "Connections that arrived with intake.max_connections open",
+            ),
+            connections_evicted: counter(
+                "webhook_connections_evicted_total",
+                "Idle or header-reading connections closed to make room at the cap",
+            ),
+            connections_timed_out: counter(
+                "webhook_connections_timed_out_total",
+                "Connections closed because a request header did not arrive within intake.header_read_timeout_secs",
+            ),
             registry,
         }
     }

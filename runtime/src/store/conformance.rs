@@ -325,6 +325,49 @@ pub async fn failed_retry_and_purge(b: &impl Backend) {
     assert_eq!(store.backlog().await.unwrap().open, 1);
 }
 
+/// `retry_failed` re-opens dead letters oldest first (the order they were
+/// received, then route name), whatever their receipt IDs.
+pub async fn retry_is_oldest_first(b: &impl Backend) {
+    let store = b.open();
+    store.start().await.unwrap();
+    for (receipt, id) in [("rb", "E1"), ("ra", "E2"), ("rc", "E3")] {
+        store
+            .admit(event(receipt, id, receipt, &["pd", "alpha"]), 0)
+            .await
+            .unwrap();
+    }
+    let claims = store.claim(now_millis(), 10, &[]).await.unwrap().claims;
+    assert_eq!(claims.len(), 6);
+    for c in claims {
+        let next = Next::Failed {
+            reason: "400 bad".into(),
+        };
+        store.finish(c.key, attempt(1), next).await.unwrap();
+    }
+    let retried = store
+        .retry_failed(
+            RetrySelection {
+                receipt_id: None,
+                route: None,
+            },
+            60_000,
+        )
+        .await
+        .unwrap();
+    let want: Vec<(String, String)> = [
+        ("rb", "alpha"),
+        ("rb", "pd"),
+        ("ra", "alpha"),
+        ("ra", "pd"),
+        ("rc", "alpha"),
+        ("rc", "pd"),
+    ]
+    .iter()
+    .map(|(r, route)| (r.to_string(), route.to_string()))
+    .collect();
+    assert_eq!(retried, want);
+}
+
 /// A retry waits until its time; `next_retry_ms` tells when.
 pub async fn a_retry_waits_for_its_time(b: &impl Backend) {
     let store = b.open();
@@ -387,6 +430,7 @@ macro_rules! store_conformance {
             a_retried_predecessor_never_runs_beside_an_in_flight_successor,
             a_rate_limited_route_does_not_starve_others,
             failed_retry_and_purge,
+            retry_is_oldest_first,
             a_retry_waits_for_its_time,
             transform_state_survives_a_restart
         );

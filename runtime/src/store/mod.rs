@@ -129,6 +129,14 @@ pub trait Store: Send + Sync + 'static {
     /// The transforms' durable key/value state.
     fn transform_state(&self) -> Arc<dyn TransformState>;
 
+    /// Why the store can no longer keep what it commits (its files were
+    /// deleted or replaced under it), once that has been seen; `None`
+    /// while it is sound.  Webhooks are refused and `/readyz` is 503 from
+    /// then on.
+    fn lost(&self) -> Option<String> {
+        None
+    }
+
     // -- several nodes (defaults: a store one process owns) --
 
     /// Called once when the service stops, after the running attempts

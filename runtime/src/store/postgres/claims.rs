@@ -496,17 +496,18 @@ pub(super) async fn retry_failed(
               WHERE e.seq = d.event_seq AND d.state = 'failed'
                 AND ($3::text IS NULL OR d.route = $3)
                 AND ($4::text IS NULL OR e.receipt_id = $4)
-             RETURNING e.receipt_id, d.route",
+             RETURNING e.receipt_id, d.route, d.event_seq",
             &[&now, &now.saturating_add(horizon_ms), &sel.route, &sel.receipt_id],
         )
         .await
         .map_err(pg_error("retry failed deliveries"))?;
-    let mut out = Vec::with_capacity(rows.len());
+    // Oldest first (received order), then route: as SQLite.
+    let mut out: Vec<(i64, String, String)> = Vec::with_capacity(rows.len());
     for r in rows {
-        out.push((r.try_get(0)?, r.try_get(1)?));
+        out.push((r.try_get(2)?, r.try_get(0)?, r.try_get(1)?));
     }
-    out.sort();
-    Ok(out)
+    out.sort_by(|a, b| (a.0, &a.2).cmp(&(b.0, &b.2)));
+    Ok(out.into_iter().map(|(_, r, route)| (r, route)).collect())
 }
 
 /// Deletes fully delivered webhooks older than `before_ms`, a thousand

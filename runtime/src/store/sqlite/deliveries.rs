@@ -338,6 +338,8 @@ pub(super) fn recover(c: &Connection, now_ms: i64) -> Result<usize, StoreError> 
 }
 
 /// Failed deliveries back to pending, their horizon restarting now.
+/// Returned (and then delivered) oldest first: by the order the events
+/// were received (their sequence number), then by route name.
 pub(super) fn retry_failed(
     c: &Connection,
     sel: &RetrySelection,
@@ -350,7 +352,7 @@ pub(super) fn retry_failed(
          WHERE state = ?6
            AND (?3 IS NULL OR route = ?3)
            AND (?4 IS NULL OR event_seq = (SELECT seq FROM events WHERE receipt_id = ?4))
-         RETURNING (SELECT receipt_id FROM events WHERE seq = event_seq), route",
+         RETURNING event_seq, (SELECT receipt_id FROM events WHERE seq = event_seq), route",
     )?;
     let rows = stmt.query_map(
         params![
@@ -361,9 +363,11 @@ pub(super) fn retry_failed(
             Pending,
             Failed
         ],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut rows: Vec<(i64, String, String)> = rows.collect::<Result<_, _>>()?;
+    rows.sort_by(|a, b| (a.0, &a.2).cmp(&(b.0, &b.2)));
+    Ok(rows.into_iter().map(|(_, r, route)| (r, route)).collect())
 }
 
 /// Webhooks deleted per write job, so a large purge never holds the
