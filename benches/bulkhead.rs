@@ -1,0 +1,290 @@
+//! Bulkheads: a healthy route's delivery latency while another route's
+//! destination hangs, against the same route's latency measured in the
+//! same run without the hanging neighbour.
+//!
+//! Three runs of the real service (in-process, loopback stubs, the
+//! built-in PagerDuty transform), each with a fresh data directory:
+//!
+//! * **alone**: one route, `healthy`, to a stub that answers 202 at once;
+//! * **neighbour ok**: `healthy` and `other`, both stubs answering at once;
+//! * **neighbour hangs**: the same two routes, `other`'s stub never
+//!   answering (every request held open, as a destination answering in
+//!   25 s does).
+//!
+//! Each run posts the same N webhooks (both routes take them all) and
+//! measures, per event, the time from its 202 to the healthy stub
+//! receiving it.  Reports p50/p99 and the ratio of each run's p99 to the
+//! **alone** p99 (issue 21 target: at most 2x while the neighbour hangs).
+//!
+//! `cargo bench --bench bulkhead` (ZTBRIDGE_BENCH_EVENTS, default 200;
+//! ZTBRIDGE_BENCH_CLIENTS, default 8).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::routing::post;
+use serde_json::{Value, json};
+use ztbridge_runtime::Builtins;
+use ztbridge_runtime::app::App;
+use ztbridge_runtime::config::Config;
+
+const WASM_DIR: &str = env!("ZTBRIDGE_WASM_DIR");
+const ROUTING_KEY: &str = "R0UTINGKEYabcdef0123456789abcdef";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Gzip webhooks with distinct alert IDs, tagged by `run`.
+fn bodies(run: &str, n: usize) -> Vec<(String, Vec<u8>)> {
+    let template: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/events/critical-lockout.json"
+        ))
+        .expect("fixture"),
+    )
+    .expect("fixture JSON");
+    (0..n)
+        .map(|i| {
+            let id = format!("RSW-{run}-{i:05}");
+            let mut v = template.clone();
+            v["id"] = json!(id);
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(&serde_json::to_vec(&v).expect("json"))
+                .expect("gzip");
+            (id, e.finish().expect("gzip"))
+        })
+        .collect()
+}
+
+async fn serve(router: Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+/// When each alert reached the stub, by the ID its dedup key carries.
+type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// A PagerDuty stub answering 202 at once, noting arrivals.
+async fn answering(arrivals: Arrivals) -> std::net::SocketAddr {
+    serve(Router::new().route(
+        "/v2/enqueue",
+        post(move |body: Bytes| {
+            let arrivals = arrivals.clone();
+            async move {
+                let at = Instant::now();
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    let id = v["dedup_key"]
+                        .as_str()
+                        .unwrap_or("")
+                        .trim_start_matches("superna-zt-")
+                        .to_string();
+                    arrivals
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(id)
+                        .or_insert(at);
+                }
+                (
+                    StatusCode::ACCEPTED,
+                    axum::Json(json!({"status": "success", "message": "Event processed"})),
+                )
+            }
+        }),
+    ))
+    .await
+}
+
+/// A destination that never answers.
+async fn hanging() -> std::net::SocketAddr {
+    serve(Router::new().route(
+        "/v2/enqueue",
+        post(|_body: Bytes| async {
+            std::future::pending::<()>().await;
+            StatusCode::ACCEPTED
+        }),
+    ))
+    .await
+}
+
+fn route(name: &str, addr: std::net::SocketAddr) -> String {
+    format!(
+        "[[route]]\nname = {name:?}\ntransform = \"builtin:pagerduty\"\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n\
+         [route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = \"http://{addr}/v2/enqueue\"\n"
+    )
+}
+
+/// Per-event latencies (202 -> healthy stub), sorted.
+async fn run(
+    name: &str,
+    routes: String,
+    arrivals: Arrivals,
+    n: usize,
+    clients: usize,
+) -> Vec<Duration> {
+    let data = tempfile::tempdir().expect("tempdir");
+    let config = Config::parse(
+        &format!(
+            "data_dir = {:?}\n[delivery]\ndedupe_window_secs = 0\n{routes}",
+            data.path().display().to_string()
+        ),
+        "bench",
+    )
+    .expect("config");
+    let mut builtins = Builtins::new();
+    builtins.insert(
+        "pagerduty".into(),
+        Arc::from(std::fs::read(format!("{WASM_DIR}/pagerduty.wasm")).expect("component")),
+    );
+    let app = Arc::new(App::build(config, &builtins, true).expect("app"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run_app = app.clone();
+    let server = tokio::spawn(async move {
+        run_app
+            .serve(listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let bodies = Arc::new(bodies(name, n));
+    let accepted: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (bodies, accepted, next) = (bodies.clone(), accepted.clone(), next.clone());
+        let url = format!("http://{addr}/webhook");
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((id, body)) = bodies.get(i) else {
+                    return;
+                };
+                let resp = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("content-encoding", "gzip")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("post");
+                let at = Instant::now();
+                assert_eq!(resp.status(), StatusCode::ACCEPTED, "webhook {i} refused");
+                accepted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.clone(), at);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client");
+    }
+    let started = Instant::now();
+    loop {
+        let got = bodies
+            .iter()
+            .filter(|(id, _)| {
+                arrivals
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains_key(id)
+            })
+            .count();
+        if got == n {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{name}: the healthy route delivered {got} of {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let accepted = accepted.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let arrivals = arrivals.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut latencies: Vec<Duration> = bodies
+        .iter()
+        .map(|(id, _)| arrivals[id].saturating_duration_since(accepted[id]))
+        .collect();
+    latencies.sort();
+    let _ = stop.send(());
+    // Held requests of a hanging neighbour keep the drain busy until its
+    // timeout: do not wait for them.
+    server.abort();
+    latencies
+}
+
+fn pct(l: &[Duration], p: f64) -> Duration {
+    let i = ((l.len() as f64 - 1.0) * p).round() as usize;
+    l[i.min(l.len() - 1)]
+}
+
+fn main() {
+    let n = env_usize("ZTBRIDGE_BENCH_EVENTS", 200);
+    let clients = env_usize("ZTBRIDGE_BENCH_CLIENTS", 8);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let arrivals: Arrivals = Arc::default();
+        let healthy = answering(arrivals.clone()).await;
+        let other_ok = answering(Arc::default()).await;
+        let other_hangs = hanging().await;
+
+        // Warm-up (compile cache, connections), not reported.
+        let _ = run("warm", route("healthy", healthy), arrivals.clone(), 50, clients).await;
+        let alone = run("alone", route("healthy", healthy), arrivals.clone(), n, clients).await;
+        let ok = run(
+            "ok",
+            format!("{}{}", route("healthy", healthy), route("other", other_ok)),
+            arrivals.clone(),
+            n,
+            clients,
+        )
+        .await;
+        let hangs = run(
+            "hangs",
+            format!("{}{}", route("healthy", healthy), route("other", other_hangs)),
+            arrivals.clone(),
+            n,
+            clients,
+        )
+        .await;
+
+        println!(
+            "bulkhead: {n} webhooks, {clients} clients; healthy route's delivery latency (202 -> destination)"
+        );
+        let base = pct(&alone, 0.99).as_secs_f64();
+        for (name, l) in [
+            ("alone", &alone),
+            ("neighbour ok", &ok),
+            ("neighbour hangs", &hangs),
+        ] {
+            let p99 = pct(l, 0.99).as_secs_f64();
+            println!(
+                "  {name:<16} p50 {:>8.1} ms  p99 {:>8.1} ms  p99 / alone {:.2}x",
+                pct(l, 0.5).as_secs_f64() * 1000.0,
+                p99 * 1000.0,
+                p99 / base
+            );
+        }
+    });
+}
