@@ -25,6 +25,12 @@
 //!
 //! `cargo bench --bench bulkhead` (ZTBRIDGE_BENCH_EVENTS, default 200;
 //! ZTBRIDGE_BENCH_CLIENTS, default 8).
+//!
+//! With ZTBRIDGE_BENCH_OUTAGE_SECS=60 it measures the circuit breaker
+//! instead: ZTBRIDGE_BENCH_OUTAGE_EVENTS (500) events to a sink answering
+//! 503 for that long, without then with the breaker (default settings):
+//! the requests the sink got while down, and how long after it came back
+//! every event was delivered.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -250,6 +256,97 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// A sink that answers 503 while `down` is set, else 202; counts every
+/// request and notes when each alert was first accepted.
+async fn flapping(
+    down: Arc<std::sync::atomic::AtomicBool>,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+    arrivals: Arrivals,
+) -> std::net::SocketAddr {
+    use std::sync::atomic::Ordering::SeqCst;
+    serve(Router::new().route(
+        "/v2/enqueue",
+        post(move |body: Bytes| {
+            let (down, requests, arrivals) = (down.clone(), requests.clone(), arrivals.clone());
+            async move {
+                requests.fetch_add(1, SeqCst);
+                if down.load(SeqCst) {
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    let id = v["dedup_key"].as_str().unwrap_or("").to_string();
+                    arrivals
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(id)
+                        .or_insert_with(Instant::now);
+                }
+                StatusCode::ACCEPTED
+            }
+        }),
+    ))
+    .await
+}
+
+/// The outage figures of issue 21 (a sink down for `secs` with `n`
+/// events waiting): requests it got while down, and how long after it
+/// came back every event was delivered; with the breaker, and without it
+/// (`breaker_failures = 0`), in the same run, default retry settings.
+async fn outage(n: usize, secs: u64, breaker: bool) -> (usize, Duration) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let arrivals: Arrivals = Arc::default();
+    let sink = flapping(down.clone(), requests.clone(), arrivals.clone()).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let config = Config::parse(
+        &format!(
+            "data_dir = {:?}\n[delivery]\ndedupe_window_secs = 0\n{}\n{}",
+            data.path().display().to_string(),
+            if breaker { "" } else { "breaker_failures = 0" },
+            route("sink", sink)
+        ),
+        "bench",
+    )
+    .expect("config");
+    let mut builtins = Builtins::new();
+    builtins.insert(
+        "pagerduty".into(),
+        Arc::from(std::fs::read(format!("{WASM_DIR}/pagerduty.wasm")).expect("component")),
+    );
+    let app = Arc::new(App::build(config, &builtins, true).expect("app"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let run_app = app.clone();
+    let server = tokio::spawn(async move { run_app.serve(listener, std::future::pending()).await });
+    let client = reqwest::Client::new();
+    let tag = if breaker { "obrk" } else { "onone" };
+    for (_, body) in bodies(tag, n) {
+        let resp = client
+            .post(format!("http://{addr}/webhook"))
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let while_down = requests.load(SeqCst);
+    down.store(false, SeqCst);
+    let back = Instant::now();
+    while arrivals.lock().unwrap_or_else(|p| p.into_inner()).len() < n {
+        assert!(back.elapsed() < Duration::from_secs(900), "not recovered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let recovered = back.elapsed();
+    server.abort();
+    (while_down, recovered)
+}
+
 fn main() {
     let rounds = env_usize("ZTBRIDGE_BENCH_ROUNDS", 5).max(1);
     let n = env_usize("ZTBRIDGE_BENCH_EVENTS", 200);
@@ -258,6 +355,23 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let outage_secs = env_usize("ZTBRIDGE_BENCH_OUTAGE_SECS", 0) as u64;
+    if outage_secs > 0 {
+        let events = env_usize("ZTBRIDGE_BENCH_OUTAGE_EVENTS", 500);
+        rt.block_on(async move {
+            println!("outage: {events} events, the sink answering 503 for {outage_secs} s");
+            for breaker in [false, true] {
+                let (requests, recovered) = outage(events, outage_secs, breaker).await;
+                println!(
+                    "  breaker {:<3}  {requests:>6} requests while down ({:.1}/s)  all delivered {:.1} s after it came back",
+                    if breaker { "on" } else { "off" },
+                    requests as f64 / outage_secs as f64,
+                    recovered.as_secs_f64()
+                );
+            }
+        });
+        return;
+    }
     rt.block_on(async move {
         let arrivals: Arrivals = Arc::default();
         let healthy = answering(arrivals.clone()).await;

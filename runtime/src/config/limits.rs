@@ -137,7 +137,7 @@ impl Default for DeliveryPolicy {
             drain_timeout_ms: 10_000,
             route_max_in_flight: None,
             breaker_failures: 5,
-            breaker_max_probe_ms: 10_000,
+            breaker_max_probe_ms: 5_000,
         }
     }
 }
