@@ -239,15 +239,21 @@ fn build_routes(
     Ok(routes)
 }
 
-/// The routes with the rate limits their config sets.
+/// The routes with the rate limits and bulkheads their config sets.
 fn route_set(config: &Config, routes: Vec<Arc<Route>>) -> RouteSet {
-    let limits = crate::delivery::rate::limits(
+    let running = || {
         config
             .routes
             .iter()
-            .filter(|rc| routes.iter().any(|r| *r.name == *rc.name)),
+            .filter(|rc| routes.iter().any(|r| *r.name == *rc.name))
+    };
+    let limits = crate::delivery::rate::limits(running());
+    let caps = crate::delivery::bulkhead::caps(
+        running(),
+        config.delivery.route_max_in_flight,
+        config.limits.max_instances,
     );
-    RouteSet::new(routes, limits)
+    RouteSet::new(routes, limits, caps)
 }
 
 impl App {

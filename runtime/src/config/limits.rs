@@ -144,6 +144,22 @@ pub struct DeliveryPolicy {
     /// On shutdown, how long running attempts may take to finish; what
     /// does not finish is attempted again at the next start.
     pub drain_timeout_ms: u64,
+    /// Bulkheads: at most this many deliveries of one route run at once,
+    /// so a route whose destination hangs holds only its share of the
+    /// sandbox slots (`limits.max_instances`) while the others deliver.
+    /// Default (unset): the slots divided by the number of routes, at
+    /// least 1.  A route's own `max_in_flight` wins over it.
+    pub route_max_in_flight: Option<u32>,
+    /// Circuit breaker: after this many consecutive failures of one
+    /// destination (scheme, host and port; connection, timeout, 5xx,
+    /// 429), its requests are held and one probe goes at the back-off
+    /// rate until one succeeds.  0: no breaker.
+    pub breaker_failures: u32,
+    /// The longest wait between two probes of an open breaker (the wait
+    /// starts at `initial_backoff_ms` and doubles after each failed
+    /// probe): how long, at most, deliveries wait after a destination
+    /// came back.
+    pub breaker_max_probe_ms: u64,
 }
 
 impl Default for DeliveryPolicy {
@@ -158,6 +174,9 @@ impl Default for DeliveryPolicy {
             dedupe_window_secs: 600,
             retain_delivered_hours: 168,
             drain_timeout_ms: 10_000,
+            route_max_in_flight: None,
+            breaker_failures: 5,
+            breaker_max_probe_ms: 5_000,
         }
     }
 }

@@ -5,9 +5,12 @@
 //!   filter takes it; it returns only once that is durable, so a 2xx always
 //!   means the event survives a crash.
 //! * The [`scheduler`] claims due deliveries from the store, as many as
-//!   there are sandbox slots, in per-alert order, within rate limits.
+//!   there are sandbox slots, in per-alert order, within rate limits and
+//!   each route's [`bulkhead`] (its share of the slots).
 //! * An [`attempt`] runs the route's flow from the start in a fresh
 //!   sandbox and records it; the [`retry`] policy decides what is next.
+//!   Its requests ask their destination's circuit [`breaker`] first: to a
+//!   destination that keeps failing, the delivery is held, not attempted.
 //! * [`housekeeping`] re-counts the backlog, checks free disk space and
 //!   purges old deliveries; [`room`] is the back-pressure it feeds.
 //!
@@ -15,6 +18,8 @@
 //! `time`, `text`.
 
 mod attempt;
+mod breaker;
+pub(crate) mod bulkhead;
 mod housekeeping;
 pub(crate) mod rate;
 mod retry;
@@ -85,6 +90,11 @@ pub struct Dispatcher {
     slots: Arc<Semaphore>,
     /// How many slots there are (the drain takes them all).
     slot_count: u32,
+    /// What each route runs now, against its `max_in_flight`: one route
+    /// never holds more than its share of the slots.
+    bulkheads: Arc<bulkhead::Bulkheads>,
+    /// One circuit breaker per destination, and the routes they hold.
+    breakers: breaker::Breakers,
     /// Wakes the scheduler: a new event, a finished attempt, shutdown.
     wake: Notify,
     /// Set once `start` has resumed the store and started the scheduler.
@@ -120,6 +130,8 @@ impl Dispatcher {
         store.set_rate_limits(routes.limits());
         let state: Arc<dyn TransformState> = store.transform_state();
         Arc::new(Dispatcher {
+            bulkheads: Arc::new(bulkhead::Bulkheads::new(metrics.clone())),
+            breakers: breaker::Breakers::new(&policy, metrics.clone()),
             room: room::Room::new(
                 policy.max_pending as u64,
                 disk_dir.map(|d| (d, policy.min_free_disk_mb.saturating_mul(1 << 20))),

@@ -30,8 +30,8 @@ use rusqlite::Connection;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
 use crate::store::{
-    Admission, AttemptRecord, Backlog, ClaimBatch, DeliveryKey, DeliveryState, EventRecord,
-    ListFilter, ListRow, NewEvent, Next, RateLimit, RetrySelection, Store, StoreError,
+    Admission, AttemptRecord, Backlog, ClaimBatch, ClaimScope, DeliveryKey, DeliveryState,
+    EventRecord, ListFilter, ListRow, NewEvent, Next, RateLimit, RetrySelection, Store, StoreError,
     TransformState,
 };
 use crate::time::now_millis;
@@ -257,13 +257,13 @@ impl Store for SqliteStore {
         self.rates.set(limits);
     }
 
-    async fn claim(
+    async fn claim_within(
         &self,
         now_ms: i64,
         max: usize,
-        skip: &[String],
+        scope: &ClaimScope,
     ) -> Result<ClaimBatch, StoreError> {
-        if let Some(batch) = self.queue.claim(now_ms, max, skip, &self.rates) {
+        if let Some(batch) = self.queue.claim(now_ms, max, scope, &self.rates) {
             if !batch.claims.is_empty() {
                 let keys: Vec<DeliveryKey> = batch.claims.iter().map(|c| c.key.clone()).collect();
                 self.writer.send(Some(Stage::StoreClaim), move |c| {
@@ -274,8 +274,8 @@ impl Store for SqliteStore {
         }
         // The index is off: the SQL path, and a rebuild once the backlog
         // is small enough (counted at most once a second).
-        let (skip, rates, queue, after) = (
-            skip.to_vec(),
+        let (scope, rates, queue, after) = (
+            scope.clone(),
             self.rates.clone(),
             self.queue.clone(),
             self.queue.clone(),
@@ -284,7 +284,7 @@ impl Store for SqliteStore {
             .write_then(
                 Some(Stage::StoreClaim),
                 move |c| {
-                    let batch = deliveries::claim(c, now_ms, max, skip, &rates, &queue)?;
+                    let batch = deliveries::claim(c, now_ms, max, &scope, &rates, &queue)?;
                     let open = if batch.claims.len() < max && queue.rebuild_check_due(now_ms) {
                         deliveries::load_open(c, queue.rebuild_at())?
                     } else {
@@ -315,6 +315,22 @@ impl Store for SqliteStore {
             .write_then(
                 None,
                 move |c| deliveries::release(c, &keys),
+                move |result, committed| {
+                    if result.is_ok() && committed {
+                        queue.released(&released);
+                    }
+                },
+            )
+            .await
+    }
+
+    async fn hold(&self, key: DeliveryKey, reason: String) -> Result<(), StoreError> {
+        let queue = self.queue.clone();
+        let released = vec![key.clone()];
+        self.writer
+            .write_then(
+                None,
+                move |c| deliveries::hold(c, &key, &reason),
                 move |result, committed| {
                     if result.is_ok() && committed {
                         queue.released(&released);
