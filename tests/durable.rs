@@ -187,7 +187,13 @@ async fn an_outage_then_recovery_delivers_everything_and_routes_stay_independent
         down.url(),
         up.url()
     );
-    let server = ChildServer::start(dir.path(), &format!("{QUICK}{routes}")).await;
+    // The breaker off: this test counts the failing route's retries
+    // (tests/bulkhead.rs covers the breaker that would hold them).
+    let server = ChildServer::start(
+        dir.path(),
+        &format!("{QUICK}breaker_failures = 0\n{routes}"),
+    )
+    .await;
     let client = reqwest::Client::new();
     for i in 0..10 {
         let (s, _) = post(

@@ -396,6 +396,16 @@ async fn short_of_disk_space_answers_503_and_stores_nothing() {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"], "disk_full", "{v}");
     assert_eq!(server.rejected("disk_full").await, 1.0);
+    // Readiness asks the same question, now: not ready, for the same reason.
+    let ready = server
+        .client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["reason"], "disk_full", "{ready}");
     // Nothing was stored, so nothing can be delivered.
     let backlog = server.app.dispatcher.store().backlog().await.unwrap();
     assert_eq!(backlog.open, 0);

@@ -111,7 +111,11 @@ impl App {
             disk_dir,
             metrics.clone(),
         );
+        let max_connections = config
+            .intake
+            .max_connections_effective(config.limits.max_instances);
         let http = Arc::new(HttpState {
+            max_connections,
             intake: Intake::new(config.intake.clone()),
             dispatcher: dispatcher.clone(),
             auth,
@@ -166,6 +170,24 @@ pub fn open_store(
     Ok((Arc::new(store), Some(dir)))
 }
 
+/// The store for a command that only reads (`events list`, `events
+/// show`): SQLite opened read-only; a shared store as `open_store` does
+/// (its commands only run SELECTs).
+pub fn open_store_read_only(
+    config: &Config,
+    data_dir: Option<&std::path::Path>,
+) -> Result<Arc<dyn Store>, AppError> {
+    if config.store_settings()?.is_some() {
+        return open_store(config, data_dir, true).map(|(s, _)| s);
+    }
+    let dir = data_dir.map_or_else(|| config.data_dir(), std::path::Path::to_path_buf);
+    let store = SqliteStore::open_read_only(&dir).map_err(|error| AppError::Store {
+        dir: dir.display().to_string(),
+        error,
+    })?;
+    Ok(Arc::new(store))
+}
+
 /// Makes the data directory and its files private (0700, 0600); logs
 /// what an earlier run or umask had left open.
 fn make_private(data_dir: &std::path::Path) -> Result<(), AppError> {
@@ -217,15 +239,21 @@ fn build_routes(
     Ok(routes)
 }
 
-/// The routes with the rate limits their config sets.
+/// The routes with the rate limits and bulkheads their config sets.
 fn route_set(config: &Config, routes: Vec<Arc<Route>>) -> RouteSet {
-    let limits = crate::delivery::rate::limits(
+    let running = || {
         config
             .routes
             .iter()
-            .filter(|rc| routes.iter().any(|r| *r.name == *rc.name)),
+            .filter(|rc| routes.iter().any(|r| *r.name == *rc.name))
+    };
+    let limits = crate::delivery::rate::limits(running());
+    let caps = crate::delivery::bulkhead::caps(
+        running(),
+        config.delivery.route_max_in_flight,
+        config.limits.max_instances,
     );
-    RouteSet::new(routes, limits)
+    RouteSet::new(routes, limits, caps)
 }
 
 impl App {

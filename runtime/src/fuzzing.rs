@@ -16,6 +16,7 @@ pub fn small_limits() -> IntakeLimits {
         max_body_bytes: 64 << 10,
         max_decoded_bytes: 256 << 10,
         max_json_depth: 32,
+        ..IntakeLimits::default()
     }
 }
 

@@ -36,7 +36,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None => bail!("--state {s}: expected pending, in_flight, delivered or failed"),
         },
     };
-    let open = args.store.open()?;
+    let open = args.store.open_read_only()?;
     let rows = open.run(open.store.list(ListFilter {
         state,
         route: args.route.clone(),

@@ -15,7 +15,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let open = args.store.open()?;
+    let open = args.store.open_read_only()?;
     let store = &open.store;
     if let Some(record) = open.run(store.record(&args.id, true))? {
         println!("{}", serde_json::to_string_pretty(&record)?);

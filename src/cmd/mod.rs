@@ -165,6 +165,17 @@ impl StoreArgs {
     /// Files it creates (WAL, SHM) are private, as the service's.  Where
     /// it looked is said once, in the error when there is none.
     pub fn open(&self) -> anyhow::Result<OpenStore> {
+        self.open_as(false)
+    }
+
+    /// `open` for a command that only reads: SQLite is opened with
+    /// `SQLITE_OPEN_READ_ONLY` (nothing can be changed, and it works
+    /// beside the running service).
+    pub fn open_read_only(&self) -> anyhow::Result<OpenStore> {
+        self.open_as(true)
+    }
+
+    fn open_as(&self, read_only: bool) -> anyhow::Result<OpenStore> {
         ztbridge_runtime::files::private_umask();
         let mut config = self.config()?;
         if let Some(s) = config.store.as_mut() {
@@ -176,7 +187,12 @@ impl StoreArgs {
             .build()?;
         let opened = {
             let _in_runtime = rt.enter();
-            ztbridge_runtime::app::open_store(&config, self.data_dir.as_deref(), true)
+            if read_only {
+                ztbridge_runtime::app::open_store_read_only(&config, self.data_dir.as_deref())
+                    .map(|s| (s, None))
+            } else {
+                ztbridge_runtime::app::open_store(&config, self.data_dir.as_deref(), true)
+            }
         };
         let (store, _) = match opened {
             Ok(s) => s,

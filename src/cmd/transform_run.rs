@@ -172,6 +172,7 @@ impl DryRun {
             rate_per_minute: None,
             rate_burst: None,
             rate_key: None,
+            max_in_flight: None,
             config: self.config,
         };
         let route = Route::build(&route_config, self.transform, env)?;

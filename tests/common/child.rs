@@ -44,14 +44,20 @@ impl ChildServer {
     /// `start`, under `umask` (octal, e.g. `"000"`), set by a shell that
     /// then execs the server (same process).
     pub async fn start_with_umask(dir: &Path, config_toml: &str, umask: &str) -> ChildServer {
-        ChildServer::start_opts(dir, config_toml, &[], Some(umask)).await
+        ChildServer::start_opts(dir, config_toml, &[], Some(&format!("umask {umask}"))).await
+    }
+
+    /// `start`, with the open-file limit set to `n` by a shell that then
+    /// execs the server (`ulimit -n`, soft and hard).
+    pub async fn start_with_nofile(dir: &Path, config_toml: &str, n: u32) -> ChildServer {
+        ChildServer::start_opts(dir, config_toml, &[], Some(&format!("ulimit -n {n}"))).await
     }
 
     async fn start_opts(
         dir: &Path,
         config_toml: &str,
         env: &[(&str, &str)],
-        umask: Option<&str>,
+        shell_prefix: Option<&str>,
     ) -> ChildServer {
         let port = free_port();
         let config_path = dir.join("ztbridge.toml");
@@ -72,16 +78,16 @@ impl ChildServer {
             "--config",
             config_path.to_str().expect("utf-8 path"),
         ];
-        let mut command = match umask {
+        let mut command = match shell_prefix {
             None => {
                 let mut c = Command::new(serve[0]);
                 c.args(&serve[1..]);
                 c
             }
-            Some(mask) => {
+            Some(prefix) => {
                 let mut c = Command::new("sh");
                 c.arg("-c")
-                    .arg(format!("umask {mask} && exec \"$0\" \"$@\""))
+                    .arg(format!("{prefix} && exec \"$0\" \"$@\""))
                     .args(serve);
                 c
             }

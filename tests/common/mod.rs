@@ -168,6 +168,11 @@ struct StubState {
     /// Requests being answered now, and the most seen at once.
     active: std::sync::atomic::AtomicUsize,
     max_active: std::sync::atomic::AtomicUsize,
+    /// While set, every request is held unanswered (a hanging
+    /// destination) until `release_held`.
+    held: std::sync::atomic::AtomicBool,
+    /// Wakes the held requests.
+    gate: tokio::sync::Notify,
 }
 
 /// Decrements the stub's active count when a request is answered.
@@ -218,6 +223,15 @@ async fn pd_enqueue(
         });
         r.len() as u64
     };
+    loop {
+        let opened = s.gate.notified();
+        tokio::pin!(opened);
+        opened.as_mut().enable();
+        if !s.held.load(SeqCst) {
+            break;
+        }
+        opened.await;
+    }
     let (lo, hi) = *s.delay_ms.lock().unwrap();
     if hi > 0 {
         let spread = (n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 33) % (hi - lo + 1);
@@ -303,6 +317,27 @@ impl StubPagerDuty {
     /// Each answer takes `lo..=hi` ms.
     pub fn delay(&self, lo: u64, hi: u64) {
         *self.state.delay_ms.lock().unwrap() = (lo, hi.max(lo));
+    }
+
+    /// Holds every request unanswered (the connection open) until
+    /// `release_held`: a destination that hangs.
+    pub fn hold(&self) {
+        self.state
+            .held
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Answers the held requests, and the next ones at once.
+    pub fn release_held(&self) {
+        self.state
+            .held
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.state.gate.notify_waiters();
+    }
+
+    /// Requests being answered (or held) now.
+    pub fn active(&self) -> usize {
+        self.state.active.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The most requests the stub was answering at once.

@@ -64,6 +64,42 @@ pub struct IntakeLimits {
     pub max_decoded_bytes: usize,
     /// Nesting depth of JSON arrays and objects.
     pub max_json_depth: usize,
+    /// A connection must send a request's whole header within this many
+    /// seconds of being ready for it (accepted, or idle after an answer),
+    /// else it is closed: slow clients cannot hold connections, and an
+    /// idle keep-alive connection is closed after this long (hyper's
+    /// header-read timer also runs between requests).
+    pub header_read_timeout_secs: u64,
+    /// A request body must arrive whole within this many seconds of its
+    /// header, else the answer is 408 (a trickled body cannot hold a
+    /// connection and its handler).
+    pub body_read_timeout_secs: u64,
+    /// Open webhook connections at most; at the cap the oldest connection
+    /// with no request in progress is closed for a new one.  Default: the
+    /// open-file limit less headroom for the store, destinations and the
+    /// runtime (see `max_connections_default`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+}
+
+impl IntakeLimits {
+    /// The connection cap in effect: `max_connections`, or the soft
+    /// open-file limit (RLIMIT_NOFILE) less 64 descriptors for the store
+    /// and the runtime and two per sandbox instance (`max_instances`) for
+    /// connections to destinations; at least 16.
+    pub fn max_connections_effective(&self, max_instances: u32) -> usize {
+        self.max_connections
+            .unwrap_or_else(|| max_connections_default(max_instances))
+    }
+}
+
+/// See [`IntakeLimits::max_connections_effective`].
+pub fn max_connections_default(max_instances: u32) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1 << 20);
+    let headroom = 64 + 2 * u64::from(max_instances);
+    limit.saturating_sub(headroom).clamp(16, 1 << 20) as usize
 }
 
 impl Default for IntakeLimits {
@@ -72,6 +108,9 @@ impl Default for IntakeLimits {
             max_body_bytes: 2 << 20,
             max_decoded_bytes: 8 << 20,
             max_json_depth: 64,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 15,
+            max_connections: None,
         }
     }
 }
@@ -105,6 +144,22 @@ pub struct DeliveryPolicy {
     /// On shutdown, how long running attempts may take to finish; what
     /// does not finish is attempted again at the next start.
     pub drain_timeout_ms: u64,
+    /// Bulkheads: at most this many deliveries of one route run at once,
+    /// so a route whose destination hangs holds only its share of the
+    /// sandbox slots (`limits.max_instances`) while the others deliver.
+    /// Default (unset): the slots divided by the number of routes, at
+    /// least 1.  A route's own `max_in_flight` wins over it.
+    pub route_max_in_flight: Option<u32>,
+    /// Circuit breaker: after this many consecutive failures of one
+    /// destination (scheme, host and port; connection, timeout, 5xx,
+    /// 429), its requests are held and one probe goes at the back-off
+    /// rate until one succeeds.  0: no breaker.
+    pub breaker_failures: u32,
+    /// The longest wait between two probes of an open breaker (the wait
+    /// starts at `initial_backoff_ms` and doubles after each failed
+    /// probe): how long, at most, deliveries wait after a destination
+    /// came back.
+    pub breaker_max_probe_ms: u64,
 }
 
 impl Default for DeliveryPolicy {
@@ -119,6 +174,9 @@ impl Default for DeliveryPolicy {
             dedupe_window_secs: 600,
             retain_delivered_hours: 168,
             drain_timeout_ms: 10_000,
+            route_max_in_flight: None,
+            breaker_failures: 5,
+            breaker_max_probe_ms: 5_000,
         }
     }
 }

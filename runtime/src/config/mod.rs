@@ -207,6 +207,10 @@ pub struct RouteConfig {
     /// using one PagerDuty routing key).  Default: the route's name.
     #[serde(default)]
     pub rate_key: Option<String>,
+    /// At most this many of this route's deliveries run at once (its
+    /// bulkhead); default: `delivery.route_max_in_flight`.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
     /// The transform's config keys.
     #[serde(default)]
     pub config: BTreeMap<String, ConfigValue>,
@@ -319,6 +323,7 @@ impl Config {
                 rate_per_minute: (name == "pagerduty").then_some(100),
                 rate_burst: None,
                 rate_key: None,
+                max_in_flight: None,
                 config: BTreeMap::new(),
             })
             .collect();
@@ -364,6 +369,12 @@ impl Config {
         }
         let l = &self.limits;
         for r in &self.routes {
+            if r.max_in_flight.is_some_and(|n| !(1..=10_000).contains(&n)) {
+                return Err(ConfigError::Invalid(format!(
+                    "route `{}`: max_in_flight must be 1..=10000 (omit it for the default share)",
+                    r.name
+                )));
+            }
             if r.rate_per_minute == Some(0) || r.rate_burst == Some(0) {
                 return Err(ConfigError::Invalid(format!(
                     "route `{}`: rate_per_minute and rate_burst must be positive (omit them for no limit)",
@@ -372,7 +383,16 @@ impl Config {
             }
         }
         let d = &self.delivery;
-        let checks: [(bool, &str); 14] = [
+        let checks: [(bool, &str); 19] = [
+            (
+                d.route_max_in_flight
+                    .is_none_or(|n| (1..=10_000).contains(&n)),
+                "delivery.route_max_in_flight must be 1..=10000 (omit it for the slots divided by the routes)",
+            ),
+            (
+                (100..=3_600_000).contains(&d.breaker_max_probe_ms),
+                "delivery.breaker_max_probe_ms must be 100..=3600000",
+            ),
             (l.fuel_per_step > 0, "limits.fuel_per_step must be positive"),
             (
                 (1..=600_000).contains(&l.step_timeout_ms),
@@ -425,6 +445,20 @@ impl Config {
             (
                 (1024..=(1 << 30)).contains(&self.intake.max_body_bytes),
                 "intake.max_body_bytes must be 1 KiB..=1 GiB",
+            ),
+            (
+                (1..=3600).contains(&self.intake.header_read_timeout_secs),
+                "intake.header_read_timeout_secs must be 1..=3600",
+            ),
+            (
+                (1..=3600).contains(&self.intake.body_read_timeout_secs),
+                "intake.body_read_timeout_secs must be 1..=3600",
+            ),
+            (
+                self.intake
+                    .max_connections
+                    .is_none_or(|n| (1..=1 << 20).contains(&n)),
+                "intake.max_connections must be 1..=1048576",
             ),
         ];
         if let Some((_, why)) = checks.iter().find(|(ok, _)| !ok) {

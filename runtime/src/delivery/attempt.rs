@@ -3,6 +3,7 @@
 //! event's span, and record it in the store (retrying the record until it
 //! lands: a delivery left in flight would only resume at the next start).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::Dispatcher;
+use super::breaker::Guarded;
+use super::bulkhead::Seat;
 use super::retry::{self, Answer, Decision, Ending};
 use crate::egress::HttpTransport;
 use crate::flow::{self, FlowReport, Outcome};
@@ -32,7 +35,12 @@ pub(super) struct Runner {
 }
 
 impl Dispatcher {
-    pub(super) async fn attempt(self: Arc<Self>, claim: Claim, permit: OwnedSemaphorePermit) {
+    pub(super) async fn attempt(
+        self: Arc<Self>,
+        claim: Claim,
+        permit: OwnedSemaphorePermit,
+        seat: Seat,
+    ) {
         let span = tracing::info_span!(
             "event",
             event_id = %display_id(claim.event_id.as_deref()),
@@ -44,10 +52,44 @@ impl Dispatcher {
                 // Removed by a reload between claim and start: give it back
                 // (it waits for the route, like any stranded delivery).
                 self.release(&claim).await;
-                drop(permit);
+                drop((permit, seat));
                 self.wake.notify_one();
                 return;
             };
+            // Past its deadline (the retry horizon from acceptance, or from
+            // `events retry`): a dead letter, not attempted.  Claimed late
+            // after a stop, or held behind its alert's earlier events.
+            let now = now_millis();
+            if now > claim.deadline_ms {
+                let reason = format!(
+                    "gave up before attempt {}: the retry deadline (delivery.retry_horizon_secs) passed {} ago, at {}; `ztbridge events retry` re-queues it",
+                    claim.attempt,
+                    humanize_ms(now - claim.deadline_ms),
+                    rfc3339_millis(claim.deadline_ms)
+                );
+                tracing::warn!(attempt = claim.attempt, "dead letter: {reason}");
+                r_metrics_dead(&self.runner.metrics, &claim.key.route);
+                let row = AttemptRecord {
+                    attempt: claim.attempt,
+                    at_ms: now,
+                    outcome: serde_json::json!({ "outcome": "not_attempted", "reason": "retry_deadline" }),
+                    last_status: None,
+                    error: Some(reason.clone()),
+                    steps: 0,
+                    fuel_used: 0,
+                    duration_ms: 0.0,
+                    transform_digest: String::new(),
+                };
+                if self
+                    .record_attempt(&claim, row, Next::Failed { reason })
+                    .await
+                {
+                    self.room.settled();
+                }
+                drop(permit);
+                self.wake.notify_one();
+                return;
+            }
             let input = flow::record(&flow::FlowInput {
                 body: &claim.body,
                 receipt_id: &claim.receipt_id,
@@ -55,8 +97,24 @@ impl Dispatcher {
                 attempt: claim.attempt,
             });
             let r = &self.runner;
-            let report = flow::run(&r.engine, &route, &r.state, input, &r.transport).await;
+            let guarded = Guarded::new(&r.transport, &self.breakers);
+            let report = flow::run(&r.engine, &route, &r.state, input, &guarded).await;
+            let (held, asked) = guarded.into_sets();
             let now = now_millis();
+            // A request was held by its destination's breaker and the flow
+            // did not finish: no attempt is counted (nothing reached the
+            // destination), the delivery waits for the breaker.  Past its
+            // retry horizon it goes through the retry policy instead.
+            if !held.is_empty()
+                && !matches!(report.outcome, Outcome::Done { .. })
+                && now <= claim.deadline_ms
+            {
+                self.hold(&claim, held).await;
+                drop((permit, seat));
+                self.wake.notify_one();
+                return;
+            }
+            self.breakers.settle_route(&claim.key.route, &asked);
             let next = next_for(&self.policy, &claim, &report, now);
             log(&claim, &report, &next);
             let outcome = match &next {
@@ -75,11 +133,39 @@ impl Dispatcher {
             if settled {
                 self.room.settled();
             }
-            drop(permit);
+            drop((permit, seat));
             self.wake.notify_one();
         }
         .instrument(span)
         .await
+    }
+
+    /// Gives a delivery whose request a breaker held back to pending,
+    /// unattempted, and holds its route until the breaker's next probe.
+    async fn hold(&self, claim: &Claim, destinations: BTreeSet<String>) {
+        let list = destinations.iter().cloned().collect::<Vec<_>>().join(", ");
+        tracing::info!(
+            attempt = claim.attempt,
+            destination = %list,
+            "held, not attempted: destination breaker open; it goes when a probe gets through"
+        );
+        self.runner
+            .metrics
+            .held
+            .with_label_values(&[&claim.key.route])
+            .inc();
+        // Before the store hands it out again: the scheduler must see the
+        // route as held by then.
+        self.breakers.hold_route(&claim.key.route, destinations);
+        let reason = format!(
+            "destination breaker open ({list}): held, not attempted; it goes when the destination answers a probe"
+        );
+        if let Err(e) = self.store.hold(claim.key.clone(), reason).await {
+            tracing::error!(
+                "cannot give a held delivery back (it resumes at the next start): {}",
+                crate::text::error_chain(&e)
+            );
+        }
     }
 
     /// Records the attempt, retrying while the store fails; `false` when
@@ -242,4 +328,19 @@ fn log(claim: &Claim, report: &FlowReport, next: &Next) {
             "delivery failed (dead letter): {reason}"
         ),
     }
+}
+
+/// A duration for a message: "3 s", "2 min", "5 h".
+fn humanize_ms(ms: i64) -> String {
+    let s = ms / 1000;
+    match s {
+        ..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        _ => format!("{} h", s / 3600),
+    }
+}
+
+/// Counts a dead letter given up before an attempt.
+fn r_metrics_dead(metrics: &Metrics, route: &str) {
+    metrics.dead_letters.with_label_values(&[route]).inc();
 }

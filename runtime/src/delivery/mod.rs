@@ -5,9 +5,12 @@
 //!   filter takes it; it returns only once that is durable, so a 2xx always
 //!   means the event survives a crash.
 //! * The [`scheduler`] claims due deliveries from the store, as many as
-//!   there are sandbox slots, in per-alert order, within rate limits.
+//!   there are sandbox slots, in per-alert order, within rate limits and
+//!   each route's [`bulkhead`] (its share of the slots).
 //! * An [`attempt`] runs the route's flow from the start in a fresh
 //!   sandbox and records it; the [`retry`] policy decides what is next.
+//!   Its requests ask their destination's circuit [`breaker`] first: to a
+//!   destination that keeps failing, the delivery is held, not attempted.
 //! * [`housekeeping`] re-counts the backlog, checks free disk space and
 //!   purges old deliveries; [`room`] is the back-pressure it feeds.
 //!
@@ -15,6 +18,8 @@
 //! `time`, `text`.
 
 mod attempt;
+mod breaker;
+pub(crate) mod bulkhead;
 mod housekeeping;
 pub(crate) mod rate;
 mod retry;
@@ -81,12 +86,15 @@ pub struct Dispatcher {
     runner: attempt::Runner,
     /// Whether another webhook may be accepted (back-pressure).
     room: room::Room,
-    /// Where free disk space is checked (the SQLite data directory).
-    disk_dir: Option<PathBuf>,
     /// Bounds attempts running at once to the engine's instance slots.
     slots: Arc<Semaphore>,
     /// How many slots there are (the drain takes them all).
     slot_count: u32,
+    /// What each route runs now, against its `max_in_flight`: one route
+    /// never holds more than its share of the slots.
+    bulkheads: Arc<bulkhead::Bulkheads>,
+    /// One circuit breaker per destination, and the routes they hold.
+    breakers: breaker::Breakers,
     /// Wakes the scheduler: a new event, a finished attempt, shutdown.
     wake: Notify,
     /// Set once `start` has resumed the store and started the scheduler.
@@ -96,7 +104,14 @@ pub struct Dispatcher {
     /// When the scheduler last went round its loop (ms since the epoch):
     /// it wakes at least every second, so an old value means it is stuck.
     heartbeat: AtomicI64,
+    /// The last commit probe of [`Dispatcher::health`] and when it ended:
+    /// reused for [`PING_CACHE`], so a probe storm costs one write a
+    /// second, not one per request.
+    last_ping: std::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
+
+/// How long a commit probe's outcome stands for `/readyz`.
+const PING_CACHE: Duration = Duration::from_secs(1);
 
 impl Dispatcher {
     /// `disk_dir`: the directory whose free space guards intake (the
@@ -115,7 +130,12 @@ impl Dispatcher {
         store.set_rate_limits(routes.limits());
         let state: Arc<dyn TransformState> = store.transform_state();
         Arc::new(Dispatcher {
-            room: room::Room::new(policy.max_pending as u64),
+            bulkheads: Arc::new(bulkhead::Bulkheads::new(metrics.clone())),
+            breakers: breaker::Breakers::new(&policy, metrics.clone()),
+            room: room::Room::new(
+                policy.max_pending as u64,
+                disk_dir.map(|d| (d, policy.min_free_disk_mb.saturating_mul(1 << 20))),
+            ),
             routes: routes::RouteTable::new(routes),
             runner: attempt::Runner {
                 engine,
@@ -125,13 +145,13 @@ impl Dispatcher {
             },
             policy,
             store,
-            disk_dir,
             slots: Arc::new(Semaphore::new(slot_count as usize)),
             slot_count,
             wake: Notify::new(),
             running: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             heartbeat: AtomicI64::new(now_millis()),
+            last_ping: std::sync::Mutex::new(None),
         })
     }
 
@@ -153,8 +173,12 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 
-    /// Whether another webhook may be accepted now.
+    /// Whether another webhook may be accepted now: the one admission
+    /// decision, asked by `/webhook` and `/readyz` alike.
     pub(crate) fn room(&self) -> Result<(), Full> {
+        if self.store.lost().is_some() {
+            return Err(Full::StoreLost);
+        }
         self.room.check()
     }
 
@@ -273,6 +297,19 @@ impl Dispatcher {
         if age > 30_000 {
             return Err(format!("the delivery scheduler has not run for {age} ms"));
         }
+        if let Some((at, outcome)) = &*self.last_ping.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < PING_CACHE
+        {
+            return outcome.clone();
+        }
+        let outcome = self.commit_probe(timeout).await;
+        *self.last_ping.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), outcome.clone()));
+        outcome
+    }
+
+    /// One small write through the store's commit path, within `timeout`.
+    async fn commit_probe(&self, timeout: Duration) -> Result<(), String> {
         match tokio::time::timeout(timeout, self.store.ping()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!(

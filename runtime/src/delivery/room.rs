@@ -1,8 +1,11 @@
 //! Back-pressure: whether another webhook may be accepted now.  Past
 //! `max_pending` open deliveries, or under `min_free_disk_mb` free in the
-//! data directory, `/webhook` answers 503 instead of accepting what it
-//! cannot keep.
+//! data directory, or with the store's files lost, `/webhook` answers 503
+//! instead of accepting what it cannot keep.  `/readyz` asks the same
+//! question ([`super::Dispatcher::room`]), so the two cannot disagree: free
+//! space is read when asked (one `statvfs`), not by a periodic task.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Why no more webhooks can be taken now.
@@ -12,6 +15,8 @@ pub(crate) enum Full {
     Backlog,
     /// Less than `min_free_disk_mb` free in the data directory.
     Disk,
+    /// The store's files were deleted or replaced (see `Store::lost`).
+    StoreLost,
 }
 
 /// The counts back-pressure is decided on.
@@ -22,22 +27,27 @@ pub(super) struct Room {
     open: AtomicU64,
     /// Past this many open deliveries, refuse.
     max_open: u64,
-    /// Whether the data directory has `min_free_disk_mb` free.
+    /// Whether the data directory had `min_free_disk_mb` free when last
+    /// asked (to log changes once).
     disk_ok: AtomicBool,
+    /// The directory whose free space is checked, and the bytes it must
+    /// keep free (`None`: a remote store).
+    disk: Option<(PathBuf, u64)>,
 }
 
 impl Room {
-    pub(super) fn new(max_open: u64) -> Room {
+    pub(super) fn new(max_open: u64, disk: Option<(PathBuf, u64)>) -> Room {
         Room {
             open: AtomicU64::new(0),
             max_open,
             disk_ok: AtomicBool::new(true),
+            disk,
         }
     }
 
     /// Whether another webhook may be accepted.
     pub(super) fn check(&self) -> Result<(), Full> {
-        if !self.disk_ok.load(Ordering::Relaxed) {
+        if !self.disk_has_room() {
             return Err(Full::Disk);
         }
         if self.open.load(Ordering::Relaxed) >= self.max_open {
@@ -70,8 +80,31 @@ impl Room {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Records the disk check; returns whether it changed.
-    pub(super) fn set_disk_ok(&self, ok: bool) -> bool {
-        self.disk_ok.swap(ok, Ordering::Relaxed) != ok
+    /// Free space now (a `statvfs`, microseconds); a change is logged
+    /// once.  Unreadable: assumed fine (the commit will tell).
+    fn disk_has_room(&self) -> bool {
+        let Some((dir, min_free)) = &self.disk else {
+            return true;
+        };
+        let Ok(st) = rustix::fs::statvfs(dir) else {
+            return true;
+        };
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        let ok = free >= *min_free;
+        if self.disk_ok.swap(ok, Ordering::Relaxed) != ok {
+            if ok {
+                tracing::info!(
+                    free_mb = free >> 20,
+                    "free disk space is back: accepting webhooks"
+                );
+            } else {
+                tracing::error!(
+                    free_mb = free >> 20,
+                    min_free_mb = min_free >> 20,
+                    "data directory is short of disk space: webhooks are refused with 503 (delivery.min_free_disk_mb)"
+                );
+            }
+        }
+        ok
     }
 }

@@ -16,12 +16,21 @@ pub struct RouteSet {
     order: Vec<Arc<Route>>,
     /// Their rate limits, installed in the store with the set.
     limits: Vec<(String, RateLimit)>,
+    /// Each route's bulkhead: most of its deliveries running at once.
+    max_in_flight: BTreeMap<String, usize>,
 }
 
 impl RouteSet {
-    /// `limits`: (route, limit) of the routes that have one.
-    pub(crate) fn new(routes: Vec<Arc<Route>>, limits: Vec<(String, RateLimit)>) -> RouteSet {
+    /// `limits`: (route, limit) of the routes that have one; `caps`: each
+    /// route's `max_in_flight` ([`super::bulkhead::caps`]; a route not
+    /// listed is bounded by the slots alone).
+    pub(crate) fn new(
+        routes: Vec<Arc<Route>>,
+        limits: Vec<(String, RateLimit)>,
+        caps: BTreeMap<String, usize>,
+    ) -> RouteSet {
         RouteSet {
+            max_in_flight: caps,
             by_name: routes
                 .iter()
                 .map(|r| (r.name.to_string(), r.clone()))
@@ -53,6 +62,12 @@ impl RouteSet {
     /// The rate limits of this set.
     pub(crate) fn limits(&self) -> Vec<(String, RateLimit)> {
         self.limits.clone()
+    }
+
+    /// Most deliveries of `route` running at once (`None`: the slots
+    /// alone bound it).
+    pub(crate) fn max_in_flight(&self, route: &str) -> Option<usize> {
+        self.max_in_flight.get(route).copied()
     }
 }
 

@@ -1,14 +1,23 @@
 //! The scheduler: one task that claims due deliveries from the store, as
 //! many as there are free sandbox slots, and starts an attempt for each.
 //! It wakes on a new event, a finished attempt, a due retry, the end of a
-//! rate-limit wait, or every second.
+//! rate-limit wait, a due breaker probe, or every second.
+//!
+//! Each claim is scoped ([`ClaimScope`]): a route takes at most the free
+//! room of its bulkhead (`max_in_flight` less what it runs), a route held
+//! by an open breaker takes nothing (one delivery when its probe is due),
+//! and the routes not configured take nothing.  A route at its cap is
+//! passed over inside the claim, so the slots it cannot use go to the
+//! others' work; when every route with work is at its cap, the scheduler
+//! sleeps until an attempt ends (no busy loop).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Dispatcher;
-use crate::store::Claim;
+use super::breaker::RouteHold;
+use crate::store::{Claim, ClaimScope};
 use crate::time::now_millis;
 
 /// Routes with open deliveries that are not configured (re-read after a
@@ -61,8 +70,13 @@ impl Dispatcher {
             stranded.refresh(&self, self.routes.take_changed()).await;
             let mut wait = Duration::from_secs(1);
             let free = self.slots.available_permits();
+            let (scope, probe_at) = self.scope(&stranded.routes, now_millis());
+            if let Some(at) = probe_at {
+                let ms = (at - now_millis()).max(1) as u64;
+                wait = wait.min(Duration::from_millis(ms));
+            }
             if free > 0 {
-                match self.store.claim(now_millis(), free, &stranded.routes).await {
+                match self.store.claim_within(now_millis(), free, &scope).await {
                     Ok(batch) => {
                         let full = batch.claims.len() == free;
                         for claim in batch.claims {
@@ -92,6 +106,36 @@ impl Dispatcher {
         }
     }
 
+    /// What the next claim may take: `stranded` routes nothing, each
+    /// configured route the free room of its bulkhead, a route held by an
+    /// open breaker nothing until its probe is due, then one delivery.
+    /// With it, the earliest time a held route's probe is due.
+    fn scope(&self, stranded: &[String], now_ms: i64) -> (ClaimScope, Option<i64>) {
+        let routes = self.routes();
+        let mut scope = ClaimScope::skipping(stranded);
+        let mut probe_at: Option<i64> = None;
+        for route in routes.iter() {
+            let name = route.name.as_ref();
+            let running = self.bulkheads.running(name);
+            let mut room = routes
+                .max_in_flight(name)
+                .map_or(usize::MAX, |cap| cap.saturating_sub(running));
+            match self.breakers.route_hold(name, now_ms) {
+                RouteHold::Free => {}
+                // One probe at a time per route.
+                RouteHold::Probe => room = room.min(usize::from(running == 0)),
+                RouteHold::Until(at) => {
+                    room = 0;
+                    probe_at = Some(probe_at.map_or(at, |p| p.min(at)));
+                }
+            }
+            if room != usize::MAX {
+                scope.room.insert(name.to_string(), room);
+            }
+        }
+        (scope, probe_at)
+    }
+
     /// Starts an attempt for `claim` in a sandbox slot, or gives the claim
     /// back when stopping (the drain took the slots).
     async fn launch(self: &Arc<Self>, claim: Claim) {
@@ -102,7 +146,8 @@ impl Dispatcher {
         };
         match permit {
             Some(permit) => {
-                tokio::spawn(self.clone().attempt(claim, permit));
+                let seat = self.bulkheads.enter(&claim.key.route);
+                tokio::spawn(self.clone().attempt(claim, permit, seat));
             }
             None => self.release(&claim).await,
         }

@@ -187,6 +187,23 @@ pub struct Destination {
     pub(crate) addresses: AddressFilter,
 }
 
+impl Destination {
+    /// `scheme://host:port` (the port always written): what one circuit
+    /// breaker stands for, shared by every route that sends there.
+    pub(crate) fn origin(&self) -> String {
+        let port = self
+            .url
+            .port_or_known_default()
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
+        format!(
+            "{}://{}{port}",
+            self.url.scheme(),
+            self.url.host_str().unwrap_or("")
+        )
+    }
+}
+
 /// A route's egress policy.
 #[derive(Debug, Clone)]
 pub struct Policy {

@@ -26,6 +26,9 @@ pub enum TransportFailure {
     /// The host refused to send it (egress policy), or refused every
     /// address its name resolved to.
     EgressDenied,
+    /// Not sent: the destination failed repeatedly and its circuit
+    /// breaker holds requests until a probe gets through (delivery).
+    BreakerOpen,
     /// Anything else (reading the body failed...).
     Other,
 }
@@ -39,6 +42,13 @@ pub struct TransportError {
     pub(crate) kind: TransportFailure,
     /// What happened, for people.
     pub(crate) message: String,
+}
+
+impl TransportError {
+    /// A failure of `kind`, described by `message`.
+    pub(crate) fn new(kind: TransportFailure, message: String) -> TransportError {
+        TransportError { kind, message }
+    }
 }
 
 /// What sending one request gave.

@@ -505,7 +505,9 @@ fn transport_error(kind: TransportFailure, message: String) -> types::TransportE
         TransportFailure::TooLarge => T::TooLarge(message),
         TransportFailure::EgressDenied => T::EgressDenied(message),
         // Anything else that got no answer is, to the transform, a
-        // connection that failed.
-        TransportFailure::Other => T::Connect(message),
+        // connection that failed; so is a request the breaker held (the
+        // contract has no variant for it, and the host decides what
+        // becomes of the delivery).
+        TransportFailure::Other | TransportFailure::BreakerOpen => T::Connect(message),
     }
 }

@@ -379,6 +379,7 @@ mod tests {
             max_body_bytes: 1 << 20,
             max_decoded_bytes: 1 << 20,
             max_json_depth: 8,
+            ..IntakeLimits::default()
         });
         let j = headers("application/json", None);
         let code = |r: Result<Accepted, IntakeError>| r.unwrap_err().code();

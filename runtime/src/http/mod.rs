@@ -12,6 +12,7 @@ mod api;
 pub(crate) mod auth;
 mod error;
 pub mod intake;
+mod listener;
 mod probes;
 mod webhook;
 
@@ -44,6 +45,9 @@ pub(crate) struct HttpState {
     pub(crate) auth: Arc<Option<WebhookAuth>>,
     /// What `/metrics` exports.
     pub(crate) metrics: Arc<Metrics>,
+    /// Open webhook connections at most (`intake.max_connections` or the
+    /// default derived from the open-file limit), resolved at build.
+    pub(crate) max_connections: usize,
 }
 
 async fn not_found() -> Response {
@@ -91,10 +95,6 @@ pub(crate) fn router(state: Arc<HttpState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
-        // A client that trickles its body is cut off.
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            std::time::Duration::from_secs(30),
-        ))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
 }
@@ -119,13 +119,19 @@ pub(crate) async fn run(
         })
         .await
     });
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: no new webhooks; draining deliveries");
-            notify::stopping();
-        })
-        .await;
+    let settings = listener::Settings {
+        header_read_timeout: std::time::Duration::from_secs(
+            state.intake.limits.header_read_timeout_secs,
+        ),
+        max_connections: state.max_connections,
+    };
+    let metrics = state.metrics.clone();
+    let served = listener::serve(listener, router(state), settings, metrics, async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new webhooks; draining deliveries");
+        notify::stopping();
+    })
+    .await;
     watchdog.abort();
     dispatcher.stop().await;
     served

@@ -50,20 +50,38 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// Ready: transforms loaded (the app exists only once they are), the
-/// scheduler running and the event store committing writes.
+/// scheduler running, the event store committing writes, and webhooks
+/// being accepted now: the same admission decision `/webhook` makes
+/// (backlog, free disk space read now, the store's files), so a load
+/// balancer never sends webhooks to a node that would refuse them.
 pub(super) async fn readyz(State(app): State<Arc<HttpState>>) -> Response {
     let routes = app.dispatcher.route_names();
     let open = app.dispatcher.open_deliveries();
-    let accepting = match app.dispatcher.room() {
-        Ok(()) => "yes",
-        Err(Full::Backlog) => "no: delivery backlog full",
-        Err(Full::Disk) => "no: short of disk space",
+    let refused = match app.dispatcher.room() {
+        Ok(()) => None,
+        Err(Full::Backlog) => Some(("overloaded", "not accepting webhooks: delivery backlog full (delivery.max_pending)".to_string())),
+        Err(Full::Disk) => Some(("disk_full", "not accepting webhooks: the data directory is short of disk space (delivery.min_free_disk_mb)".to_string())),
+        Err(Full::StoreLost) => Some((
+            "store_lost",
+            format!(
+                "not accepting webhooks: {}",
+                app.dispatcher.store().lost().unwrap_or_default()
+            ),
+        )),
     };
-    match app.dispatcher.health(std::time::Duration::from_secs(2)).await {
-        Ok(()) => Json(json!({ "status": "ready", "routes": routes, "open_deliveries": open, "accepting": accepting })).into_response(),
-        Err(why) => (
+    let health = match refused {
+        Some(r) => Err(r),
+        None => app
+            .dispatcher
+            .health(std::time::Duration::from_secs(2))
+            .await
+            .map_err(|why| ("not_ready", why)),
+    };
+    match health {
+        Ok(()) => Json(json!({ "status": "ready", "routes": routes, "open_deliveries": open, "accepting": "yes" })).into_response(),
+        Err((reason, why)) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "error": "not_ready", "message": why, "routes": routes })),
+            Json(json!({ "status": "not_ready", "error": "not_ready", "reason": reason, "message": crate::text::escape_controls(&why), "routes": routes, "open_deliveries": open, "accepting": "no" })),
         )
             .into_response(),
     }

@@ -6,25 +6,49 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use std::time::Duration;
 
 use super::HttpState;
 use super::error::{error, unavailable};
 use crate::delivery::{Accepted, Admitted, Full};
+use crate::store::StoreError;
 use crate::text::{display_id, error_chain, excerpt};
 use crate::time::rfc3339_millis;
 
-pub(super) async fn webhook(
-    State(app): State<Arc<HttpState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let started = std::time::Instant::now();
+pub(super) async fn webhook(State(app): State<Arc<HttpState>>, req: Request) -> Response {
     app.metrics.webhooks_received.inc();
+    let headers = req.headers().clone();
+    // The body must arrive whole in time: a client trickling it cannot
+    // hold the connection and this handler (tower-http's body timeout
+    // only bounds the gap between two chunks).
+    let deadline = Duration::from_secs(app.intake.limits.body_read_timeout_secs);
+    let body = match tokio::time::timeout(deadline, Bytes::from_request(req, &())).await {
+        Ok(body) => body,
+        Err(_) => {
+            tracing::info!(
+                timeout_secs = deadline.as_secs(),
+                "webhook refused: the body did not arrive in time"
+            );
+            return refuse(
+                &app,
+                error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "the request body did not arrive within {} s (intake.body_read_timeout_secs)",
+                        deadline.as_secs()
+                    ),
+                ),
+                "body_timeout",
+            );
+        }
+    };
+    let started = std::time::Instant::now();
     let resp = accept(&app, headers, body).await;
     app.metrics
         .accept_latency
@@ -77,6 +101,10 @@ async fn accept(
             Full::Disk => (
                 "disk_full",
                 "the data directory is short of disk space (delivery.min_free_disk_mb); retry later",
+            ),
+            Full::StoreLost => (
+                "store_lost",
+                "the event store's files were removed or replaced: nothing can be stored until it is restored or the service restarted",
             ),
         };
         tracing::warn!("webhook refused: {message}");
@@ -150,6 +178,17 @@ async fn accept(
                 Json(json!({ "status": "duplicate", "receipt_id": original, "event_id": event_id, "first_received_at": received_at })),
             )
                 .into_response()
+        }
+        Err(e @ StoreError::Lost(_)) => {
+            tracing::error!(%receipt_id, "webhook NOT accepted: {}", error_chain(&e));
+            refuse(
+                app,
+                unavailable(
+                    "store_lost",
+                    "the event store's files were removed or replaced: nothing can be stored until it is restored or the service restarted",
+                ),
+                "store_lost",
+            )
         }
         Err(e) => {
             tracing::error!(%receipt_id, "webhook NOT accepted: cannot store it: {}", error_chain(&e));

@@ -3,8 +3,8 @@
 //! built side by side (tests) do not mix their counts.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::flow::FlowReport;
@@ -46,6 +46,28 @@ pub(crate) struct Metrics {
     pub(crate) destination_latency: HistogramVec,
     /// Accept latency of `/webhook` (intake + durable commit).
     pub(crate) accept_latency: Histogram,
+    /// Webhook connections open now: how close the listener is to its cap.
+    pub(crate) connections_open: IntGauge,
+    /// Times a connection arrived with `intake.max_connections` open: the
+    /// cap is being hit (slow or idle clients, or too small a cap).
+    pub(crate) connection_cap_reached: IntCounter,
+    /// Connections closed to make room for a new one at the cap (the
+    /// oldest with no request in progress).
+    pub(crate) connections_evicted: IntCounter,
+    /// Connections closed because the request header (or the next one,
+    /// on an idle keep-alive connection) did not arrive in time.
+    pub(crate) connections_timed_out: IntCounter,
+    /// Circuit breaker of each destination that failed (0 closed, 1 open,
+    /// 2 half-open: a probe is out): which destinations are held now.
+    pub(crate) breaker_state: IntGaugeVec,
+    /// Breaker transitions by destination and new state: how often a
+    /// destination flaps.
+    pub(crate) breaker_transitions: IntCounterVec,
+    /// Deliveries given back unattempted because their destination's
+    /// breaker was open, by route (not attempts: no request was sent).
+    pub(crate) held: IntCounterVec,
+    /// Deliveries running now, by route: how full each bulkhead is.
+    pub(crate) route_in_flight: IntGaugeVec,
 }
 
 impl Metrics {
@@ -103,7 +125,33 @@ impl Metrics {
         )
         .unwrap_or_else(|_| unreachable_metric("webhook_accept_seconds"));
         let _ = registry.register(Box::new(accept_latency.clone()));
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|_| unreachable_metric(name));
+            let _ = registry.register(Box::new(g.clone()));
+            g
+        };
         Metrics {
+            breaker_state: gauge_vec(
+                "breaker_state",
+                "Circuit breaker of a destination: 0 closed, 1 open (requests held), 2 half-open (one probe out)",
+                &["destination"],
+            ),
+            breaker_transitions: counter_vec(
+                "breaker_transitions_total",
+                "Circuit breaker transitions, by destination and new state (closed, open, half_open)",
+                &["destination", "to"],
+            ),
+            held: counter_vec(
+                "deliveries_held_total",
+                "Deliveries given back unattempted because their destination's breaker was open",
+                &["route"],
+            ),
+            route_in_flight: gauge_vec(
+                "route_in_flight",
+                "Deliveries running now, by route (bounded by the route's max_in_flight)",
+                &["route"],
+            ),
             webhooks_received: counter("webhooks_received_total", "Webhooks received"),
             webhooks_accepted: counter(
                 "webhooks_accepted_total",
@@ -149,6 +197,19 @@ impl Metrics {
                 seconds,
             ),
             accept_latency,
+            connections_open: gauge("webhook_connections_open", "Webhook connections open now"),
+            connection_cap_reached: counter(
+                "webhook_connection_cap_reached_total",
+                "Connections that arrived with intake.max_connections open",
+            ),
+            connections_evicted: counter(
+                "webhook_connections_evicted_total",
+                "Idle or header-reading connections closed to make room at the cap",
+            ),
+            connections_timed_out: counter(
+                "webhook_connections_timed_out_total",
+                "Connections closed because a request header did not arrive within intake.header_read_timeout_secs",
+            ),
             registry,
         }
     }

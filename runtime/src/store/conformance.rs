@@ -260,6 +260,81 @@ pub async fn a_rate_limited_route_does_not_starve_others(b: &impl Backend) {
     );
 }
 
+/// A claim within a scope takes no more of a route than its room, passes
+/// over a route at its cap for the others' work, and a held delivery goes
+/// back to pending with its reason and no attempt counted.
+pub async fn a_route_at_its_cap_is_passed_over_and_a_hold_counts_no_attempt(b: &impl Backend) {
+    let store = b.open();
+    store.start().await.unwrap();
+    for i in 0..10 {
+        let r = format!("a{i}");
+        store
+            .admit(event(&r, &format!("A{i}"), &r, &["busy"]), 0)
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        let r = format!("b{i}");
+        store
+            .admit(event(&r, &format!("B{i}"), &r, &["calm"]), 0)
+            .await
+            .unwrap();
+    }
+    let now = now_millis();
+    let scope = ClaimScope {
+        skip: vec![],
+        room: [("busy".to_string(), 2)].into_iter().collect(),
+    };
+    let first = store.claim_within(now, 8, &scope).await.unwrap();
+    let count = |route: &str| first.claims.iter().filter(|c| c.key.route == route).count();
+    assert_eq!(count("busy"), 2, "{:?}", routes_of(&first));
+    assert_eq!(count("calm"), 3, "{:?}", routes_of(&first));
+    // At its cap (room 0): nothing of it, and nothing else is due.
+    let full = ClaimScope {
+        skip: vec![],
+        room: [("busy".to_string(), 0)].into_iter().collect(),
+    };
+    assert!(
+        store
+            .claim_within(now, 8, &full)
+            .await
+            .unwrap()
+            .claims
+            .is_empty()
+    );
+    // A hold: pending again at once, the reason kept, no attempt counted.
+    let held = first
+        .claims
+        .iter()
+        .find(|c| c.key.route == "busy")
+        .unwrap()
+        .clone();
+    store
+        .hold(held.key.clone(), "destination breaker open (x)".into())
+        .await
+        .unwrap();
+    let rec = store
+        .record(&held.receipt_id, false)
+        .await
+        .unwrap()
+        .unwrap();
+    let d = &rec.deliveries[0];
+    assert_eq!(d.state, DeliveryState::Pending);
+    assert_eq!(d.attempts_made, 0);
+    assert!(d.attempts.is_empty());
+    assert_eq!(d.reason.as_deref(), Some("destination breaker open (x)"));
+    let again = store
+        .claim_within(now_millis(), 8, &ClaimScope::default())
+        .await
+        .unwrap();
+    let back = again
+        .claims
+        .iter()
+        .find(|c| c.key == held.key)
+        .expect("a held delivery is claimable again");
+    assert_eq!(back.attempt, 1);
+}
+
 /// Dead letters are listed with their reason, purge spares them, and
 /// `retry_failed` re-opens them.
 pub async fn failed_retry_and_purge(b: &impl Backend) {
@@ -325,6 +400,49 @@ pub async fn failed_retry_and_purge(b: &impl Backend) {
     assert_eq!(store.backlog().await.unwrap().open, 1);
 }
 
+/// `retry_failed` re-opens dead letters oldest first (the order they were
+/// received, then route name), whatever their receipt IDs.
+pub async fn retry_is_oldest_first(b: &impl Backend) {
+    let store = b.open();
+    store.start().await.unwrap();
+    for (receipt, id) in [("rb", "E1"), ("ra", "E2"), ("rc", "E3")] {
+        store
+            .admit(event(receipt, id, receipt, &["pd", "alpha"]), 0)
+            .await
+            .unwrap();
+    }
+    let claims = store.claim(now_millis(), 10, &[]).await.unwrap().claims;
+    assert_eq!(claims.len(), 6);
+    for c in claims {
+        let next = Next::Failed {
+            reason: "400 bad".into(),
+        };
+        store.finish(c.key, attempt(1), next).await.unwrap();
+    }
+    let retried = store
+        .retry_failed(
+            RetrySelection {
+                receipt_id: None,
+                route: None,
+            },
+            60_000,
+        )
+        .await
+        .unwrap();
+    let want: Vec<(String, String)> = [
+        ("rb", "alpha"),
+        ("rb", "pd"),
+        ("ra", "alpha"),
+        ("ra", "pd"),
+        ("rc", "alpha"),
+        ("rc", "pd"),
+    ]
+    .iter()
+    .map(|(r, route)| (r.to_string(), route.to_string()))
+    .collect();
+    assert_eq!(retried, want);
+}
+
 /// A retry waits until its time; `next_retry_ms` tells when.
 pub async fn a_retry_waits_for_its_time(b: &impl Backend) {
     let store = b.open();
@@ -386,7 +504,9 @@ macro_rules! store_conformance {
             a_change_back_is_not_a_duplicate,
             a_retried_predecessor_never_runs_beside_an_in_flight_successor,
             a_rate_limited_route_does_not_starve_others,
+            a_route_at_its_cap_is_passed_over_and_a_hold_counts_no_attempt,
             failed_retry_and_purge,
+            retry_is_oldest_first,
             a_retry_waits_for_its_time,
             transform_state_survives_a_restart
         );

@@ -37,6 +37,14 @@ pub enum StoreError {
     /// Nothing at the configured place (the CLI on a missing store).
     #[error("event store: {0}")]
     NotFound(String),
+    /// A file of the store was deleted or replaced while in use: what is
+    /// committed now would not survive a restart, so nothing is
+    /// acknowledged any more (until a restart opens the store again).
+    #[error("event store lost: {0}")]
+    Lost(String),
+    /// The store was opened read-only (`events list`, `events show`).
+    #[error("event store: opened read-only, cannot write")]
+    ReadOnly,
     /// The writer (or the connection pool) has stopped.
     #[error("event store: the writer has stopped")]
     WriterGone,

@@ -24,8 +24,9 @@ use std::sync::Arc;
 
 pub use error::StoreError;
 pub use model::{
-    Admission, AttemptRecord, Backlog, Claim, ClaimBatch, ClusterView, DeliveryKey, DeliveryRecord,
-    DeliveryState, EventRecord, ListFilter, ListRow, NewEvent, Next, RateLimit, RetrySelection,
+    Admission, AttemptRecord, Backlog, Claim, ClaimBatch, ClaimScope, ClaimTally, ClusterView,
+    DeliveryKey, DeliveryRecord, DeliveryState, EventRecord, ListFilter, ListRow, NewEvent, Next,
+    RateLimit, RetrySelection,
 };
 pub use state::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use state::{MemoryState, StateError, TransformState};
@@ -69,11 +70,29 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
         max: usize,
         skip: &[String],
+    ) -> Result<ClaimBatch, StoreError> {
+        self.claim_within(now_ms, max, &ClaimScope::skipping(skip))
+            .await
+    }
+
+    /// [`Store::claim`] within `scope`: no route takes more than its room
+    /// (the scheduler's bulkheads), and a route at its cap is passed over
+    /// for the next due delivery of another, never claimed and given back.
+    async fn claim_within(
+        &self,
+        now_ms: i64,
+        max: usize,
+        scope: &ClaimScope,
     ) -> Result<ClaimBatch, StoreError>;
 
     /// Gives claimed deliveries back unattempted (pending, no attempt
     /// counted): a stop, or a route that went away.
     async fn release(&self, keys: Vec<DeliveryKey>) -> Result<(), StoreError>;
+
+    /// Gives a claimed delivery back unattempted (pending, due, no attempt
+    /// counted) with the reason it waits, shown by `events list`: its
+    /// destination's circuit breaker refused to send its request.
+    async fn hold(&self, key: DeliveryKey, reason: String) -> Result<(), StoreError>;
 
     /// Records an attempt and where its delivery goes next.
     async fn finish(
@@ -131,6 +150,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// The transforms' durable key/value state.
     fn transform_state(&self) -> Arc<dyn TransformState>;
+
+    /// Why the store can no longer keep what it commits (its files were
+    /// deleted or replaced under it), once that has been seen; `None`
+    /// while it is sound.  Webhooks are refused and `/readyz` is 503 from
+    /// then on.
+    fn lost(&self) -> Option<String> {
+        None
+    }
 
     // -- several nodes (defaults: a store one process owns) --
 

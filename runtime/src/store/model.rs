@@ -2,6 +2,7 @@
 //! milliseconds since the epoch inside; they are shown as RFC 3339 when a
 //! record is serialised for the API or the CLI.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,6 +121,58 @@ pub struct Claim {
     pub attempt: u32,
     /// Give up retrying after this (ms since the epoch).
     pub deadline_ms: i64,
+}
+
+/// Which routes a claim may take from, and how many deliveries of each:
+/// the scheduler's bulkheads (a route's share of the sandbox slots) and
+/// the routes it holds (not configured, destination breaker open).
+#[derive(Debug, Clone, Default)]
+pub struct ClaimScope {
+    /// Routes not claimed from at all.
+    pub skip: Vec<String>,
+    /// At most this many deliveries of a route in this claim (the free
+    /// room of its bulkhead); a route not listed is bounded by `max` alone.
+    pub room: BTreeMap<String, usize>,
+}
+
+impl ClaimScope {
+    /// A scope that only skips `skip`.
+    pub fn skipping(skip: &[String]) -> ClaimScope {
+        ClaimScope {
+            skip: skip.to_vec(),
+            room: BTreeMap::new(),
+        }
+    }
+
+    /// Whether `route` may take no delivery at all.
+    pub fn skips(&self, route: &str) -> bool {
+        self.skip.iter().any(|s| s == route) || self.room.get(route) == Some(&0)
+    }
+
+    /// Whether `route` may take another delivery, `taken` being already
+    /// taken from it in this claim.
+    pub fn allows(&self, route: &str, taken: usize) -> bool {
+        !self.skip.iter().any(|s| s == route) && self.room.get(route).is_none_or(|r| taken < *r)
+    }
+}
+
+/// Counts the deliveries a claim took per route, against a [`ClaimScope`].
+#[derive(Debug, Default)]
+pub struct ClaimTally {
+    /// Taken so far, by route.
+    taken: BTreeMap<String, usize>,
+}
+
+impl ClaimTally {
+    /// Whether `route` may take one more under `scope`.
+    pub fn allows(&self, scope: &ClaimScope, route: &str) -> bool {
+        scope.allows(route, self.taken.get(route).copied().unwrap_or(0))
+    }
+
+    /// One more taken from `route`.
+    pub fn take(&mut self, route: &str) {
+        *self.taken.entry(route.to_string()).or_default() += 1;
+    }
 }
 
 /// What a claim returned.

@@ -24,7 +24,8 @@ use super::admit::futures_join;
 use super::pg_error;
 use super::rate::Limits;
 use crate::store::{
-    AttemptRecord, Claim, ClaimBatch, DeliveryKey, Next, RetrySelection, StoreError,
+    AttemptRecord, Claim, ClaimBatch, ClaimScope, ClaimTally, DeliveryKey, Next, RetrySelection,
+    StoreError,
 };
 use crate::time::now_millis;
 
@@ -68,14 +69,22 @@ pub(super) async fn claim(
     rates: &Limits,
     now_ms: i64,
     max: usize,
-    skip: &[String],
+    scope: &ClaimScope,
 ) -> Result<ClaimBatch, StoreError> {
     let mut batch = ClaimBatch::default();
     if max == 0 {
         return Ok(batch);
     }
     let tx = c.transaction().await.map_err(pg_error("begin a claim"))?;
-    let mut skip = skip.to_vec();
+    let mut skip = scope.skip.clone();
+    skip.extend(
+        scope
+            .room
+            .iter()
+            .filter(|(_, room)| **room == 0)
+            .map(|(r, _)| r.clone()),
+    );
+    let mut tally = ClaimTally::default();
     let mut chosen: Vec<(i64, String)> = Vec::new();
     let window = (max * 2).max(16) as i64;
     let candidates = tx
@@ -93,14 +102,25 @@ pub(super) async fn claim(
             .map_err(pg_error("claim candidates"))?;
         let fetched = rows.len() as i64;
         let mut round: Vec<(i64, String)> = Vec::new();
+        // A route at its bulkhead's cap is skipped and the query asked
+        // again, like a rate-limited one.
+        let mut limited = false;
         for r in &rows {
             if chosen.len() + round.len() == max {
                 break;
             }
-            round.push((r.try_get(0)?, r.try_get(1)?));
+            let route: String = r.try_get(1)?;
+            if !tally.allows(scope, &route) {
+                if !skip.contains(&route) {
+                    skip.push(route);
+                }
+                limited = true;
+                continue;
+            }
+            tally.take(&route);
+            round.push((r.try_get(0)?, route));
         }
         // One rate_take per rate key among them, for as many as it has.
-        let mut limited = false;
         let mut wanted: Vec<(String, i32)> = Vec::new();
         for (_, route) in &round {
             if let Some(limit) = rates.get(route) {
@@ -193,6 +213,23 @@ pub(super) async fn release(
     )
     .await
     .map_err(pg_error("release claims"))?;
+    Ok(())
+}
+
+/// A claimed delivery back to pending unattempted, with why it waits.
+pub(super) async fn hold(
+    c: &Object,
+    node: &str,
+    key: &DeliveryKey,
+    reason: &str,
+) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE deliveries SET state = 'pending', lease_owner = NULL, lease_until = NULL, reason = $4
+          WHERE event_seq = $1 AND route = $2 AND state = 'in_flight' AND lease_owner = $3",
+        &[&key.event_seq, &key.route, &node, &reason],
+    )
+    .await
+    .map_err(pg_error("hold a delivery"))?;
     Ok(())
 }
 
@@ -496,17 +533,18 @@ pub(super) async fn retry_failed(
               WHERE e.seq = d.event_seq AND d.state = 'failed'
                 AND ($3::text IS NULL OR d.route = $3)
                 AND ($4::text IS NULL OR e.receipt_id = $4)
-             RETURNING e.receipt_id, d.route",
+             RETURNING e.receipt_id, d.route, d.event_seq",
             &[&now, &now.saturating_add(horizon_ms), &sel.route, &sel.receipt_id],
         )
         .await
         .map_err(pg_error("retry failed deliveries"))?;
-    let mut out = Vec::with_capacity(rows.len());
+    // Oldest first (received order), then route: as SQLite.
+    let mut out: Vec<(i64, String, String)> = Vec::with_capacity(rows.len());
     for r in rows {
-        out.push((r.try_get(0)?, r.try_get(1)?));
+        out.push((r.try_get(2)?, r.try_get(0)?, r.try_get(1)?));
     }
-    out.sort();
-    Ok(out)
+    out.sort_by(|a, b| (a.0, &a.2).cmp(&(b.0, &b.2)));
+    Ok(out.into_iter().map(|(_, r, route)| (r, route)).collect())
 }
 
 /// Deletes fully delivered webhooks older than `before_ms`, a thousand

@@ -34,8 +34,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{Notify, OnceCell};
 
 use crate::store::{
-    Admission, AttemptRecord, Backlog, ClaimBatch, ClusterView, DeliveryKey, EventRecord,
-    ListFilter, ListRow, NewEvent, Next, RateLimit, RetrySelection, Store, StoreError,
+    Admission, AttemptRecord, Backlog, ClaimBatch, ClaimScope, ClusterView, DeliveryKey,
+    EventRecord, ListFilter, ListRow, NewEvent, Next, RateLimit, RetrySelection, Store, StoreError,
     TransformState,
 };
 pub use schema::SchemaStatus;
@@ -316,11 +316,11 @@ impl Store for PgStore {
         self.rates.set(limits);
     }
 
-    async fn claim(
+    async fn claim_within(
         &self,
         now_ms: i64,
         max: usize,
-        skip: &[String],
+        scope: &ClaimScope,
     ) -> Result<ClaimBatch, StoreError> {
         let mut c = self.conn().await?;
         claims::claim(
@@ -330,7 +330,7 @@ impl Store for PgStore {
             &self.rates,
             now_ms,
             max,
-            skip,
+            scope,
         )
         .await
     }
@@ -338,6 +338,11 @@ impl Store for PgStore {
     async fn release(&self, keys: Vec<DeliveryKey>) -> Result<(), StoreError> {
         let c = self.conn().await?;
         claims::release(&c, &self.options.node, &keys).await
+    }
+
+    async fn hold(&self, key: DeliveryKey, reason: String) -> Result<(), StoreError> {
+        let c = self.conn().await?;
+        claims::hold(&c, &self.options.node, &key, &reason).await
     }
 
     async fn finish(

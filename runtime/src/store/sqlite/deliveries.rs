@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::queue::{Open, Queue};
 use super::rate::RateLimiters;
 use crate::store::{
-    Admission, AttemptRecord, Claim, ClaimBatch, DeliveryKey, DeliveryState, NewEvent, Next,
-    RetrySelection, StoreError,
+    Admission, AttemptRecord, Claim, ClaimBatch, ClaimScope, ClaimTally, DeliveryKey,
+    DeliveryState, NewEvent, Next, RetrySelection, StoreError,
 };
 
 use DeliveryState::{Delivered, Failed, InFlight, Pending};
@@ -176,7 +176,7 @@ pub(super) fn claim(
     c: &Connection,
     now_ms: i64,
     max: usize,
-    mut skip: Vec<String>,
+    scope: &ClaimScope,
     rates: &RateLimiters,
     queue: &Queue,
 ) -> Result<ClaimBatch, StoreError> {
@@ -184,6 +184,15 @@ pub(super) fn claim(
     if max == 0 {
         return Ok(batch);
     }
+    let mut skip = scope.skip.clone();
+    skip.extend(
+        scope
+            .room
+            .iter()
+            .filter(|(_, room)| **room == 0)
+            .map(|(r, _)| r.clone()),
+    );
+    let mut tally = ClaimTally::default();
     let window = (max * 2).max(16);
     // A route that runs out of tokens is skipped, and the query is asked
     // again, so one rate-limited route never starves the others.
@@ -234,9 +243,17 @@ pub(super) fn claim(
             if skip.contains(&row.key.route) || queue.is_busy(&row.key.route, &order_key) {
                 continue;
             }
+            // Its route's bulkhead is full: the query is asked again
+            // without it, for other routes' work.
+            if !tally.allows(scope, &row.key.route) {
+                skip.push(row.key.route);
+                limited = true;
+                continue;
+            }
             match rates.admit(&row.key.route) {
                 Ok(()) => {
                     queue.take(row.key.event_seq, &row.key.route, &order_key);
+                    tally.take(&row.key.route);
                     batch.claims.push(row)
                 }
                 Err(w) => {
@@ -267,6 +284,15 @@ pub(super) fn release(c: &Connection, keys: &[DeliveryKey]) -> Result<(), StoreE
     for k in keys {
         stmt.execute(params![Pending, k.event_seq, k.route, InFlight])?;
     }
+    Ok(())
+}
+
+/// A claimed delivery back to pending unattempted, with why it waits.
+pub(super) fn hold(c: &Connection, key: &DeliveryKey, reason: &str) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "UPDATE deliveries SET state = ?1, reason = ?5 WHERE event_seq = ?2 AND route = ?3 AND state = ?4",
+    )?
+    .execute(params![Pending, key.event_seq, key.route, InFlight, reason])?;
     Ok(())
 }
 
@@ -338,6 +364,8 @@ pub(super) fn recover(c: &Connection, now_ms: i64) -> Result<usize, StoreError> 
 }
 
 /// Failed deliveries back to pending, their horizon restarting now.
+/// Returned (and then delivered) oldest first: by the order the events
+/// were received (their sequence number), then by route name.
 pub(super) fn retry_failed(
     c: &Connection,
     sel: &RetrySelection,
@@ -350,7 +378,7 @@ pub(super) fn retry_failed(
          WHERE state = ?6
            AND (?3 IS NULL OR route = ?3)
            AND (?4 IS NULL OR event_seq = (SELECT seq FROM events WHERE receipt_id = ?4))
-         RETURNING (SELECT receipt_id FROM events WHERE seq = event_seq), route",
+         RETURNING event_seq, (SELECT receipt_id FROM events WHERE seq = event_seq), route",
     )?;
     let rows = stmt.query_map(
         params![
@@ -361,9 +389,11 @@ pub(super) fn retry_failed(
             Pending,
             Failed
         ],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut rows: Vec<(i64, String, String)> = rows.collect::<Result<_, _>>()?;
+    rows.sort_by(|a, b| (a.0, &a.2).cmp(&(b.0, &b.2)));
+    Ok(rows.into_iter().map(|(_, r, route)| (r, route)).collect())
 }
 
 /// Webhooks deleted per write job, so a large purge never holds the

@@ -30,8 +30,8 @@ use rusqlite::Connection;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
 use crate::store::{
-    Admission, AttemptRecord, Backlog, ClaimBatch, DeliveryKey, DeliveryState, EventRecord,
-    ListFilter, ListRow, NewEvent, Next, RateLimit, RetrySelection, Store, StoreError,
+    Admission, AttemptRecord, Backlog, ClaimBatch, ClaimScope, DeliveryKey, DeliveryState,
+    EventRecord, ListFilter, ListRow, NewEvent, Next, RateLimit, RetrySelection, Store, StoreError,
     TransformState,
 };
 use crate::time::now_millis;
@@ -51,13 +51,16 @@ pub struct SqliteStore {
     /// Reads (the API, the CLI, the scheduler's timers).
     reader: Arc<Mutex<Connection>>,
     /// Transform state (`state.sqlite3`).
-    state: Arc<SqliteState>,
+    state: Arc<dyn TransformState>,
     /// Rate-limit state (this process owns the store).
     rates: Arc<rate::RateLimiters>,
     /// The work queue: open deliveries in memory, claimed without a query.
     queue: Arc<Queue>,
     /// `serve.lock`, held from `start` on: one service per directory.
     lock: Mutex<Option<std::fs::File>>,
+    /// Set by the writer when the store's files were deleted or replaced
+    /// under it ([`Store::lost`]).
+    lost: writer::Lost,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -115,9 +118,11 @@ impl SqliteStore {
             source: Box::new(e),
         })?;
         let queue = Arc::new(queue);
+        let lost = writer::Lost::default();
         Ok(SqliteStore {
+            writer: writer::Writer::start(write, queue.clone(), &path, lost.clone())?,
+            lost,
             path,
-            writer: writer::Writer::start(write, queue.clone())?,
             reader: Arc::new(Mutex::new(reader)),
             state: Arc::new(state),
             rates: Arc::default(),
@@ -136,6 +141,38 @@ impl SqliteStore {
             )));
         }
         SqliteStore::open(dir)
+    }
+
+    /// Opens an existing store for reading only (`events list`, `events
+    /// show`): one connection opened with `SQLITE_OPEN_READ_ONLY`, no
+    /// writer, no migration, no transform state; it works while the
+    /// service runs (WAL readers do not block the writer) and can change
+    /// nothing.  Writes answer [`StoreError::ReadOnly`].
+    pub fn open_read_only(dir: &Path) -> Result<SqliteStore, StoreError> {
+        use rusqlite::OpenFlags;
+        let path = dir.join(FILE_NAME);
+        if !path.exists() {
+            return Err(StoreError::NotFound(format!(
+                "no event store at {} (is the data directory right? see --data-dir / data_dir)",
+                path.display()
+            )));
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        schema::check_current(&conn, &path.display().to_string())?;
+        Ok(SqliteStore {
+            writer: writer::Writer::read_only(),
+            lost: writer::Lost::default(),
+            reader: Arc::new(Mutex::new(conn)),
+            state: Arc::new(crate::store::MemoryState::default()),
+            rates: Arc::default(),
+            queue: Arc::new(Queue::default()),
+            lock: Mutex::new(None),
+            path,
+        })
     }
 
     /// Runs `f` on the reader connection, off the async workers.
@@ -220,13 +257,13 @@ impl Store for SqliteStore {
         self.rates.set(limits);
     }
 
-    async fn claim(
+    async fn claim_within(
         &self,
         now_ms: i64,
         max: usize,
-        skip: &[String],
+        scope: &ClaimScope,
     ) -> Result<ClaimBatch, StoreError> {
-        if let Some(batch) = self.queue.claim(now_ms, max, skip, &self.rates) {
+        if let Some(batch) = self.queue.claim(now_ms, max, scope, &self.rates) {
             if !batch.claims.is_empty() {
                 let keys: Vec<DeliveryKey> = batch.claims.iter().map(|c| c.key.clone()).collect();
                 self.writer.send(Some(Stage::StoreClaim), move |c| {
@@ -237,8 +274,8 @@ impl Store for SqliteStore {
         }
         // The index is off: the SQL path, and a rebuild once the backlog
         // is small enough (counted at most once a second).
-        let (skip, rates, queue, after) = (
-            skip.to_vec(),
+        let (scope, rates, queue, after) = (
+            scope.clone(),
             self.rates.clone(),
             self.queue.clone(),
             self.queue.clone(),
@@ -247,7 +284,7 @@ impl Store for SqliteStore {
             .write_then(
                 Some(Stage::StoreClaim),
                 move |c| {
-                    let batch = deliveries::claim(c, now_ms, max, skip, &rates, &queue)?;
+                    let batch = deliveries::claim(c, now_ms, max, &scope, &rates, &queue)?;
                     let open = if batch.claims.len() < max && queue.rebuild_check_due(now_ms) {
                         deliveries::load_open(c, queue.rebuild_at())?
                     } else {
@@ -278,6 +315,22 @@ impl Store for SqliteStore {
             .write_then(
                 None,
                 move |c| deliveries::release(c, &keys),
+                move |result, committed| {
+                    if result.is_ok() && committed {
+                        queue.released(&released);
+                    }
+                },
+            )
+            .await
+    }
+
+    async fn hold(&self, key: DeliveryKey, reason: String) -> Result<(), StoreError> {
+        let queue = self.queue.clone();
+        let released = vec![key.clone()];
+        self.writer
+            .write_then(
+                None,
+                move |c| deliveries::hold(c, &key, &reason),
                 move |result, committed| {
                     if result.is_ok() && committed {
                         queue.released(&released);
@@ -385,6 +438,10 @@ impl Store for SqliteStore {
 
     fn transform_state(&self) -> Arc<dyn TransformState> {
         self.state.clone()
+    }
+
+    fn lost(&self) -> Option<String> {
+        self.lost.get().cloned()
     }
 }
 

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::rate::RateLimiters;
-use crate::store::{Claim, ClaimBatch, DeliveryKey, Next};
+use crate::store::{Claim, ClaimBatch, ClaimScope, ClaimTally, DeliveryKey, Next};
 
 /// Most open deliveries the index holds (about 1 KB each besides the body).
 pub(super) const MAX_ENTRIES: usize = 10_000;
@@ -193,7 +193,7 @@ impl Queue {
         &self,
         now_ms: i64,
         max: usize,
-        skip: &[String],
+        scope: &ClaimScope,
         rates: &RateLimiters,
     ) -> Option<ClaimBatch> {
         let mut q = self.lock();
@@ -214,12 +214,14 @@ impl Queue {
             }
         }
         let mut limited: Vec<Arc<str>> = Vec::new();
+        let mut tally = ClaimTally::default();
         while batch.claims.len() < max {
-            // The oldest due head among the routes still open to claims.
+            // The oldest due head among the routes still open to claims
+            // (not rate-limited, not skipped, not at their bulkhead's cap).
             let pick = q
                 .ready
                 .iter()
-                .filter(|(r, _)| !limited.contains(r) && !skip.iter().any(|s| **s == ***r))
+                .filter(|(r, _)| !limited.contains(r) && tally.allows(scope, r))
                 .filter_map(|(r, seqs)| seqs.first().map(|s| (*s, r.clone())))
                 .min_by_key(|(s, _)| *s);
             let Some((seq, route)) = pick else { break };
@@ -247,6 +249,7 @@ impl Queue {
                 deadline_ms: o.deadline_ms,
             };
             q.busy.insert(chain, seq);
+            tally.take(&route);
             batch.claims.push(claim);
         }
         Some(batch)

@@ -57,6 +57,33 @@ pub(super) fn migrate(conn: &mut Connection, path: &str) -> Result<(), StoreErro
     Ok(())
 }
 
+/// A read-only open: the schema must be the one this binary knows (it
+/// cannot migrate).
+pub(super) fn check_current(conn: &Connection, path: &str) -> Result<(), StoreError> {
+    let known = latest();
+    let applied: Option<i32> = conn
+        .query_row(
+            "SELECT MAX(version) FROM refinery_schema_history",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| StoreError::Backend {
+            backend: "sqlite",
+            context: format!("{path}: reading the schema version"),
+            source: Box::new(e),
+        })?;
+    match applied {
+        Some(v) if v == known => Ok(()),
+        Some(v) if v > known => Err(StoreError::Schema(format!(
+            "{path} has schema version {v}, newer than this ztbridge knows ({known}): run the release that wrote it"
+        ))),
+        v => Err(StoreError::Schema(format!(
+            "{path} has schema version {}, older than this ztbridge's ({known}): start `ztbridge serve` (or run `ztbridge store migrate`) once to migrate it, then read it",
+            v.unwrap_or(0)
+        ))),
+    }
+}
+
 fn schema_error(path: &str, e: refinery::Error) -> StoreError {
     StoreError::Backend {
         backend: "sqlite",

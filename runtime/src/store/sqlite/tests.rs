@@ -237,3 +237,79 @@ async fn another_connections_change_is_seen_and_order_holds_across_paths() {
     let more = store.claim(now_millis(), 10, &[]).await.unwrap().claims;
     assert!(more.is_empty(), "r2 waits while r1 runs: {more:?}");
 }
+
+#[tokio::test]
+async fn read_only_opens_read_only_beside_the_service_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = SqliteStore::open(dir.path()).unwrap();
+    service.start().await.unwrap();
+    service
+        .admit(
+            crate::store::conformance::event("r1", "E1", "x", &["pd"]),
+            0,
+        )
+        .await
+        .unwrap();
+    // While the service holds the store (and its lock).
+    let ro = SqliteStore::open_read_only(dir.path()).unwrap();
+    assert!(
+        ro.reader
+            .lock()
+            .unwrap()
+            .is_readonly(rusqlite::MAIN_DB)
+            .unwrap(),
+        "opened with SQLITE_OPEN_READ_ONLY"
+    );
+    assert!(ro.record("r1", false).await.unwrap().is_some());
+    let err = ro
+        .admit(
+            crate::store::conformance::event("r2", "E2", "y", &["pd"]),
+            0,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ReadOnly), "{err}");
+    // The service goes on writing, and the reader sees it.
+    service
+        .admit(
+            crate::store::conformance::event("r3", "E3", "z", &["pd"]),
+            0,
+        )
+        .await
+        .unwrap();
+    assert!(ro.record("r3", false).await.unwrap().is_some());
+    // No store: a clear error, nothing created.
+    let empty = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        SqliteStore::open_read_only(empty.path()),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(std::fs::read_dir(empty.path()).unwrap().next().is_none());
+}
+
+#[tokio::test]
+async fn a_store_file_removed_under_the_writer_is_lost_and_acknowledges_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.start().await.unwrap();
+    store
+        .admit(
+            crate::store::conformance::event("r1", "E1", "x", &["pd"]),
+            0,
+        )
+        .await
+        .unwrap();
+    assert!(store.lost().is_none());
+    std::fs::remove_file(dir.path().join(format!("{FILE_NAME}-wal"))).unwrap();
+    let err = store
+        .admit(
+            crate::store::conformance::event("r2", "E2", "y", &["pd"]),
+            0,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Lost(_)), "{err}");
+    assert!(store.lost().unwrap().contains("-wal was removed"));
+    // Every later write too.
+    assert!(matches!(store.ping().await, Err(StoreError::Lost(_))));
+}

@@ -11,9 +11,17 @@
 //! served from memory).  Before each batch the writer asks SQLite whether
 //! another connection changed the database (`PRAGMA data_version`); if so
 //! the queue's index no longer tells the whole truth and is turned off.
+//!
+//! The store's files are watched ([`Watch`]): after each commit (and every
+//! second when idle) the database, its WAL and its SHM must still be the
+//! files opened at start.  A file deleted or replaced under the service
+//! means commits go to a file no restart will see; the batch is then
+//! answered with [`StoreError::Lost`] instead of success, and so is every
+//! later write: nothing more is acknowledged.
 
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -23,7 +31,19 @@ use crate::store::StoreError;
 use crate::time::stage_cpu::{self, Stage};
 
 /// How a batch ended, shared by the replies of every job in it.
-type CommitResult = Result<(), Arc<rusqlite::Error>>;
+type CommitResult = Result<(), BatchError>;
+
+/// Why a batch did not commit (or must not be acknowledged).
+#[derive(Clone)]
+enum BatchError {
+    /// SQLite failed it.
+    Sqlite(Arc<rusqlite::Error>),
+    /// The store's files are gone or replaced: see [`Watch`].
+    Lost(Arc<str>),
+}
+
+/// Set once the store's files are found deleted or replaced.
+pub(super) type Lost = Arc<OnceLock<String>>;
 /// What to tell a job's caller once its batch has committed or failed.
 type Reply = Box<dyn FnOnce(CommitResult) + Send>;
 /// A write: runs on the writer thread inside the batch's transaction
@@ -52,21 +72,50 @@ pub(super) struct Writer {
     /// The thread, joined on drop so that every job sent (in-flight marks
     /// included) is committed before the store is gone.
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// A read-only store has no thread: writes are refused as such.
+    read_only: bool,
 }
 
 impl Writer {
     /// Starts the writer thread on `conn`; `queue` is turned off when
     /// another connection changes the database.
-    pub(super) fn start(conn: Connection, queue: Arc<Queue>) -> Result<Writer, StoreError> {
+    /// `path` is the database file, watched with its WAL and SHM; `lost`
+    /// is set when they are found deleted or replaced.
+    pub(super) fn start(
+        conn: Connection,
+        queue: Arc<Queue>,
+        path: &Path,
+        lost: Lost,
+    ) -> Result<Writer, StoreError> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let watch = Watch::new(path);
         let thread = std::thread::Builder::new()
             .name("ztbridge-store".into())
-            .spawn(move || writer_loop(conn, rx, &queue))
+            .spawn(move || writer_loop(conn, rx, &queue, watch, &lost))
             .map_err(|e| StoreError::io("cannot start the store writer thread", e))?;
         Ok(Writer {
             jobs: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            read_only: false,
         })
+    }
+
+    /// No writer: every write answers [`StoreError::ReadOnly`].
+    pub(super) fn read_only() -> Writer {
+        Writer {
+            jobs: Mutex::new(None),
+            thread: Mutex::new(None),
+            read_only: true,
+        }
+    }
+
+    /// What a write that found no writer answers.
+    fn gone(&self) -> StoreError {
+        if self.read_only {
+            StoreError::ReadOnly
+        } else {
+            StoreError::WriterGone
+        }
     }
 
     /// Queues `f`; `then` runs on the writer thread once the batch is
@@ -89,9 +138,10 @@ impl Writer {
                 then(&result, commit.is_ok());
                 let result = match commit {
                     Ok(()) => result,
-                    Err(e) => Err(StoreError::Commit {
+                    Err(BatchError::Sqlite(e)) => Err(StoreError::Commit {
                         source: Box::new(SharedError(e)),
                     }),
+                    Err(BatchError::Lost(why)) => Err(StoreError::Lost(why.to_string())),
                 };
                 let _ = tx.send(result);
             })
@@ -113,7 +163,7 @@ impl Writer {
     ) -> Result<T, StoreError> {
         self.submit(stage, f, |_, _| {})
             .await
-            .unwrap_or(Err(StoreError::WriterGone))
+            .unwrap_or_else(|_| Err(self.gone()))
     }
 
     /// `write`, with `then` run on the writer thread after the batch (see
@@ -126,7 +176,7 @@ impl Writer {
     ) -> Result<T, StoreError> {
         self.submit(stage, f, then)
             .await
-            .unwrap_or(Err(StoreError::WriterGone))
+            .unwrap_or_else(|_| Err(self.gone()))
     }
 
     /// Queues `f` without waiting for it; a failure is logged.
@@ -169,11 +219,18 @@ impl std::fmt::Display for SharedError {
 
 impl std::error::Error for SharedError {}
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, queue: &Queue) {
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    queue: &Queue,
+    mut watch: Watch,
+    lost: &OnceLock<String>,
+) {
     let mut data_version = read_data_version(&conn);
     loop {
         // Idle, the writer still looks for other connections' changes
-        // every second: claims from memory would not see them.
+        // every second (claims from memory would not see them), and at
+        // its files (readiness must not wait for a webhook to fail).
         let first = match rx.recv_timeout(IDLE_CHECK) {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -181,6 +238,9 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, queue: &Queue) {
                 if now_version != data_version {
                     data_version = now_version;
                     queue.turn_off();
+                }
+                if lost.get().is_none() {
+                    let _ = watch.check(lost, queue);
                 }
                 continue;
             }
@@ -192,6 +252,14 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, queue: &Queue) {
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
+        }
+        // Lost: nothing runs, nothing is acknowledged.
+        if let Some(why) = lost.get() {
+            let why: Arc<str> = Arc::from(why.as_str());
+            for job in jobs {
+                (job.work)(None)(Err(BatchError::Lost(why.clone())));
+            }
+            continue;
         }
         let measuring = stage_cpu::enabled();
         let t0 = if measuring {
@@ -237,17 +305,25 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, queue: &Queue) {
                         job_cpu.push(ns);
                     }
                 }
-                let commit: CommitResult = if conn.is_autocommit() {
-                    Err(rolled_back())
+                let mut commit: CommitResult = if conn.is_autocommit() {
+                    Err(BatchError::Sqlite(rolled_back()))
                 } else {
-                    conn.execute_batch("COMMIT").map_err(Arc::new)
+                    conn.execute_batch("COMMIT")
+                        .map_err(|e| BatchError::Sqlite(Arc::new(e)))
                 };
                 if commit.is_err() && !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
-                if let Err(e) = &commit {
+                if let Err(BatchError::Sqlite(e)) = &commit {
                     tracing::error!("event store: commit failed: {e}");
                     queue.turn_off();
+                }
+                // Committed to files a restart would not find: not an
+                // acknowledgement.
+                if commit.is_ok()
+                    && let Err(why) = watch.check(lost, queue)
+                {
+                    commit = Err(BatchError::Lost(why));
                 }
                 for reply in replies {
                     reply(commit.clone());
@@ -255,7 +331,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, queue: &Queue) {
             }
             Err(e) => {
                 tracing::error!("event store: cannot begin a transaction: {e}");
-                let e = Arc::new(e);
+                let e = BatchError::Sqlite(Arc::new(e));
                 for job in jobs {
                     (job.work)(None)(Err(e.clone()));
                 }
@@ -301,4 +377,65 @@ fn in_savepoint<T>(
         Err(_) => conn.execute_batch("ROLLBACK TO job; RELEASE job")?,
     }
     result
+}
+
+/// The identity (device, inode) of the store's files as opened: the
+/// database, its WAL and its SHM.  SQLite keeps writing to an open file
+/// that was unlinked, and a file put in its place is another database: in
+/// both cases what is committed would be gone at the next start.
+pub(super) struct Watch {
+    /// Each file's path and its identity when first seen (`None`: not
+    /// seen yet; the WAL and SHM appear with the first write).
+    files: Vec<(PathBuf, Option<(u64, u64)>)>,
+}
+
+impl Watch {
+    pub(super) fn new(db: &Path) -> Watch {
+        let with = |suffix: &str| {
+            let mut p = db.as_os_str().to_owned();
+            p.push(suffix);
+            PathBuf::from(p)
+        };
+        let files = [db.to_path_buf(), with("-wal"), with("-shm")]
+            .into_iter()
+            .map(|p| {
+                let id = identity(&p).ok();
+                (p, id)
+            })
+            .collect();
+        Watch { files }
+    }
+
+    /// Err (and `lost` set, the queue turned off, a loud log line) when a
+    /// file seen before is gone or is another file now.
+    fn check(&mut self, lost: &OnceLock<String>, queue: &Queue) -> Result<(), Arc<str>> {
+        for (path, seen) in &mut self.files {
+            let now = identity(path);
+            let why = match (*seen, now) {
+                (None, Ok(id)) => {
+                    *seen = Some(id);
+                    continue;
+                }
+                (None, Err(_)) => continue,
+                (Some(was), Ok(id)) if was == id => continue,
+                (Some(_), Ok(_)) => format!("{} was replaced by another file", path.display()),
+                (Some(_), Err(e)) => format!("{} was removed ({e})", path.display()),
+            };
+            let why = format!(
+                "{why} while the service was using it: webhooks are refused from now on (503 store_lost); \
+                 restore the file or restart the service (acknowledged events since the loss may be gone)"
+            );
+            tracing::error!("EVENT STORE LOST: {why}");
+            queue.turn_off();
+            let _ = lost.set(why.clone());
+            return Err(Arc::from(lost.get().map(String::as_str).unwrap_or(&why)));
+        }
+        Ok(())
+    }
+}
+
+/// A file's (device, inode), through `stat` on its path.
+fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    let st = rustix::fs::stat(path).map_err(std::io::Error::from)?;
+    Ok((st.st_dev as u64, st.st_ino as u64))
 }
