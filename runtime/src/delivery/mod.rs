@@ -96,6 +96,9 @@ pub struct Dispatcher {
     /// When the scheduler last went round its loop (ms since the epoch):
     /// it wakes at least every second, so an old value means it is stuck.
     heartbeat: AtomicI64,
+    /// Routes paused by an operator (read from the store at start, kept
+    /// here as they change): the scheduler skips their deliveries.
+    paused: std::sync::Mutex<Vec<String>>,
 }
 
 impl Dispatcher {
@@ -132,6 +135,7 @@ impl Dispatcher {
             running: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             heartbeat: AtomicI64::new(now_millis()),
+            paused: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -207,6 +211,11 @@ impl Dispatcher {
                 "attempts interrupted by the last stop will be made again"
             );
         }
+        let paused = self.store.paused_routes().await?;
+        if !paused.is_empty() {
+            tracing::warn!(routes = %paused.join(", "), "paused routes: their deliveries wait until resumed");
+        }
+        *self.paused.lock().unwrap_or_else(|p| p.into_inner()) = paused;
         // No purge here: a large one must not delay readiness.
         self.housekeeping_pass(false).await;
         let backlog = self.room.open();
@@ -294,6 +303,41 @@ impl Dispatcher {
     /// Open deliveries (pending or in flight), as last counted.
     pub(crate) fn open_deliveries(&self) -> u64 {
         self.room.open()
+    }
+
+    /// The routes paused now.
+    pub fn paused(&self) -> Vec<String> {
+        self.paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Pauses or resumes `route`, in the store (it outlives a restart)
+    /// and for this node's scheduler at once.
+    pub async fn set_paused(&self, route: &str, paused: bool) -> Result<(), StoreError> {
+        self.store.set_paused(route, paused).await?;
+        {
+            let mut list = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+            list.retain(|r| r != route);
+            if paused {
+                list.push(route.to_string());
+                list.sort();
+            }
+        }
+        tracing::info!(%route, paused, "route {}", if paused { "paused" } else { "resumed" });
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Looks for due work now (an operator re-queued deliveries).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The retry horizon given to deliveries an operator re-queues.
+    pub fn retry_horizon_ms(&self) -> i64 {
+        self.policy.horizon_ms()
     }
 
     /// What is known of one webhook (`GET /api/events/{receipt}`).

@@ -62,7 +62,9 @@ impl Dispatcher {
             let mut wait = Duration::from_secs(1);
             let free = self.slots.available_permits();
             if free > 0 {
-                match self.store.claim(now_millis(), free, &stranded.routes).await {
+                let mut skip = stranded.routes.clone();
+                skip.extend(self.paused());
+                match self.store.claim(now_millis(), free, &skip).await {
                     Ok(batch) => {
                         let full = batch.claims.len() == free;
                         for claim in batch.claims {

@@ -290,6 +290,7 @@ pub async fn failed_retry_and_purge(b: &impl Backend) {
             state: Some(DeliveryState::Failed),
             route: None,
             limit: 10,
+            ..ListFilter::default()
         })
         .await
         .unwrap();
