@@ -121,17 +121,31 @@ try {
   await page.goto(`${base}/routes`);
   const row = () => page.locator(`#route-table tr[data-route="${route}"]`);
   check((await row().getAttribute("data-paused")) === "false", "the route runs");
-  await row().locator("button").click();
+  await row().locator("form.pause button").click();
   await page.waitForURL(/\/routes/);
   check((await row().getAttribute("data-paused")) === "true", "pause: the route is paused");
   await page.screenshot({ path: `${shots}/routes-paused.png`, fullPage: true });
   await page.goto(`${base}/`);
   check((await page.locator(`#routes tr[data-route="${route}"] .state`).textContent()) === "paused", "the overview says paused");
   await page.goto(`${base}/routes`);
-  await row().locator("button").click();
+  await row().locator("form.pause button").click();
   await page.waitForURL(/\/routes/);
   check((await row().getAttribute("data-paused")) === "false", "resume: the route runs again");
   await page.screenshot({ path: `${shots}/routes.png`, fullPage: true });
+
+  // -- send a test event through the route and follow it --
+  await row().locator("form.test-event button").click();
+  await page.waitForURL(/\/events\/rtest-/);
+  check((await page.locator(".flash").textContent()).includes("test event sent"), "a test event is sent through the route");
+  const testUrl = page.url().split("?")[0];
+  await until(
+    page,
+    testUrl,
+    async (p) => (await p.locator(`section.delivery[data-route="${route}"]`).getAttribute("data-state")) === "delivered",
+    "the test event is delivered",
+  );
+  check(true, "the test event was delivered");
+  await page.screenshot({ path: `${shots}/event-test.png`, fullPage: true });
 
   // -- hostile events render inert --
   const inert = async (where) => {

@@ -440,6 +440,70 @@ pub(super) async fn resume(
     set_paused(&app, &route, &headers, &body, false).await
 }
 
+/// Sends a sample event through one route (a real delivery: a test
+/// incident at the destination), to follow on its event page.
+pub(super) async fn test_event(
+    State(app): State<Arc<ConsoleState>>,
+    Path(route): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = match Params::read(&headers, &body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if app.dispatcher.routes().get(&route).is_none() {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route (configured and enabled)",
+        );
+    }
+    let now = now_millis();
+    let at = crate::time::rfc3339_millis(now);
+    let id = format!("ZTBRIDGE-TEST-{now}");
+    let event = json!({
+        "id": id,
+        "severity": "CRITICAL",
+        "state": "LOCKED_OUT",
+        "user": "CORP\\ztbridge-console-test",
+        "clientIPs": ["192.0.2.10"],
+        "shares": ["\\\\test-cluster\\ztbridge-test"],
+        "files": ["/ifs/data/ztbridge-test/sample.docx.locked"],
+        "eventSource": "ISILON_CLUSTER",
+        "nes": ["test-cluster"],
+        "signalStrength": 3,
+        "threatDetectors": ["ztbridge console test event (not a real alert)"],
+        "detected": at,
+        "lastUpdated": at,
+    });
+    let body = event.to_string();
+    let Ok(parsed) = zt_event::Event::parse(body.clone()) else {
+        return json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the sample event does not parse",
+        );
+    };
+    match app.dispatcher.admit_test(&route, body, &parsed).await {
+        Ok(receipt_id) => {
+            tracing::info!(%route, %receipt_id, "console: test event sent");
+            if p.form {
+                let to: String =
+                    url::form_urlencoded::byte_serialize(receipt_id.as_bytes()).collect();
+                return Redirect::to(&format!("/events/{to}?flash=test+event+sent"))
+                    .into_response();
+            }
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "receipt_id": receipt_id, "event_id": id, "route": route })),
+            )
+                .into_response()
+        }
+        Err(e) => store_error(&e),
+    }
+}
+
 pub(super) async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }

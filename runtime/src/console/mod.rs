@@ -133,6 +133,7 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("post", "/api/dead-letters/purge"),
     ("post", "/api/routes/{route}/pause"),
     ("post", "/api/routes/{route}/resume"),
+    ("post", "/api/routes/{route}/test"),
     ("get", "/api/stream"),
     ("get", "/api/openapi.json"),
 ];
@@ -172,6 +173,7 @@ pub(crate) fn router(state: Arc<ConsoleState>) -> Router {
         .route("/api/dead-letters/purge", post(api::dead_letters_purge))
         .route("/api/routes/{route}/pause", post(api::pause))
         .route("/api/routes/{route}/resume", post(api::resume))
+        .route("/api/routes/{route}/test", post(api::test_event))
         .route("/api/stream", get(api::stream))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -438,7 +438,7 @@ pub(super) async fn event(
             dt { "Alert state" } dd { (excerpt(record.state.as_deref().unwrap_or("–"), CELL_MAX)) }
         }
         @for d in &record.deliveries {
-            section.delivery data-route=(d.route) data-state=(d.state.as_str()) {
+            section.delivery data-route=(d.route) data-state=(d.state.as_str()) data-open=(matches!(d.state, DeliveryState::Pending | DeliveryState::InFlight)) {
                 h2 { "Route " (d.route) " " (state_badge(d.state)) }
                 p {
                     (d.attempts_made) " attempts"
@@ -578,10 +578,16 @@ pub(super) async fn routes(
                         td { (open) } td { (failed) } td { (delivered) }
                         td { span class={ "state " (if is_paused { "paused" } else { "running" }) } { (if is_paused { "paused" } else { "running" }) } }
                         td {
-                            form method="post" action={ "/api/routes/" (urlenc(name)) "/" (if is_paused { "resume" } else { "pause" }) } {
+                            form method="post" action={ "/api/routes/" (urlenc(name)) "/" (if is_paused { "resume" } else { "pause" }) } class="pause" {
                                 input type="hidden" name="csrf" value=(csrf(&caller));
                                 input type="hidden" name="back" value="/routes";
                                 button type="submit" { (if is_paused { "Resume" } else { "Pause" }) }
+                            }
+                            @if running.get(name).is_some() {
+                                form method="post" action={ "/api/routes/" (urlenc(name)) "/test" } class="test-event" {
+                                    input type="hidden" name="csrf" value=(csrf(&caller));
+                                    button type="submit" title="A real delivery: the destination gets a test incident" { "Send a test event" }
+                                }
                             }
                         }
                     }

@@ -305,6 +305,39 @@ impl Dispatcher {
         self.room.open()
     }
 
+    /// Stores a test event (`body`, JSON) with one delivery, for `route`
+    /// alone, whatever its filter says (the console's "send a test
+    /// event").  Returns its receipt ID once durable.
+    pub async fn admit_test(
+        &self,
+        route: &str,
+        body: String,
+        event: &zt_event::Event,
+    ) -> Result<String, StoreError> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let now = now_millis();
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let receipt_id = format!("rtest-{now:x}-{seq:06x}");
+        let event_id = event.id().map(std::borrow::Cow::into_owned);
+        let new = NewEvent {
+            order_key: event_id.clone().unwrap_or_else(|| receipt_id.clone()),
+            receipt_id: receipt_id.clone(),
+            received_ms: now,
+            event_id,
+            severity: event.severity().name(),
+            state: event.state().map(std::borrow::Cow::into_owned),
+            body_hash: hex::encode(Sha256::digest(body.as_bytes())),
+            body: body.into(),
+            headers: vec![("x-ztbridge-test".into(), "console".into())],
+            routes: vec![route.to_string()],
+            deadline_ms: now.saturating_add(self.policy.horizon_ms()),
+        };
+        self.store.admit(new, 0).await?;
+        self.room.opened(1);
+        self.wake.notify_one();
+        Ok(receipt_id)
+    }
+
     /// The routes paused now.
     pub fn paused(&self) -> Vec<String> {
         self.paused

@@ -42,3 +42,15 @@
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();
 })();
+
+// An event's page follows its open deliveries: it reloads every two
+// seconds while one is pending or in flight.
+(function () {
+  function follow() {
+    if (document.querySelector('section.delivery[data-open="true"]')) {
+      setTimeout(function () { window.location.reload(); }, 2000);
+    }
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", follow);
+  else follow();
+})();
