@@ -43,7 +43,12 @@ fn event(i: usize, now: i64) -> NewEvent {
         received_ms: now - (10_000 - i as i64) * 1000,
         event_id: Some(id.clone()),
         order_key: id,
-        severity: if i % 3 == 0 { "major" } else { "critical" }.into(),
+        severity: if i.is_multiple_of(3) {
+            "major"
+        } else {
+            "critical"
+        }
+        .into(),
         state: Some("LOCKED_OUT".into()),
         body_hash: format!("h{i}"),
         body: body.into(),

@@ -115,6 +115,7 @@ try {
     "the retried dead letter turns delivered",
   );
   check(true, "the retried dead letter turned delivered");
+  check(/"status": "done"|"requests"|"outcome"/.test(await page.locator(`pre.dry-run[data-route="${route}"]`).textContent()), "the event page shows the dry run");
   await page.screenshot({ path: `${shots}/event-delivered.png`, fullPage: true });
 
   // -- pause and resume the route --

@@ -36,6 +36,9 @@ pub(super) struct Params {
 }
 
 impl Params {
+    // The error is the answer itself, built once per request: boxing it
+    // would only add an allocation.
+    #[allow(clippy::result_large_err)]
     fn read(headers: &HeaderMap, body: &[u8]) -> Result<Params, Response> {
         let ct = headers
             .get(header::CONTENT_TYPE)
@@ -104,6 +107,7 @@ impl Params {
     }
 
     /// The events filter these fields describe.
+    #[allow(clippy::result_large_err)]
     fn filter(&self) -> Result<ListFilter, Response> {
         EventsQuery {
             route: self.get("route"),
@@ -146,6 +150,22 @@ pub(super) async fn event(
 ) -> Response {
     match data::event(&app, &id).await {
         Ok(Some(r)) => Json(r).into_response(),
+        Ok(None) => json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no event with this receipt ID",
+        ),
+        Err(e) => store_error(&e),
+    }
+}
+
+/// What each route's current transform would do with the event, offline.
+pub(super) async fn dry_run(
+    State(app): State<Arc<ConsoleState>>,
+    Path(id): Path<String>,
+) -> Response {
+    match app.dispatcher.store().record(&id, false).await {
+        Ok(Some(r)) => Json(data::dry_runs(&app, &r).await).into_response(),
         Ok(None) => json_error(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -224,31 +224,31 @@ pub(super) async fn require(
             None => return Redirect::to("/login").into_response(),
         }
     };
-    if req.method() == Method::POST {
-        if let Caller::Session { csrf } = &caller {
-            let (parts, body) = req.into_parts();
-            let Ok(bytes) = axum::body::to_bytes(body, MAX_POST_BYTES).await else {
-                return json_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    "the request body is too large",
-                );
-            };
-            let given = headers
-                .get("x-csrf-token")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-                .or_else(|| body_field(&headers, &bytes, "csrf"));
-            if !given.is_some_and(|g| same(&g, csrf)) {
-                tracing::warn!(path = %parts.uri.path(), "console POST refused: missing or wrong CSRF token");
-                return json_error(
-                    StatusCode::FORBIDDEN,
-                    "csrf",
-                    "missing or wrong CSRF token: reload the page and try again",
-                );
-            }
-            req = Request::from_parts(parts, Body::from(bytes));
+    if req.method() == Method::POST
+        && let Caller::Session { csrf } = &caller
+    {
+        let (parts, body) = req.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_POST_BYTES).await else {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "the request body is too large",
+            );
+        };
+        let given = headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| body_field(&headers, &bytes, "csrf"));
+        if !given.is_some_and(|g| same(&g, csrf)) {
+            tracing::warn!(path = %parts.uri.path(), "console POST refused: missing or wrong CSRF token");
+            return json_error(
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "missing or wrong CSRF token: reload the page and try again",
+            );
         }
+        req = Request::from_parts(parts, Body::from(bytes));
     }
     req.extensions_mut().insert(caller);
     next.run(req).await

@@ -388,6 +388,44 @@ pub(super) async fn event(
     Ok(Some(record))
 }
 
+/// What each route's current transform would do with this event, as a
+/// dry run (no request sent): route -> the report as JSON, its secret
+/// values removed.
+pub(super) async fn dry_runs(app: &ConsoleState, record: &EventRecord) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    let Some(body) = app
+        .dispatcher
+        .store()
+        .record(&record.receipt_id, true)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r.body)
+    else {
+        return out;
+    };
+    let text = body.to_string();
+    let routes = app.dispatcher.routes();
+    for d in &record.deliveries {
+        let Some(route) = routes.get(&d.route) else {
+            continue;
+        };
+        if let Some(report) = app
+            .dispatcher
+            .dry_run(&d.route, &text, &record.receipt_id, record.received_ms)
+            .await
+        {
+            let json = serde_json::to_string(&report).unwrap_or_default();
+            let clean = route.redactor.apply(&json);
+            out.insert(
+                d.route.clone(),
+                serde_json::from_str(&clean).unwrap_or(Value::String(clean)),
+            );
+        }
+    }
+    out
+}
+
 /// Open, failed and delivered counts by route, for the routes page.
 pub(super) async fn route_states(
     app: &ConsoleState,

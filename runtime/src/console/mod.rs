@@ -126,6 +126,7 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("get", "/api/overview"),
     ("get", "/api/events"),
     ("get", "/api/events/{receipt_id}"),
+    ("get", "/api/events/{receipt_id}/dry-run"),
     ("post", "/api/events/{receipt_id}/retry"),
     ("post", "/api/events/{receipt_id}/rerun"),
     ("post", "/api/events/{receipt_id}/skip"),
@@ -166,6 +167,7 @@ pub(crate) fn router(state: Arc<ConsoleState>) -> Router {
         .route("/api/overview", get(api::overview))
         .route("/api/events", get(api::events))
         .route("/api/events/{receipt_id}", get(api::event))
+        .route("/api/events/{receipt_id}/dry-run", get(api::dry_run))
         .route("/api/events/{receipt_id}/retry", post(api::retry))
         .route("/api/events/{receipt_id}/rerun", post(api::rerun))
         .route("/api/events/{receipt_id}/skip", post(api::skip))

@@ -418,6 +418,7 @@ pub(super) async fn event(
         }
         Err(e) => return store_failed(&caller, &e),
     };
+    let dry = data::dry_runs(&app, &record).await;
     let back = format!("/events/{}", urlenc(&record.receipt_id));
     let pretty = record
         .body
@@ -472,6 +473,10 @@ pub(super) async fn event(
                     }
                 }
             }
+        }
+        @for (route, report) in &dry {
+            h2 { "Dry run on route " (route) " (current transform, nothing sent)" }
+            pre.body.dry-run data-route=(route) { (excerpt(&serde_json::to_string_pretty(report).unwrap_or_default(), BODY_MAX)) }
         }
         h2 { "Body as received (secrets redacted)" }
         pre.body { (excerpt(&pretty, BODY_MAX)) }

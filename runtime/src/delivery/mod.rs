@@ -338,6 +338,30 @@ impl Dispatcher {
         Ok(receipt_id)
     }
 
+    /// Runs `route`'s current transform on an event as received, offline:
+    /// no request leaves (the first gets no answer), transform state
+    /// starts empty and is not kept.  `None`: no such route.  Takes a
+    /// sandbox slot like an attempt.
+    pub async fn dry_run(
+        &self,
+        route: &str,
+        body: &str,
+        receipt_id: &str,
+        received_ms: i64,
+    ) -> Option<crate::flow::FlowReport> {
+        let route = self.routes().get(route)?.clone();
+        let _slot = self.slots.acquire().await.ok()?;
+        let event = crate::flow::record(&crate::flow::FlowInput {
+            body,
+            receipt_id,
+            received_ms,
+            attempt: 1,
+        });
+        let state: Arc<dyn TransformState> = Arc::new(crate::store::MemoryState::default());
+        let transport = crate::egress::CannedTransport::new(vec![]);
+        Some(crate::flow::run(&self.runner.engine, &route, &state, event, &transport).await)
+    }
+
     /// The routes paused now.
     pub fn paused(&self) -> Vec<String> {
         self.paused
