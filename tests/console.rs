@@ -446,3 +446,47 @@ async fn a_pause_holds_deliveries_and_outlives_a_restart() {
     }
     assert_eq!(states["pagerduty"], "delivered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_tail_streams_new_deliveries_and_attempts() {
+    let (server, url, pd) = console_server("").await;
+    let mut stream = reqwest::Client::new()
+        .get(format!("{url}/api/stream"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let (s, a) = server
+        .post(
+            fixture("events/critical-lockout.json").into_bytes(),
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &format!("Bearer {INBOUND_TOKEN}")),
+            ],
+        )
+        .await;
+    assert_eq!(s, 202, "{a}");
+    let receipt = a["receipt_id"].as_str().unwrap().to_string();
+    pd.wait_for(1, Duration::from_secs(30)).await;
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !(seen.contains("event: delivery")
+        && seen.contains(&receipt)
+        && seen.contains("event: attempt"))
+    {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .expect("the stream carried the delivery and the attempt within 30 s")
+            .unwrap()
+            .expect("stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("\"ok\":true"), "{seen}");
+}

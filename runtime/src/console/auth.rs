@@ -253,3 +253,63 @@ pub(super) async fn require(
     req.extensions_mut().insert(caller);
     next.run(req).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_expire_and_close() {
+        let auth = AdminAuth::new("console-admin-token-0123456789", 3600, false);
+        assert!(auth.is_token("console-admin-token-0123456789"));
+        assert!(auth.is_token(" console-admin-token-0123456789\n"));
+        assert!(!auth.is_token("console-admin-token-012345678"));
+        let id = auth.open().unwrap();
+        assert!(auth.session(&id).is_some());
+        assert!(auth.session("not-a-session").is_none());
+        auth.close(&id);
+        assert!(auth.session(&id).is_none(), "closed at logout");
+        // A session past its lifetime is refused (and forgotten).
+        let short = AdminAuth::new("console-admin-token-0123456789", 0, false);
+        let id = short.open().unwrap();
+        assert!(short.session(&id).is_none(), "expired");
+        assert!(short.sessions.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn cookies_and_fields_are_read_strictly() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=1; ztb_session=abc; ztb_session_x=2".parse().unwrap(),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, "missing"), None);
+        assert_eq!(
+            body_field(&h, b"csrf=x%20y&z=1", "csrf").as_deref(),
+            Some("x y")
+        );
+        h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        assert_eq!(
+            body_field(&h, br#"{"csrf":"t"}"#, "csrf").as_deref(),
+            Some("t")
+        );
+        assert_eq!(body_field(&h, b"not json", "csrf"), None);
+        assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));
+    }
+
+    #[test]
+    fn secure_only_behind_a_trusted_tls_proxy() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        let trusting = AdminAuth::new("console-admin-token-0123456789", 60, true);
+        let plain = AdminAuth::new("console-admin-token-0123456789", 60, false);
+        assert!(trusting.set_cookie(&h, "n", "v", 60).ends_with("; Secure"));
+        assert!(!plain.set_cookie(&h, "n", "v", 60).contains("Secure"));
+        let c = plain.set_cookie(&HeaderMap::new(), "n", "v", 60);
+        assert!(
+            c.contains("HttpOnly") && c.contains("SameSite=Strict"),
+            "{c}"
+        );
+    }
+}
