@@ -287,9 +287,7 @@ async fn openapi_documents_every_api_route() {
 
 #[test]
 fn the_console_refuses_to_listen_beyond_loopback_without_a_token() {
-    let err = Config::parse("[admin]\nlisten = \"0.0.0.0:5001\"\n", "test")
-        .err()
-        .expect("refused");
+    let err = Config::parse("[admin]\nlisten = \"0.0.0.0:5001\"\n", "test").expect_err("refused");
     assert!(err.to_string().contains("admin.token"), "{err}");
     Config::parse(
         "[admin]\nlisten = \"0.0.0.0:5001\"\ntoken = \"console-admin-token-0123456789\"\n",
