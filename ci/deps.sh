@@ -12,12 +12,18 @@
 # or not, does not matter: the tests use their own ports, directories and
 # sockets.)  pgbench comes with the same package (benches/pg/run.sh).
 #
+# Chromium and its driver (`chromium`, `chromium-driver`): the console's
+# browser tests (tests/console_browser.rs) drive the distribution's
+# Chromium; nothing is downloaded from elsewhere.
+#
 # For this script's own test (tests/ci_deps.rs): ZTBRIDGE_PG_ROOT replaces
-# /usr/lib/postgresql, and ZTBRIDGE_DEPS_DRY_RUN=1 prints the commands that
-# would change the machine instead of running them.
+# /usr/lib/postgresql, ZTBRIDGE_CHROMIUM_BIN replaces /usr/bin/chromium, and
+# ZTBRIDGE_DEPS_DRY_RUN=1 prints the commands that would change the machine
+# instead of running them.
 set -euo pipefail
 
 pg_root=${ZTBRIDGE_PG_ROOT:-/usr/lib/postgresql}
+chromium_bin=${ZTBRIDGE_CHROMIUM_BIN:-/usr/bin/chromium}
 dry=${ZTBRIDGE_DEPS_DRY_RUN:-}
 
 run() {
@@ -39,6 +45,18 @@ pg_server_bin() {
     [ -n "$found" ] || return 1
     printf '%s' "$found" | sort -V | tail -n 1
 }
+
+if [ -x "$chromium_bin" ]; then
+    echo "deps: Chromium present: $chromium_bin"
+else
+    echo "deps: no $chromium_bin: installing chromium and chromium-driver"
+    if [ -z "$dry" ] && [ "$(id -u)" != 0 ]; then
+        echo "deps: run as root (apt-get install chromium chromium-driver), or install them yourself" >&2
+        exit 1
+    fi
+    run apt-get update -qq
+    run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver
+fi
 
 if bin=$(pg_server_bin); then
     echo "deps: PostgreSQL server binaries present: $bin"

@@ -16,6 +16,11 @@ export ZTBRIDGE_JS_WASM=$PWD/transforms-js/webhook/webhook.wasm ZTBRIDGE_REQUIRE
 export ZTBRIDGE_JS_PROBE_WASM=$PWD/transforms-js/probe/probe.wasm
 export ZTBRIDGE_COMPILE_CACHE=${ZTBRIDGE_COMPILE_CACHE:-${CARGO_TARGET_DIR:-$PWD/target}/compile-cache}
 
+# The console's browser tests: playwright-core at the version the committed
+# lock pins, driving the distribution's Chromium (ci/deps.sh installs it);
+# no browser is downloaded.
+(cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::Builtins;
 use crate::config::{Config, ConfigError};
+use crate::console::{AdminAuth, ConsoleState};
 use crate::delivery::{Dispatcher, RouteSet};
 use crate::egress::{ClientError, HttpTransport};
 use crate::flow::{Route, RouteError};
@@ -34,6 +35,8 @@ pub struct App {
     /// Compiled components on disk (`<data_dir>/compile-cache`), so a
     /// restart or reload does not recompile.
     pub(crate) cache: CompileCache,
+    /// The operator's console, when `[admin]` asks for one.
+    pub(crate) console: Option<Arc<ConsoleState>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +124,20 @@ impl App {
             auth,
             metrics,
         });
+        let console = match &config.admin {
+            Some(admin) => {
+                let inbound = match &config.inbound.token {
+                    Some(t) => Some(t.resolve("inbound", "token")?),
+                    None => None,
+                };
+                let token = crate::console::admin_token(admin, inbound.as_deref(), &data_dir)?;
+                Some(Arc::new(ConsoleState {
+                    dispatcher: dispatcher.clone(),
+                    auth: AdminAuth::new(&token, admin.session_ttl_secs, admin.trust_proxy_headers),
+                }))
+            }
+            None => None,
+        };
         Ok(App {
             config,
             engine,
@@ -128,6 +145,7 @@ impl App {
             dispatcher,
             cache,
             strict,
+            console,
         })
     }
 }
@@ -286,12 +304,13 @@ impl App {
                 &c.delivery,
                 &c.inbound,
                 &c.store,
+                &c.admin,
             ))
             .unwrap_or_default()
         };
         if fixed(config) != fixed(&self.config) {
             tracing::warn!(
-                "reload: listen, data_dir, [limits], [intake], [delivery], [inbound] and [store] changes need a restart; they are not applied"
+                "reload: listen, data_dir, [limits], [intake], [delivery], [inbound], [store] and [admin] changes need a restart; they are not applied"
             );
         }
         let summary = routes
@@ -311,6 +330,39 @@ impl App {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        crate::http::run(listener, self.http.clone(), shutdown).await
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let console = match (&self.console, &self.config.admin) {
+            (Some(state), Some(admin)) => {
+                let admin_listener =
+                    tokio::net::TcpListener::bind(admin.listen)
+                        .await
+                        .map_err(|e| {
+                            std::io::Error::new(
+                                e.kind(),
+                                format!("cannot listen on admin.listen {}: {e}", admin.listen),
+                            )
+                        })?;
+                let state = state.clone();
+                let rx = stop_rx.clone();
+                Some(tokio::spawn(async move {
+                    if let Err(e) = crate::console::run(admin_listener, state, stopped(rx)).await {
+                        tracing::error!("the console stopped: {e}");
+                    }
+                }))
+            }
+            _ => None,
+        };
+        let served = crate::http::run(listener, self.http.clone(), async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+        if let Some(c) = console {
+            let _ = c.await;
+        }
+        served
     }
 }

@@ -27,6 +27,8 @@
 //! * [`trust`]: signed transforms and the policy that loads them.
 //! * [`ops`]: Prometheus metrics and systemd notifications.
 //! * [`config`]: the TOML configuration and its validation.
+//! * [`console`]: the operator's console in the browser (`[admin]`): pages,
+//!   the JSON API behind them, login and CSRF, on its own listener.
 //! * [`app`]: builds the running service from a configuration (the only
 //!   module that may import all others).
 //! * [`time`] and [`text`]: timestamps; excerpts, display IDs, redaction,
@@ -40,6 +42,7 @@
 
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod egress;
 pub mod files;

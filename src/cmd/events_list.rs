@@ -41,6 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         state,
         route: args.route.clone(),
         limit: args.limit,
+        ..ListFilter::default()
     }))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -58,6 +58,7 @@ fn would_purge(open: &OpenStore, before: i64) -> anyhow::Result<usize> {
         state: None,
         route: None,
         limit: i64::MAX as usize,
+        ..ListFilter::default()
     }))?;
     let mut all_delivered: BTreeMap<String, bool> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.received_ms < before) {

@@ -56,9 +56,45 @@ pub struct Config {
     /// (PostgreSQL).  Absent: SQLite in `data_dir`, nothing to run.
     #[serde(default)]
     pub store: Option<StoreConfig>,
+    /// The operator's console in the browser (`[admin]`): absent, there
+    /// is none.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
     /// Destinations.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[admin]`: the operator's console, on its own listener (never the
+/// webhook port).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the console's listener; beyond loopback only with a
+    /// `token`.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// The admin token operators log in with (not the inbound webhook
+    /// token): a string, `{ env = "..." }` or `{ file = "..." }`.
+    /// Without one (loopback only), a random token is written to
+    /// `<data_dir>/admin-token` at each start.
+    #[serde(default)]
+    pub token: Option<ConfigValue>,
+    /// How long a login lasts without being renewed (seconds).
+    #[serde(default = "default_session_ttl_secs")]
+    pub session_ttl_secs: u64,
+    /// Believe `X-Forwarded-Proto: https` from a TLS-terminating proxy in
+    /// front of the console (its session cookie is then `Secure`).
+    #[serde(default)]
+    pub trust_proxy_headers: bool,
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5001))
+}
+
+fn default_session_ttl_secs() -> u64 {
+    8 * 3600
 }
 
 /// `[store]`: a PostgreSQL database shared by several nodes.
@@ -289,7 +325,8 @@ impl Config {
             .routes
             .iter_mut()
             .flat_map(|r| r.config.values_mut())
-            .chain(self.inbound.token.as_mut());
+            .chain(self.inbound.token.as_mut())
+            .chain(self.admin.as_mut().and_then(|a| a.token.as_mut()));
         for value in values {
             if let ConfigValue::File {
                 outside_systemd, ..
@@ -342,11 +379,30 @@ impl Config {
             },
             trust: TrustConfig::default(),
             store: None,
+            admin: None,
             routes,
         }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(admin) = &self.admin {
+            if admin.token.is_none() && !admin.listen.ip().is_loopback() {
+                return Err(ConfigError::Invalid(format!(
+                    "admin.listen {} is beyond loopback: set admin.token (the console refuses to listen beyond loopback without one)",
+                    admin.listen
+                )));
+            }
+            if admin.listen == self.listen {
+                return Err(ConfigError::Invalid(
+                    "admin.listen must differ from listen: the console never shares the webhook port".into(),
+                ));
+            }
+            if !(60..=30 * 86_400).contains(&admin.session_ttl_secs) {
+                return Err(ConfigError::Invalid(
+                    "admin.session_ttl_secs must be 60..=2592000".into(),
+                ));
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for r in &self.routes {
             if r.name.is_empty()

@@ -110,6 +110,23 @@ impl Config {
         for r in &self.routes {
             route_warnings(r, &mut out);
         }
+        if let Some(a) = &self.admin {
+            if !a.listen.ip().is_loopback() && !a.trust_proxy_headers {
+                out.push(format!(
+                    "admin.listen {} is beyond loopback over plain HTTP: the admin token and session \
+                     cookie cross the network in clear; put the console behind a TLS proxy (and set \
+                     admin.trust_proxy_headers = true) or keep it on loopback",
+                    a.listen
+                ));
+            }
+            if a.token.as_ref().is_some_and(|t| t.literal().is_some()) {
+                out.push(
+                    "admin.token is written in the config file: prefer { file = \"...\" } (a systemd \
+                     credential) or { env = \"...\" }"
+                        .into(),
+                );
+            }
+        }
         out
     }
 }
@@ -204,6 +221,23 @@ fn route_warnings(r: &RouteConfig, out: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_console_beyond_loopback_or_with_a_literal_token_is_warned_about() {
+        let c = Config::parse(
+            "[admin]\nlisten = \"0.0.0.0:5001\"\ntoken = \"console-admin-token-0123456789\"\n",
+            "t",
+        )
+        .unwrap();
+        let w = c.warnings();
+        assert!(w.iter().any(|w| w.contains("beyond loopback")), "{w:?}");
+        assert!(
+            w.iter().any(|w| w.contains("admin.token is written")),
+            "{w:?}"
+        );
+        let quiet = Config::parse("[admin]\ntoken = { env = \"X\" }\n", "t").unwrap();
+        assert!(quiet.warnings().is_empty(), "{:?}", quiet.warnings());
+    }
 
     fn route(extra: &str) -> Config {
         Config::parse(

@@ -108,6 +108,9 @@ pub struct Dispatcher {
     /// reused for [`PING_CACHE`], so a probe storm costs one write a
     /// second, not one per request.
     last_ping: std::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
+    /// Routes paused by an operator (read from the store at start, kept
+    /// here as they change): the scheduler skips their deliveries.
+    paused: std::sync::Mutex<Vec<String>>,
 }
 
 /// How long a commit probe's outcome stands for `/readyz`.
@@ -152,6 +155,7 @@ impl Dispatcher {
             stopping: AtomicBool::new(false),
             heartbeat: AtomicI64::new(now_millis()),
             last_ping: std::sync::Mutex::new(None),
+            paused: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -231,6 +235,11 @@ impl Dispatcher {
                 "attempts interrupted by the last stop will be made again"
             );
         }
+        let paused = self.store.paused_routes().await?;
+        if !paused.is_empty() {
+            tracing::warn!(routes = %paused.join(", "), "paused routes: their deliveries wait until resumed");
+        }
+        *self.paused.lock().unwrap_or_else(|p| p.into_inner()) = paused;
         // No purge here: a large one must not delay readiness.
         self.housekeeping_pass(false).await;
         let backlog = self.room.open();
@@ -331,6 +340,98 @@ impl Dispatcher {
     /// Open deliveries (pending or in flight), as last counted.
     pub(crate) fn open_deliveries(&self) -> u64 {
         self.room.open()
+    }
+
+    /// Stores a test event (`body`, JSON) with one delivery, for `route`
+    /// alone, whatever its filter says (the console's "send a test
+    /// event").  Returns its receipt ID once durable.
+    pub async fn admit_test(
+        &self,
+        route: &str,
+        body: String,
+        event: &zt_event::Event,
+    ) -> Result<String, StoreError> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let now = now_millis();
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let receipt_id = format!("rtest-{now:x}-{seq:06x}");
+        let event_id = event.id().map(std::borrow::Cow::into_owned);
+        let new = NewEvent {
+            order_key: event_id.clone().unwrap_or_else(|| receipt_id.clone()),
+            receipt_id: receipt_id.clone(),
+            received_ms: now,
+            event_id,
+            severity: event.severity().name(),
+            state: event.state().map(std::borrow::Cow::into_owned),
+            body_hash: hex::encode(Sha256::digest(body.as_bytes())),
+            body: body.into(),
+            headers: vec![("x-ztbridge-test".into(), "console".into())],
+            routes: vec![route.to_string()],
+            deadline_ms: now.saturating_add(self.policy.horizon_ms()),
+        };
+        self.store.admit(new, 0).await?;
+        self.room.opened(1);
+        self.wake.notify_one();
+        Ok(receipt_id)
+    }
+
+    /// Runs `route`'s current transform on an event as received, offline:
+    /// no request leaves (the first gets no answer), transform state
+    /// starts empty and is not kept.  `None`: no such route.  Takes a
+    /// sandbox slot like an attempt.
+    pub async fn dry_run(
+        &self,
+        route: &str,
+        body: &str,
+        receipt_id: &str,
+        received_ms: i64,
+    ) -> Option<crate::flow::FlowReport> {
+        let route = self.routes().get(route)?.clone();
+        let _slot = self.slots.acquire().await.ok()?;
+        let event = crate::flow::record(&crate::flow::FlowInput {
+            body,
+            receipt_id,
+            received_ms,
+            attempt: 1,
+        });
+        let state: Arc<dyn TransformState> = Arc::new(crate::store::MemoryState::default());
+        let transport = crate::egress::CannedTransport::new(vec![]);
+        Some(crate::flow::run(&self.runner.engine, &route, &state, event, &transport).await)
+    }
+
+    /// The routes paused now.
+    pub fn paused(&self) -> Vec<String> {
+        self.paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Pauses or resumes `route`, in the store (it outlives a restart)
+    /// and for this node's scheduler at once.
+    pub async fn set_paused(&self, route: &str, paused: bool) -> Result<(), StoreError> {
+        self.store.set_paused(route, paused).await?;
+        {
+            let mut list = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+            list.retain(|r| r != route);
+            if paused {
+                list.push(route.to_string());
+                list.sort();
+            }
+        }
+        tracing::info!(%route, paused, "route {}", if paused { "paused" } else { "resumed" });
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Looks for due work now (an operator re-queued deliveries).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The retry horizon given to deliveries an operator re-queues.
+    pub fn retry_horizon_ms(&self) -> i64 {
+        self.policy.horizon_ms()
     }
 
     /// What is known of one webhook (`GET /api/events/{receipt}`).

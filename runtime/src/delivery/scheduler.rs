@@ -113,6 +113,8 @@ impl Dispatcher {
     fn scope(&self, stranded: &[String], now_ms: i64) -> (ClaimScope, Option<i64>) {
         let routes = self.routes();
         let mut scope = ClaimScope::skipping(stranded);
+        // Routes an operator paused (the console) are not claimed from.
+        scope.skip.extend(self.paused());
         let mut probe_at: Option<i64> = None;
         for route in routes.iter() {
             let name = route.name.as_ref();

@@ -48,6 +48,9 @@ pub struct Transform {
     pub digest: String,
     /// Its self-description, read once at load.
     pub info: TransformInfo,
+    /// Who signed it, as the trust policy saw it at load (`built-in`,
+    /// verified key IDs, or `unverified: ...`): shown by the console.
+    pub signed_by: std::sync::OnceLock<String>,
     /// Linked and type-checked once; each flow instantiates from it.
     pub(crate) pre: TransformWorldPre<HostState>,
 }

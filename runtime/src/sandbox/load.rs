@@ -157,6 +157,7 @@ impl Transform {
                 needs_random: false,
                 contract: CONTRACT.to_string(),
             },
+            signed_by: std::sync::OnceLock::new(),
             pre,
         };
         let ctx = FlowContext::new(

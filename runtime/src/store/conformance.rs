@@ -365,6 +365,7 @@ pub async fn failed_retry_and_purge(b: &impl Backend) {
             state: Some(DeliveryState::Failed),
             route: None,
             limit: 10,
+            ..ListFilter::default()
         })
         .await
         .unwrap();
@@ -443,6 +444,153 @@ pub async fn retry_is_oldest_first(b: &impl Backend) {
     assert_eq!(retried, want);
 }
 
+/// The console's views: filtered lists and counts with paging, counts
+/// by route and state, recent attempts.
+pub async fn console_views(b: &impl Backend) {
+    let store = b.open();
+    store.start().await.unwrap();
+    let mut e1 = event("r1", "E1", "{\"user\":\"CORP\\\\alice\"}", &["pd", "jb"]);
+    e1.severity = "major".into();
+    store.admit(e1, 0).await.unwrap();
+    store
+        .admit(event("r2", "E2", "{\"user\":\"bob\"}", &["pd"]), 0)
+        .await
+        .unwrap();
+    let claims = store.claim(now_millis(), 10, &[]).await.unwrap().claims;
+    assert_eq!(claims.len(), 3);
+    for c in claims {
+        let (next, a) = if c.receipt_id == "r2" {
+            let mut a = attempt(1);
+            a.error = Some("400".into());
+            (
+                Next::Failed {
+                    reason: "400".into(),
+                },
+                a,
+            )
+        } else {
+            (Next::Delivered, attempt(1))
+        };
+        store.finish(c.key, a, next).await.unwrap();
+    }
+    let f = |state: Option<DeliveryState>, text: Option<&str>, severity: Option<&str>| ListFilter {
+        state,
+        text: text.map(str::to_string),
+        severity: severity.map(str::to_string),
+        limit: 10,
+        ..ListFilter::default()
+    };
+    assert_eq!(store.count(f(None, None, None)).await.unwrap(), 3);
+    assert_eq!(store.count(f(None, Some("alice"), None)).await.unwrap(), 2);
+    assert_eq!(store.count(f(None, Some("E2"), None)).await.unwrap(), 1);
+    assert_eq!(store.count(f(None, Some("r1"), None)).await.unwrap(), 2);
+    assert_eq!(store.count(f(None, None, Some("major"))).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .count(f(Some(DeliveryState::Failed), None, None))
+            .await
+            .unwrap(),
+        1
+    );
+    let future = ListFilter {
+        since_ms: Some(now_millis() + 60_000),
+        ..f(None, None, None)
+    };
+    assert_eq!(store.count(future).await.unwrap(), 0);
+    let page2 = store
+        .list(ListFilter {
+            limit: 2,
+            offset: 2,
+            ..f(None, None, None)
+        })
+        .await
+        .unwrap();
+    assert_eq!(page2.len(), 1, "the third row, alone on page 2");
+    assert_eq!(page2[0].receipt_id, "r1");
+    let counts = store.route_counts().await.unwrap();
+    let get = |route: &str, state: DeliveryState| {
+        counts
+            .iter()
+            .find(|c| c.route == route && c.state == state)
+            .map(|c| c.count)
+    };
+    assert_eq!(get("pd", DeliveryState::Delivered), Some(1));
+    assert_eq!(get("pd", DeliveryState::Failed), Some(1));
+    assert_eq!(get("jb", DeliveryState::Delivered), Some(1));
+    let points = store
+        .attempts_since(now_millis() - 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(points.len(), 3);
+    assert_eq!(points.iter().filter(|p| !p.ok).count(), 1);
+    assert_eq!(
+        store
+            .attempts_since(now_millis() - 60_000, 2)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+/// Operators' commands on one event: requeue (retry now, run again),
+/// skip, and a pause that outlives a restart.
+pub async fn requeue_skip_and_pause(b: &impl Backend) {
+    let store = b.open();
+    store.start().await.unwrap();
+    store
+        .admit(event("r1", "E1", "x", &["pd", "jb"]), 0)
+        .await
+        .unwrap();
+    let claims = store.claim(now_millis(), 10, &[]).await.unwrap().claims;
+    for c in claims {
+        store
+            .finish(c.key, attempt(1), Next::Delivered)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.backlog().await.unwrap().open, 0);
+    // Run again: a delivered delivery is due again.
+    let again = store.requeue("r1", Some("pd"), 60_000).await.unwrap();
+    assert_eq!(again, vec!["pd".to_string()]);
+    assert!(
+        store
+            .requeue("nope", None, 60_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let claims = store.claim(now_millis(), 10, &[]).await.unwrap().claims;
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].attempt, 2);
+    store
+        .finish(
+            claims[0].key.clone(),
+            attempt(2),
+            Next::Failed {
+                reason: "gone".into(),
+            },
+        )
+        .await
+        .unwrap();
+    // Skip closes a failed delivery; a delivered one is not skipped.
+    assert!(store.skip("r1", "pd", "skipped").await.unwrap());
+    assert!(!store.skip("r1", "jb", "skipped").await.unwrap());
+    let rec = store.record("r1", false).await.unwrap().unwrap();
+    let pd = rec.deliveries.iter().find(|d| d.route == "pd").unwrap();
+    assert_eq!(pd.state, DeliveryState::Delivered);
+    assert_eq!(pd.reason.as_deref(), Some("skipped"));
+    // Pauses are stored.
+    assert!(store.paused_routes().await.unwrap().is_empty());
+    store.set_paused("pd", true).await.unwrap();
+    store.set_paused("pd", true).await.unwrap();
+    store.set_paused("jb", true).await.unwrap();
+    store.set_paused("jb", false).await.unwrap();
+    drop(store);
+    let store = b.open();
+    assert_eq!(store.paused_routes().await.unwrap(), vec!["pd".to_string()]);
+}
+
 /// A retry waits until its time; `next_retry_ms` tells when.
 pub async fn a_retry_waits_for_its_time(b: &impl Backend) {
     let store = b.open();
@@ -507,6 +655,8 @@ macro_rules! store_conformance {
             a_route_at_its_cap_is_passed_over_and_a_hold_counts_no_attempt,
             failed_retry_and_purge,
             retry_is_oldest_first,
+            console_views,
+            requeue_skip_and_pause,
             a_retry_waits_for_its_time,
             transform_state_survives_a_restart
         );

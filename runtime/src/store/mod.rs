@@ -24,9 +24,9 @@ use std::sync::Arc;
 
 pub use error::StoreError;
 pub use model::{
-    Admission, AttemptRecord, Backlog, Claim, ClaimBatch, ClaimScope, ClaimTally, ClusterView,
-    DeliveryKey, DeliveryRecord, DeliveryState, EventRecord, ListFilter, ListRow, NewEvent, Next,
-    RateLimit, RetrySelection,
+    Admission, AttemptPoint, AttemptRecord, Backlog, Claim, ClaimBatch, ClaimScope, ClaimTally,
+    ClusterView, DeliveryKey, DeliveryRecord, DeliveryState, EventRecord, ListFilter, ListRow,
+    NewEvent, Next, RateLimit, RetrySelection, RouteCount,
 };
 pub use state::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use state::{MemoryState, StateError, TransformState};
@@ -128,8 +128,23 @@ pub trait Store: Send + Sync + 'static {
     /// first.
     async fn receipts_for_event_id(&self, event_id: &str) -> Result<Vec<String>, StoreError>;
 
-    /// Deliveries, newest first.
+    /// Deliveries, newest first (`offset` skipped, at most `limit`).
     async fn list(&self, filter: ListFilter) -> Result<Vec<ListRow>, StoreError>;
+
+    /// How many deliveries `list` would return without a limit or offset.
+    async fn count(&self, filter: ListFilter) -> Result<u64, StoreError>;
+
+    /// Deliveries per route and state, with each group's oldest receive
+    /// time (the console's overview).
+    async fn route_counts(&self) -> Result<Vec<RouteCount>, StoreError>;
+
+    /// Attempts that ended at or after `since_ms`, oldest first, at most
+    /// `limit` (the newest kept): the overview's rates and latencies.
+    async fn attempts_since(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AttemptPoint>, StoreError>;
 
     // -- operators' commands --
 
@@ -145,6 +160,30 @@ pub trait Store: Send + Sync + 'static {
     /// was delivered before then (or that no route took).  Failed and open
     /// deliveries are never purged.  Returns how many webhooks.
     async fn purge_delivered_before(&self, before_ms: i64) -> Result<usize, StoreError>;
+
+    /// Makes one webhook's deliveries (one route's, with `route`) due now
+    /// whatever their state (pending, failed, or delivered: run again from
+    /// scratch), their retry horizon restarting now (`horizon_ms` long).
+    /// In-flight deliveries are left alone.  Returns the routes re-queued.
+    async fn requeue(
+        &self,
+        receipt_id: &str,
+        route: Option<&str>,
+        horizon_ms: i64,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Closes one pending or failed delivery without delivering it: it
+    /// counts as done (`delivered`) with `reason` recorded.  Returns
+    /// whether a delivery changed.
+    async fn skip(&self, receipt_id: &str, route: &str, reason: &str) -> Result<bool, StoreError>;
+
+    /// Pauses or resumes a route: a paused route's deliveries wait, none is
+    /// dropped, and the pause is stored (it outlives a restart and, on a
+    /// shared store, holds for every node).
+    async fn set_paused(&self, route: &str, paused: bool) -> Result<(), StoreError>;
+
+    /// The paused routes, by name.
+    async fn paused_routes(&self) -> Result<Vec<String>, StoreError>;
 
     // -- transform state --
 

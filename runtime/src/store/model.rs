@@ -241,6 +241,46 @@ pub struct ListFilter {
     pub route: Option<String>,
     /// At most this many rows.
     pub limit: usize,
+    /// Only this normalised severity (the console's filter).
+    pub severity: Option<String>,
+    /// Only events received at or after this time (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// Only events received before this time (ms since the epoch).
+    pub until_ms: Option<i64>,
+    /// Only events whose receipt ID, event ID or body contains this text
+    /// (the console's search on event ID, user and path).
+    pub text: Option<String>,
+    /// Rows to skip first (paging).
+    pub offset: usize,
+}
+
+/// Deliveries of one route in one state: the overview's counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteCount {
+    /// The route.
+    pub route: String,
+    /// The state counted.
+    pub state: DeliveryState,
+    /// How many deliveries.
+    pub count: u64,
+    /// Receive time of the oldest event among them (the backlog's age).
+    #[serde(rename = "oldest_received_at", serialize_with = "opt_time")]
+    pub oldest_received_ms: Option<i64>,
+}
+
+/// One recorded attempt, reduced to what the overview charts: when, how
+/// long, and whether it ended well.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptPoint {
+    /// The route.
+    pub route: String,
+    /// When it ended.
+    #[serde(rename = "at", serialize_with = "time")]
+    pub at_ms: i64,
+    /// No error: the destination took it.
+    pub ok: bool,
+    /// Wall-clock time of the flow.
+    pub duration_ms: f64,
 }
 
 /// A row of `events list`: one delivery with its event's summary.

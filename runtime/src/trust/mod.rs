@@ -75,22 +75,25 @@ pub fn load_transform(
                 name: name.to_string(),
                 known: builtins.keys().cloned().collect::<Vec<_>>().join(", "),
             })?;
-        return Ok(Transform::load_with_cache(engine, spec, bytes, cache)?);
+        let t = Transform::load_with_cache(engine, spec, bytes, cache)?;
+        let _ = t.signed_by.set("built-in".into());
+        return Ok(t);
     }
     let bytes = std::fs::read(spec).map_err(|e| TransformError::Read {
         origin: spec.to_string(),
         message: e.to_string(),
     })?;
-    match trust {
+    let signed_by = match trust {
         Trust::AnyFile => {
-            if signing::signers(&bytes)
-                .map(|s| s.is_empty())
-                .unwrap_or(true)
-            {
+            let claimed = signing::signers(&bytes).unwrap_or_default();
+            if claimed.is_empty() {
                 tracing::warn!(
                     file = spec,
                     "loading an UNSIGNED transform (development mode)"
                 );
+                "unsigned (development mode)".to_string()
+            } else {
+                format!("unverified: {}", claimed.join(", "))
             }
         }
         Trust::Keys(keys) => {
@@ -99,7 +102,10 @@ pub fn load_transform(
                 error,
             })?;
             tracing::info!(file = spec, signers = %verified.key_ids.join(","), "transform signature verified");
+            verified.key_ids.join(", ")
         }
-    }
-    Ok(Transform::load_with_cache(engine, spec, &bytes, cache)?)
+    };
+    let t = Transform::load_with_cache(engine, spec, &bytes, cache)?;
+    let _ = t.signed_by.set(signed_by);
+    Ok(t)
 }

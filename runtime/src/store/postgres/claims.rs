@@ -547,6 +547,73 @@ pub(super) async fn retry_failed(
     Ok(out.into_iter().map(|(_, r, route)| (r, route)).collect())
 }
 
+/// One webhook's deliveries (one route's) due now, but those in flight.
+pub(super) async fn requeue(
+    c: &Object,
+    receipt_id: &str,
+    route: Option<&str>,
+    horizon_ms: i64,
+) -> Result<Vec<String>, StoreError> {
+    let now = now_millis();
+    let rows = c
+        .query(
+            "UPDATE deliveries d
+                SET state = 'pending', next_at_ms = $1, deadline_ms = $2, updated_ms = $1, reason = NULL
+               FROM events e
+              WHERE e.seq = d.event_seq AND d.state <> 'in_flight'
+                AND ($3::text IS NULL OR d.route = $3)
+                AND e.receipt_id = $4
+             RETURNING d.route",
+            &[&now, &now.saturating_add(horizon_ms), &route, &receipt_id],
+        )
+        .await
+        .map_err(pg_error("requeue deliveries"))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(r.try_get(0)?);
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Closes a pending or failed delivery as done, with `reason`.
+pub(super) async fn skip(
+    c: &Object,
+    receipt_id: &str,
+    route: &str,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    let n = c
+        .execute(
+            "UPDATE deliveries d SET state = 'delivered', updated_ms = $4, reason = $3
+               FROM events e
+              WHERE e.seq = d.event_seq AND d.state IN ('pending', 'failed')
+                AND d.route = $2 AND e.receipt_id = $1",
+            &[&receipt_id, &route, &reason, &now_millis()],
+        )
+        .await
+        .map_err(pg_error("skip a delivery"))?;
+    Ok(n > 0)
+}
+
+/// Pauses (a row, no end) or resumes (no row) a route.
+pub(super) async fn set_paused(c: &Object, route: &str, paused: bool) -> Result<(), StoreError> {
+    if paused {
+        c.execute(
+            "INSERT INTO route_pauses (route, until_ms, reason) VALUES ($1, NULL, 'console')
+             ON CONFLICT (route) DO UPDATE SET until_ms = NULL",
+            &[&route],
+        )
+        .await
+        .map_err(pg_error("pause a route"))?;
+    } else {
+        c.execute("DELETE FROM route_pauses WHERE route = $1", &[&route])
+            .await
+            .map_err(pg_error("resume a route"))?;
+    }
+    Ok(())
+}
+
 /// Deletes fully delivered webhooks older than `before_ms`, a thousand
 /// per transaction.
 pub(super) async fn purge(c: &Object, before_ms: i64) -> Result<usize, StoreError> {

@@ -34,9 +34,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{Notify, OnceCell};
 
 use crate::store::{
-    Admission, AttemptRecord, Backlog, ClaimBatch, ClaimScope, ClusterView, DeliveryKey,
-    EventRecord, ListFilter, ListRow, NewEvent, Next, RateLimit, RetrySelection, Store, StoreError,
-    TransformState,
+    Admission, AttemptPoint, AttemptRecord, Backlog, ClaimBatch, ClaimScope, ClusterView, DeliveryKey,
+    EventRecord, ListFilter, ListRow, NewEvent, Next, RateLimit, RetrySelection, RouteCount, Store,
+    StoreError, TransformState,
 };
 pub use schema::SchemaStatus;
 pub use tls::{Target, UrlError};
@@ -398,6 +398,58 @@ impl Store for PgStore {
     async fn list(&self, filter: ListFilter) -> Result<Vec<ListRow>, StoreError> {
         let c = self.conn().await?;
         views::list(&c, &filter).await
+    }
+
+    async fn count(&self, filter: ListFilter) -> Result<u64, StoreError> {
+        let c = self.conn().await?;
+        views::count(&c, &filter).await
+    }
+
+    async fn route_counts(&self) -> Result<Vec<RouteCount>, StoreError> {
+        let c = self.conn().await?;
+        views::route_counts(&c).await
+    }
+
+    async fn attempts_since(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AttemptPoint>, StoreError> {
+        let c = self.conn().await?;
+        views::attempts_since(&c, since_ms, limit).await
+    }
+
+    async fn requeue(
+        &self,
+        receipt_id: &str,
+        route: Option<&str>,
+        horizon_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let c = self.conn().await?;
+        let requeued = claims::requeue(&c, receipt_id, route, horizon_ms).await?;
+        if !requeued.is_empty() {
+            self.notifier.notify_one();
+        }
+        Ok(requeued)
+    }
+
+    async fn skip(&self, receipt_id: &str, route: &str, reason: &str) -> Result<bool, StoreError> {
+        let c = self.conn().await?;
+        claims::skip(&c, receipt_id, route, reason).await
+    }
+
+    async fn set_paused(&self, route: &str, paused: bool) -> Result<(), StoreError> {
+        let c = self.conn().await?;
+        claims::set_paused(&c, route, paused).await?;
+        if !paused {
+            self.notifier.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn paused_routes(&self) -> Result<Vec<String>, StoreError> {
+        let c = self.conn().await?;
+        views::paused_routes(&c).await
     }
 
     async fn retry_failed(

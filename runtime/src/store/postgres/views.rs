@@ -7,8 +7,8 @@ use deadpool_postgres::Object;
 
 use super::pg_error;
 use crate::store::{
-    AttemptRecord, Backlog, ClusterView, DeliveryRecord, DeliveryState, EventRecord, ListFilter,
-    ListRow, StoreError,
+    AttemptPoint, AttemptRecord, Backlog, ClusterView, DeliveryRecord, DeliveryState, EventRecord,
+    ListFilter, ListRow, RouteCount, StoreError,
 };
 use crate::text::display_id;
 
@@ -78,17 +78,29 @@ pub(super) async fn receipts_for_event_id(
         .collect()
 }
 
+/// The WHERE clause of `list` and `count` (parameters $1 to $6).
+const LIST_WHERE: &str = "($1::text IS NULL OR d.state = $1) AND ($2::text IS NULL OR d.route = $2)
+    AND ($3::text IS NULL OR e.severity = $3)
+    AND ($4::bigint IS NULL OR e.received_ms >= $4) AND ($5::bigint IS NULL OR e.received_ms < $5)
+    AND ($6::text IS NULL OR strpos(e.receipt_id, $6) > 0
+         OR strpos(COALESCE(e.event_id, ''), $6) > 0 OR strpos(e.body, $6) > 0)";
+
 pub(super) async fn list(c: &Object, f: &ListFilter) -> Result<Vec<ListRow>, StoreError> {
     let state = f.state.map(|s| s.as_str());
     let limit = f.limit.min(i64::MAX as usize) as i64;
+    let offset = f.offset.min(i64::MAX as usize) as i64;
     let rows = c
         .query(
-            "SELECT e.receipt_id, e.received_ms, e.event_id, e.severity, e.state, d.route, d.state,
-                    d.attempts, d.last_status, d.reason, d.next_at_ms
-               FROM deliveries d JOIN events e ON e.seq = d.event_seq
-              WHERE ($1::text IS NULL OR d.state = $1) AND ($2::text IS NULL OR d.route = $2)
-              ORDER BY d.event_seq DESC, d.route LIMIT $3",
-            &[&state, &f.route, &limit],
+            &format!(
+                "SELECT e.receipt_id, e.received_ms, e.event_id, e.severity, e.state, d.route, d.state,
+                        d.attempts, d.last_status, d.reason, d.next_at_ms
+                   FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                  WHERE {LIST_WHERE}
+                  ORDER BY d.event_seq DESC, d.route LIMIT $7 OFFSET $8"
+            ),
+            &[
+                &state, &f.route, &f.severity, &f.since_ms, &f.until_ms, &f.text, &limit, &offset,
+            ],
         )
         .await
         .map_err(pg_error("list deliveries"))?;
@@ -114,6 +126,87 @@ pub(super) async fn list(c: &Object, f: &ListFilter) -> Result<Vec<ListRow>, Sto
             last_status: status.and_then(|s| u16::try_from(s).ok()),
             reason: r.try_get(9)?,
         });
+    }
+    Ok(out)
+}
+
+pub(super) async fn count(c: &Object, f: &ListFilter) -> Result<u64, StoreError> {
+    let state = f.state.map(|s| s.as_str());
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE {LIST_WHERE}"
+            ),
+            &[&state, &f.route, &f.severity, &f.since_ms, &f.until_ms, &f.text],
+        )
+        .await
+        .map_err(pg_error("count deliveries"))?;
+    let n: i64 = row.try_get(0)?;
+    Ok(n.max(0) as u64)
+}
+
+pub(super) async fn route_counts(c: &Object) -> Result<Vec<RouteCount>, StoreError> {
+    let rows = c
+        .query(
+            "SELECT d.route, d.state, count(*), min(e.received_ms)
+               FROM deliveries d JOIN events e ON e.seq = d.event_seq
+              GROUP BY d.route, d.state ORDER BY d.route, d.state",
+            &[],
+        )
+        .await
+        .map_err(pg_error("count deliveries by route"))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let n: i64 = r.try_get(2)?;
+        out.push(RouteCount {
+            route: r.try_get(0)?,
+            state: state_of(r.try_get(1)?)?,
+            count: n.max(0) as u64,
+            oldest_received_ms: r.try_get(3)?,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) async fn attempts_since(
+    c: &Object,
+    since_ms: i64,
+    limit: usize,
+) -> Result<Vec<AttemptPoint>, StoreError> {
+    let limit = limit.min(i64::MAX as usize) as i64;
+    let rows = c
+        .query(
+            "SELECT route, at_ms, error IS NULL, duration_ms FROM (
+                 SELECT route, at_ms, error, duration_ms FROM attempts WHERE at_ms >= $1
+                  ORDER BY at_ms DESC LIMIT $2) a
+              ORDER BY at_ms",
+            &[&since_ms, &limit],
+        )
+        .await
+        .map_err(pg_error("recent attempts"))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(AttemptPoint {
+            route: r.try_get(0)?,
+            at_ms: r.try_get(1)?,
+            ok: r.try_get(2)?,
+            duration_ms: r.try_get(3)?,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) async fn paused_routes(c: &Object) -> Result<Vec<String>, StoreError> {
+    let rows = c
+        .query(
+            "SELECT route FROM route_pauses WHERE until_ms IS NULL OR until_ms > $1 ORDER BY route",
+            &[&crate::time::now_millis()],
+        )
+        .await
+        .map_err(pg_error("paused routes"))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(r.try_get(0)?);
     }
     Ok(out)
 }

@@ -396,6 +396,74 @@ pub(super) fn retry_failed(
     Ok(rows.into_iter().map(|(_, r, route)| (r, route)).collect())
 }
 
+/// Makes one webhook's deliveries (one route's) due now, whatever their
+/// state but in flight.
+pub(super) fn requeue(
+    c: &Connection,
+    receipt_id: &str,
+    route: Option<&str>,
+    now_ms: i64,
+    horizon_ms: i64,
+) -> Result<Vec<String>, StoreError> {
+    let mut stmt = c.prepare(
+        "UPDATE deliveries SET state = ?5, next_at_ms = ?1, deadline_ms = ?2,
+                updated_ms = ?1, reason = NULL
+         WHERE state != ?6
+           AND (?3 IS NULL OR route = ?3)
+           AND event_seq = (SELECT seq FROM events WHERE receipt_id = ?4)
+         RETURNING route",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            now_ms,
+            now_ms.saturating_add(horizon_ms),
+            route,
+            receipt_id,
+            Pending,
+            InFlight
+        ],
+        |r| r.get(0),
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Closes a pending or failed delivery as done, with `reason`.
+pub(super) fn skip(
+    c: &Connection,
+    receipt_id: &str,
+    route: &str,
+    reason: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let n = c.execute(
+        "UPDATE deliveries SET state = ?4, updated_ms = ?5, reason = ?3
+         WHERE state IN (?6, ?7) AND route = ?2
+           AND event_seq = (SELECT seq FROM events WHERE receipt_id = ?1)",
+        params![
+            receipt_id, route, reason, Delivered, now_ms, Pending, Failed
+        ],
+    )?;
+    Ok(n > 0)
+}
+
+/// Pauses (a row) or resumes (no row) a route.
+pub(super) fn set_paused(
+    c: &Connection,
+    route: &str,
+    paused: bool,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    if paused {
+        c.execute(
+            "INSERT OR IGNORE INTO route_pauses (route, paused_ms) VALUES (?1, ?2)",
+            params![route, now_ms],
+        )?;
+    } else {
+        c.execute("DELETE FROM route_pauses WHERE route = ?1", [route])?;
+    }
+    Ok(())
+}
+
 /// Webhooks deleted per write job, so a large purge never holds the
 /// writer (and the webhooks waiting on it) for long.
 pub(super) const PURGE_BATCH: usize = 1000;

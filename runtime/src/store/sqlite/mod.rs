@@ -30,9 +30,9 @@ use rusqlite::Connection;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
 use crate::store::{
-    Admission, AttemptRecord, Backlog, ClaimBatch, ClaimScope, DeliveryKey, DeliveryState,
-    EventRecord, ListFilter, ListRow, NewEvent, Next, RateLimit, RetrySelection, Store, StoreError,
-    TransformState,
+    Admission, AttemptPoint, AttemptRecord, Backlog, ClaimBatch, ClaimScope, DeliveryKey, DeliveryState,
+    EventRecord, ListFilter, ListRow, NewEvent, Next, RateLimit, RetrySelection, RouteCount, Store,
+    StoreError, TransformState,
 };
 use crate::time::now_millis;
 use crate::time::stage_cpu::Stage;
@@ -404,6 +404,72 @@ impl Store for SqliteStore {
 
     async fn list(&self, filter: ListFilter) -> Result<Vec<ListRow>, StoreError> {
         self.read(move |c| views::list(c, &filter)).await
+    }
+
+    async fn count(&self, filter: ListFilter) -> Result<u64, StoreError> {
+        self.read(move |c| views::count(c, &filter)).await
+    }
+
+    async fn route_counts(&self) -> Result<Vec<RouteCount>, StoreError> {
+        self.read(views::route_counts).await
+    }
+
+    async fn attempts_since(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AttemptPoint>, StoreError> {
+        self.read(move |c| views::attempts_since(c, since_ms, limit))
+            .await
+    }
+
+    async fn requeue(
+        &self,
+        receipt_id: &str,
+        route: Option<&str>,
+        horizon_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let now = now_millis();
+        let queue = self.queue.clone();
+        let (id, route) = (receipt_id.to_string(), route.map(str::to_string));
+        self.writer
+            .write(None, move |c| {
+                // Re-opened deliveries are not in the index: it is rebuilt.
+                queue.turn_off();
+                deliveries::requeue(c, &id, route.as_deref(), now, horizon_ms)
+            })
+            .await
+    }
+
+    async fn skip(&self, receipt_id: &str, route: &str, reason: &str) -> Result<bool, StoreError> {
+        let now = now_millis();
+        let queue = self.queue.clone();
+        let (id, route, reason) = (
+            receipt_id.to_string(),
+            route.to_string(),
+            reason.to_string(),
+        );
+        self.writer
+            .write(None, move |c| {
+                // A closed delivery leaves the index: it is rebuilt.
+                queue.turn_off();
+                deliveries::skip(c, &id, &route, &reason, now)
+            })
+            .await
+    }
+
+    async fn set_paused(&self, route: &str, paused: bool) -> Result<(), StoreError> {
+        let now = now_millis();
+        let route = route.to_string();
+        self.writer
+            .write(None, move |c| {
+                deliveries::set_paused(c, &route, paused, now)
+            })
+            .await
+    }
+
+    async fn paused_routes(&self) -> Result<Vec<String>, StoreError> {
+        self.read(views::paused_routes).await
     }
 
     async fn retry_failed(

@@ -4,8 +4,8 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::store::{
-    AttemptRecord, Backlog, DeliveryRecord, DeliveryState, EventRecord, ListFilter, ListRow,
-    StoreError,
+    AttemptPoint, AttemptRecord, Backlog, DeliveryRecord, DeliveryState, EventRecord, ListFilter,
+    ListRow, RouteCount, StoreError,
 };
 use crate::text::display_id;
 
@@ -56,31 +56,109 @@ pub(super) fn receipts_for_event_id(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The WHERE clause of `list` and `count` (parameters ?1 to ?7).
+const LIST_WHERE: &str = "(?1 IS NULL OR d.state = ?1) AND (?2 IS NULL OR d.route = ?2)
+           AND (?3 IS NULL OR e.severity = ?3)
+           AND (?4 IS NULL OR e.received_ms >= ?4) AND (?5 IS NULL OR e.received_ms < ?5)
+           AND (?6 IS NULL OR instr(e.receipt_id, ?6) > 0 OR instr(COALESCE(e.event_id, ''), ?6) > 0
+                OR instr(e.body, ?6) > 0)";
+
 /// Deliveries, newest first.
 pub(super) fn list(c: &Connection, f: &ListFilter) -> Result<Vec<ListRow>, StoreError> {
-    let mut stmt = c.prepare_cached(
+    let mut stmt = c.prepare_cached(&format!(
         "SELECT e.receipt_id, e.received_ms, e.event_id, e.severity, e.state, d.route, d.state,
                 d.attempts, d.last_status, d.reason, d.next_at_ms
          FROM deliveries d JOIN events e ON e.seq = d.event_seq
-         WHERE (?1 IS NULL OR d.state = ?1) AND (?2 IS NULL OR d.route = ?2)
-         ORDER BY d.event_seq DESC, d.route LIMIT ?3",
+         WHERE {LIST_WHERE}
+         ORDER BY d.event_seq DESC, d.route LIMIT ?7 OFFSET ?8"
+    ))?;
+    let limit = f.limit.min(i64::MAX as usize) as i64;
+    let offset = f.offset.min(i64::MAX as usize) as i64;
+    let rows = stmt.query_map(
+        params![
+            f.state, f.route, f.severity, f.since_ms, f.until_ms, f.text, limit, offset
+        ],
+        |r| {
+            let delivery: DeliveryState = r.get(6)?;
+            Ok(ListRow {
+                receipt_id: r.get(0)?,
+                received_ms: r.get(1)?,
+                event_id: r.get(2)?,
+                severity: r.get(3)?,
+                state: r.get(4)?,
+                route: r.get(5)?,
+                next_attempt_ms: (delivery == Pending).then(|| r.get(10)).transpose()?,
+                delivery,
+                attempts: r.get(7)?,
+                last_status: r.get(8)?,
+                reason: r.get(9)?,
+            })
+        },
     )?;
-    let rows = stmt.query_map(params![f.state, f.route, f.limit as i64], |r| {
-        let delivery: DeliveryState = r.get(6)?;
-        Ok(ListRow {
-            receipt_id: r.get(0)?,
-            received_ms: r.get(1)?,
-            event_id: r.get(2)?,
-            severity: r.get(3)?,
-            state: r.get(4)?,
-            route: r.get(5)?,
-            next_attempt_ms: (delivery == Pending).then(|| r.get(10)).transpose()?,
-            delivery,
-            attempts: r.get(7)?,
-            last_status: r.get(8)?,
-            reason: r.get(9)?,
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// How many deliveries `list` would return without limit and offset.
+pub(super) fn count(c: &Connection, f: &ListFilter) -> Result<u64, StoreError> {
+    let n: i64 = c
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE {LIST_WHERE}"
+        ))?
+        .query_row(
+            params![f.state, f.route, f.severity, f.since_ms, f.until_ms, f.text],
+            |r| r.get(0),
+        )?;
+    Ok(n.max(0) as u64)
+}
+
+/// Deliveries per route and state, with the oldest receive time.
+pub(super) fn route_counts(c: &Connection) -> Result<Vec<RouteCount>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT d.route, d.state, COUNT(*), MIN(e.received_ms)
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq
+         GROUP BY d.route, d.state ORDER BY d.route, d.state",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(RouteCount {
+            route: r.get(0)?,
+            state: r.get(1)?,
+            count: r.get::<_, i64>(2)?.max(0) as u64,
+            oldest_received_ms: r.get(3)?,
         })
     })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Attempts since `since_ms`, oldest first, the newest `limit`.
+pub(super) fn attempts_since(
+    c: &Connection,
+    since_ms: i64,
+    limit: usize,
+) -> Result<Vec<AttemptPoint>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT route, at_ms, error IS NULL, duration_ms FROM (
+             SELECT route, at_ms, error, duration_ms FROM attempts WHERE at_ms >= ?1
+             ORDER BY at_ms DESC LIMIT ?2)
+         ORDER BY at_ms",
+    )?;
+    let rows = stmt.query_map(
+        params![since_ms, limit.min(i64::MAX as usize) as i64],
+        |r| {
+            Ok(AttemptPoint {
+                route: r.get(0)?,
+                at_ms: r.get(1)?,
+                ok: r.get(2)?,
+                duration_ms: r.get(3)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The paused routes.
+pub(super) fn paused_routes(c: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = c.prepare_cached("SELECT route FROM route_pauses ORDER BY route")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
