@@ -24,6 +24,9 @@ use std::process::Command;
 const GUESTS: &[(&str, &str)] = &[
     ("zt-pagerduty", "pagerduty.wasm"),
     ("zt-jitbit", "jitbit.wasm"),
+    ("zt-opsgenie", "opsgenie.wasm"),
+    ("zt-splunk", "splunk.wasm"),
+    ("zt-template", "template.wasm"),
     ("zt-test-empty", "empty.wasm"),
     ("zt-test-hostile", "hostile.wasm"),
     ("zt-test-probe", "probe.wasm"),

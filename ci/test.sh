@@ -40,8 +40,9 @@ fi
 echo "cargo build: the tested units, nothing compiled again"
 
 # Guest crates' own unit tests, run on the host: the shared event model and
-# the Jitbit and PagerDuty transforms' pure parts.
-cargo test --locked --manifest-path transforms/Cargo.toml -p zt-event -p zt-jitbit -p zt-pagerduty --lib \
+# the built-in transforms' pure parts.
+cargo test --locked --manifest-path transforms/Cargo.toml -p zt-event -p zt-jitbit -p zt-pagerduty \
+    -p zt-opsgenie -p zt-splunk -p zt-template --lib \
     --target-dir target/guest-host-tests 2>&1 | tee -a "$log"
 
 # Scaffolded transforms (Rust and JavaScript) build and pass their fixture.

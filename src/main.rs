@@ -140,6 +140,9 @@ enum TransformCommand {
     /// Show what a transform declares: name, version, contract, egress,
     /// config keys, signer key IDs, digest.
     Inspect(cmd::transform_inspect::Args),
+    /// List the built-in transforms: name, version, description, contract
+    /// and where their requests may go.
+    List(cmd::transform_list::Args),
     /// Add a signature to a component.
     Sign(cmd::transform_sign::Args),
     /// Check a component's signatures against trusted keys.
@@ -178,6 +181,7 @@ fn main() -> ExitCode {
         Command::Transform { command } => match command {
             TransformCommand::Run(args) => cmd::transform_run::run(args),
             TransformCommand::Inspect(args) => cmd::transform_inspect::run(args),
+            TransformCommand::List(args) => cmd::transform_list::run(args),
             TransformCommand::Sign(args) => cmd::transform_sign::run(args),
             TransformCommand::Verify(args) => cmd::transform_verify::run(args),
             TransformCommand::Test(args) => cmd::transform_test::run(args),

@@ -105,7 +105,7 @@ fn count_fixtures(dir: &str) -> usize {
 
 #[test]
 fn builtin_transforms_pass_their_fixtures() {
-    for name in ["pagerduty", "jitbit"] {
+    for name in ["pagerduty", "jitbit", "opsgenie", "splunk", "template"] {
         let dir = format!("transforms/{name}/fixtures");
         let (code, out) = run(&[
             "transform",

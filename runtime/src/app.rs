@@ -234,6 +234,8 @@ fn build_routes(
         let transform = load_transform(engine, &rc.transform, builtins, trust, Some(cache))?;
         let built = Route::build(rc, transform, &|k| std::env::var(k).ok()).and_then(|route| {
             route.check_destinations(Some(Duration::from_secs(3)))?;
+            // A broken template is refused now, not at delivery time.
+            route.validate(engine)?;
             Ok(route)
         });
         match built {

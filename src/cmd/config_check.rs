@@ -170,6 +170,9 @@ pub(crate) fn check(
             // A destination no request could reach is an error now, not a
             // dead letter at delivery time.
             route.check_destinations(Some(std::time::Duration::from_secs(3)))?;
+            // The transform's own validation (a template transform
+            // compiles and renders its templates on a sample event).
+            route.validate(&engine)?;
             Ok(route)
         });
         let route = match built {

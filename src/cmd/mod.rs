@@ -13,6 +13,7 @@ pub mod serve;
 pub mod store_copy;
 pub mod store_migrate;
 pub mod transform_inspect;
+pub mod transform_list;
 pub mod transform_new;
 pub mod transform_run;
 pub mod transform_sign;

@@ -5,6 +5,7 @@
 pub mod child;
 pub mod cluster;
 pub mod pg;
+pub mod stub;
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -58,7 +59,7 @@ pub fn wasm_path(name: &str) -> String {
 
 pub fn builtins() -> Builtins {
     let mut b = Builtins::new();
-    for name in ["pagerduty", "jitbit"] {
+    for name in ["pagerduty", "jitbit", "opsgenie", "splunk", "template"] {
         b.insert(
             name.to_string(),
             Arc::from(std::fs::read(wasm_path(name)).expect("built-in component")),

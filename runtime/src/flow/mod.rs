@@ -19,7 +19,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 pub use event::{FlowInput, record};
-pub use route::{Filter, Route, RouteError};
+pub use route::{Filter, Route, RouteError, SAMPLE_EVENT, VALIDATE_KEY};
 
 use crate::egress::{Destination, Policy, Transport, TransportFailure};
 use crate::sandbox::bindings::types::{self, HttpRequest, Step};

@@ -7,7 +7,31 @@ use std::sync::Arc;
 use crate::config::{ConfigError, RouteConfig, env_name};
 use crate::egress::{EgressError, Policy};
 use crate::sandbox::Transform;
+use crate::sandbox::bindings::types::Step;
+use crate::sandbox::{Engine, FlowContext, Sandbox};
+use crate::store::{MemoryState, TransformState};
 use crate::text::Redactor;
+
+/// The config key a transform declares to offer a validation run
+/// ([`Route::validate`]); the host sets it to `true` for that run only.
+pub const VALIDATE_KEY: &str = "ztbridge_validate";
+
+/// The event validation runs on: a typical lockout (the test fixture
+/// `critical-lockout.json`).
+pub const SAMPLE_EVENT: &str = r#"{
+  "id": "RSW-20250611-000123",
+  "severity": "Critical",
+  "state": "LOCKED_OUT",
+  "user": "CORP\\jsmith",
+  "clientIPs": ["10.20.30.41"],
+  "shares": ["\\\\prod-cluster-01\\finance"],
+  "files": ["/ifs/data/finance/q2-forecast.xlsx.locked"],
+  "detectors": ["Mass file rename"],
+  "nes": ["prod-cluster-01"],
+  "eventSource": "ISILON_CLUSTER",
+  "detected": "2025-06-11T10:15:03Z",
+  "url": "https://eyeglass.corp.example/RSW-20250611-000123"
+}"#;
 
 /// Which events a route takes.
 #[derive(Debug, Clone, Default)]
@@ -68,6 +92,10 @@ pub enum RouteError {
         #[source]
         error: EgressError,
     },
+    /// The transform's validation run (see [`Route::validate`]) refused
+    /// the route's config.
+    #[error("route `{route}`: the transform refused its config: {message}")]
+    Invalid { route: String, message: String },
     #[error("route `{route}`: config key `{key}` ({error}): this URL could never be delivered to")]
     Destination {
         route: String,
@@ -163,6 +191,57 @@ impl Route {
         };
         route.check_destinations(None)?;
         Ok(route)
+    }
+
+    /// Runs the transform's validation, when it offers one: a transform
+    /// that declares the config key [`VALIDATE_KEY`] is started once on
+    /// [`SAMPLE_EVENT`] with that key set (and throwaway state); in that
+    /// mode it checks its config (compiles templates...) and finishes
+    /// without sending.  A failure refuses the route: a broken template is
+    /// reported by `config check` and at start, not at delivery time.
+    /// Transforms without the key are not run.  Returns the transform's
+    /// message when it validated.
+    pub fn validate(&self, engine: &Engine) -> Result<Option<String>, RouteError> {
+        if !self
+            .transform
+            .info
+            .config
+            .iter()
+            .any(|k| k.name == VALIDATE_KEY)
+        {
+            return Ok(None);
+        }
+        let invalid = |message: String| RouteError::Invalid {
+            route: self.name.to_string(),
+            message: self.redactor.apply(&message),
+        };
+        let mut config = (*self.config).clone();
+        config.insert(VALIDATE_KEY.to_string(), "true".to_string());
+        let event = super::record(&super::FlowInput {
+            body: SAMPLE_EVENT,
+            receipt_id: "ztbridge-validate",
+            received_ms: 1_749_636_904_000,
+            attempt: 1,
+        });
+        let state: Arc<dyn TransformState> =
+            Arc::new(MemoryState::with(&self.name, BTreeMap::new()));
+        let ctx = FlowContext::new(
+            self.name.clone(),
+            Arc::new(config),
+            state,
+            self.redactor.clone(),
+        )
+        .for_event(&event);
+        let mut sandbox =
+            Sandbox::new(engine, &self.transform, ctx).map_err(|e| invalid(e.to_string()))?;
+        match sandbox.start(&event) {
+            Ok(Ok(Step::Done(message))) => Ok(Some(self.redactor.apply(&message))),
+            Ok(Ok(Step::Send(_))) => Err(invalid(format!(
+                "it declares `{VALIDATE_KEY}` but asked to send requests in validation mode"
+            ))),
+            Ok(Err(f)) => Err(invalid(f.message)),
+            Err(e) => Err(invalid(e.to_string())),
+        }
     }
 
     /// Refuses a configured destination no request could reach: not a
