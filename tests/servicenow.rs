@@ -84,6 +84,9 @@ impl Seen {
     }
 }
 
+/// A scripted answer: status, extra headers, JSON body.
+type Scripted = (u16, Vec<(String, String)>, Value);
+
 /// An incident as the stub keeps it: the Table API record.
 type Incident = serde_json::Map<String, Value>;
 
@@ -92,7 +95,7 @@ struct Inner {
     incidents: Vec<Incident>,
     seen: Vec<Seen>,
     /// The next requests' answers: `None` = behave normally.
-    script: VecDeque<Option<(u16, Vec<(String, String)>, Value)>>,
+    script: VecDeque<Option<Scripted>>,
 }
 
 /// A stub ServiceNow instance speaking the Table API for `incident`:
@@ -144,7 +147,7 @@ impl StubServiceNow {
         self.inner.lock().unwrap()
     }
 
-    fn script(&self, answers: Vec<Option<(u16, Vec<(String, String)>, Value)>>) {
+    fn script(&self, answers: Vec<Option<Scripted>>) {
         self.lock().script.extend(answers);
     }
 
