@@ -487,4 +487,12 @@ mod tests {
             assert!(!super::valid_name(bad), "{bad}");
         }
     }
+
+    /// The Python scaffold opens with a module docstring that is closed
+    /// (a raw-string slip once left it with two quotes).
+    #[test]
+    fn python_scaffold_docstring() {
+        assert!(super::PY_APP.starts_with("\"\"\"{{NAME}}"));
+        assert_eq!(super::PY_APP.matches("\"\"\"").count(), 2);
+    }
 }
