@@ -1,6 +1,8 @@
 //! Transforms in other languages: the JavaScript transform (webhook-js,
-//! componentize-js) against the empty component (the floor) and the Rust
-//! PagerDuty transform, in the same run:
+//! componentize-js) and the Python one (servicenow, componentize-py)
+//! against the empty component (the floor) and the Rust PagerDuty
+//! transform, and the contract probe (the same work: echo the event
+//! record) in Rust, JavaScript and Python, in the same run:
 //!
 //! * per event: a fresh Store + instantiation (from the reused
 //!   InstancePre) + `start` + `resume` with a canned success response;
@@ -8,10 +10,14 @@
 //!   the artifact) and a cache hit (`Component::deserialize_file`), each
 //!   followed by linking and `describe` (what loading a transform costs).
 //!
-//! `cargo bench --bench languages`.  The JavaScript component comes from
-//! ZTBRIDGE_JS_WASM (default transforms-js/webhook/webhook.wasm, built by
-//! `bash ci/js.sh`); without it only the Rust rows are printed.
-//! ZTBRIDGE_BENCH_ITERS sets the events per Rust case (JavaScript: a tenth).
+//! `cargo bench --bench languages`.  The JavaScript components come from
+//! ZTBRIDGE_JS_WASM and ZTBRIDGE_JS_PROBE_WASM (default transforms-js/,
+//! built by `bash ci/js.sh`), the Python ones from
+//! ZTBRIDGE_PY_SERVICENOW_WASM and ZTBRIDGE_PY_PROBE_WASM (default
+//! transforms-py/, built by `bash ci/py.sh`); a missing one's rows are
+//! skipped.  ZTBRIDGE_BENCH_ITERS sets the events per Rust case
+//! (JavaScript and Python: a tenth).  Every time is also given as a ratio
+//! to the Rust row doing the same work in this run.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,8 +39,12 @@ struct Case {
     name: &'static str,
     transform: Arc<Transform>,
     config: Arc<BTreeMap<String, String>>,
-    response: Option<HttpResponse>,
+    /// The canned answer to each step's one request, in order (empty: the
+    /// flow ends in `start`).
+    responses: Vec<HttpResponse>,
     events: usize,
+    /// The case whose ratio this one is reported against (Rust, same work).
+    baseline: usize,
 }
 
 fn one(engine: &Engine, case: &Case, body: &str, state: &Arc<dyn TransformState>) -> u64 {
@@ -54,12 +64,15 @@ fn one(engine: &Engine, case: &Case, body: &str, state: &Arc<dyn TransformState>
     )
     .for_event(event);
     let mut sandbox = Sandbox::new(engine, &case.transform, ctx).expect("instantiate");
-    let step = sandbox.start(event).expect("start").expect("step");
-    if let Some(r) = &case.response {
+    let mut step = sandbox.start(event).expect("start").expect("step");
+    for r in &case.responses {
         assert!(matches!(step, Step::Send(_)), "{}: {step:?}", case.name);
-        let end = sandbox.resume(&[Ok(r.clone())]).expect("resume");
-        assert!(matches!(end, Ok(Step::Done(_))), "{}: {end:?}", case.name);
+        step = sandbox
+            .resume(&[Ok(r.clone())])
+            .expect("resume")
+            .unwrap_or_else(|f| panic!("{}: {f:?}", case.name));
     }
+    assert!(matches!(step, Step::Done(_)), "{}: {step:?}", case.name);
     sandbox.fuel_used()
 }
 
@@ -156,6 +169,21 @@ fn main() {
         "pagerduty",
         &read(&format!("{WASM_DIR}/pagerduty.wasm")),
     );
+    let optional = |name: &str, var: &str, default: &str, script: &str| {
+        let path = std::env::var_os(var)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(default));
+        match std::fs::read(&path) {
+            Ok(bytes) => Some(compile_rows(&engine, name, &bytes)),
+            Err(_) => {
+                println!(
+                    "{name:<16} not built ({} missing; `bash {script}` builds it): its rows are skipped",
+                    path.display()
+                );
+                None
+            }
+        }
+    };
     let js = match std::fs::read(&js_path) {
         Ok(bytes) => Some(compile_rows(&engine, "webhook-js", &bytes)),
         Err(_) => {
@@ -166,21 +194,39 @@ fn main() {
             None
         }
     };
+    let servicenow = optional(
+        "servicenow-py",
+        "ZTBRIDGE_PY_SERVICENOW_WASM",
+        "transforms-py/servicenow/servicenow.wasm",
+        "ci/py.sh",
+    );
+    let probe = compile_rows(&engine, "probe", &read(&format!("{WASM_DIR}/probe.wasm")));
+    let probe_js = optional(
+        "probe-js",
+        "ZTBRIDGE_JS_PROBE_WASM",
+        "transforms-js/probe/probe.wasm",
+        "ci/js.sh",
+    );
+    let probe_py = optional(
+        "probe-py",
+        "ZTBRIDGE_PY_PROBE_WASM",
+        "transforms-py/probe/probe.wasm",
+        "ci/py.sh",
+    );
 
-    let ok = |status: u16, body: &str| {
-        Some(HttpResponse {
-            status,
-            headers: vec![],
-            body: body.into(),
-        })
+    let ok = |status: u16, body: &str| HttpResponse {
+        status,
+        headers: vec![],
+        body: body.into(),
     };
     let mut cases = vec![
         Case {
             name: "empty (floor)",
             transform: empty,
             config: Arc::new(BTreeMap::new()),
-            response: None,
+            responses: vec![],
             events: iters,
+            baseline: 0,
         },
         Case {
             name: "pagerduty+202",
@@ -192,8 +238,20 @@ fn main() {
                 )]
                 .into(),
             ),
-            response: ok(202, r#"{"status":"success","message":"Event processed"}"#),
+            responses: vec![ok(
+                202,
+                r#"{"status":"success","message":"Event processed"}"#,
+            )],
             events: iters,
+            baseline: 1,
+        },
+        Case {
+            name: "probe (echo)",
+            transform: probe,
+            config: Arc::new([("mode".to_string(), "echo".to_string())].into()),
+            responses: vec![],
+            events: iters,
+            baseline: 2,
         },
     ];
     if let Some(js) = js {
@@ -207,24 +265,66 @@ fn main() {
                 )]
                 .into(),
             ),
-            response: ok(200, "ok"),
+            responses: vec![ok(200, "ok")],
             events: (iters / 10).max(20),
+            baseline: 1,
         });
+    }
+    if let Some(t) = servicenow {
+        cases.push(Case {
+            name: "servicenow-py",
+            transform: t,
+            config: Arc::new(
+                [
+                    ("instance_url", "https://acme.service-now.com"),
+                    ("user", "ztbridge"),
+                    ("password", "secret"),
+                ]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+            ),
+            // Search (none found), then create.
+            responses: vec![
+                ok(200, r#"{"result":[]}"#),
+                ok(
+                    201,
+                    r#"{"result":{"sys_id":"46d44a5ea9fe198101e6f2b8e4efb4b2","number":"INC0010001"}}"#,
+                ),
+            ],
+            events: (iters / 10).max(20),
+            baseline: 1,
+        });
+    }
+    for (name, t) in [("probe-js (echo)", probe_js), ("probe-py (echo)", probe_py)] {
+        if let Some(t) = t {
+            cases.push(Case {
+                name,
+                transform: t,
+                config: Arc::new(BTreeMap::new()),
+                responses: vec![],
+                events: (iters / 10).max(20),
+                baseline: 2,
+            });
+        }
     }
     println!(
         "== per event: fresh Store + instantiate + start (+ resume with a canned success); median of 10 batches"
     );
-    let (floor, floor_fuel) = measure(&engine, &cases[0], event, &state);
     println!(
-        "{:<16} {floor:>9.2} us/event  (1.00x floor)  fuel {floor_fuel:>11}  [{} events]",
-        cases[0].name, cases[0].events
+        "   (x Rust: against pagerduty (Rust) for the delivering transforms, against the Rust probe for the probes)"
     );
-    for case in &cases[1..] {
-        let (us, fuel) = measure(&engine, case, &event, &state);
+    let mut results: Vec<(f64, u64)> = vec![];
+    for case in &cases {
+        let (us, fuel) = measure(&engine, case, event, &state);
+        results.push((us, fuel));
+        let (floor, _) = results[0];
+        let (base_us, base_fuel) = results[case.baseline];
         println!(
-            "{:<16} {us:>9.2} us/event  ({:.2}x floor)  fuel {fuel:>11}  [{} events]",
+            "{:<16} {us:>9.2} us/event  ({:>6.2}x floor, {:>6.2}x Rust)  fuel {fuel:>11} ({:>6.1}x Rust)  [{} events]",
             case.name,
             us / floor,
+            us / base_us,
+            fuel as f64 / base_fuel.max(1) as f64,
             case.events
         );
     }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The transform kit as a user meets it: `ztbridge transform new` scaffolds a
-# Rust and a JavaScript transform, each is built and passes its own fixture
+# Rust, a JavaScript and a Python transform, each is built and passes its own fixture
 # with `ztbridge transform test`.  Runs after `cargo test` (uses its binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,4 +24,9 @@ echo "== scaffold: JavaScript"
 "$bin" transform new --lang js kit-js
 (cd kit-js && npm install --no-audit --no-fund --prefer-offline --loglevel=error && npm run --silent build)
 "$bin" transform test kit-js/kit-js.wasm kit-js/fixtures --cache "$cache"
-echo "ztbridge: transform scaffolds (rust, js) built and passed their fixtures"
+echo "== scaffold: Python"
+"$bin" transform new --lang python kit-py
+# The scaffold's own scripts: build.sh makes .venv with the pinned
+# componentize-py (pip reuses its cache), test.sh builds and runs the fixture.
+(cd kit-py && ZTBRIDGE="$bin" ZTBRIDGE_COMPILE_CACHE="$cache" ./test.sh)
+echo "ztbridge: transform scaffolds (rust, js, python) built and passed their fixtures"

@@ -14,6 +14,11 @@ fi
 bash ci/js.sh
 export ZTBRIDGE_JS_WASM=$PWD/transforms-js/webhook/webhook.wasm ZTBRIDGE_REQUIRE_JS=1
 export ZTBRIDGE_JS_PROBE_WASM=$PWD/transforms-js/probe/probe.wasm
+# The Python transforms (componentize-py from PyPI, in a venv under
+# target/): the signed ServiceNow transform and the contract test's probe.
+bash ci/py.sh
+export ZTBRIDGE_PY_SERVICENOW_WASM=$PWD/transforms-py/servicenow/servicenow.wasm ZTBRIDGE_REQUIRE_PY=1
+export ZTBRIDGE_PY_PROBE_WASM=$PWD/transforms-py/probe/probe.wasm
 export ZTBRIDGE_COMPILE_CACHE=${ZTBRIDGE_COMPILE_CACHE:-${CARGO_TARGET_DIR:-$PWD/target}/compile-cache}
 
 # The console's browser tests: playwright-core at the version the committed

@@ -1,6 +1,6 @@
 //! Contract 0.2 (`wit/ztbridge.wit`), held by real components built in the
-//! build: the host reads the event once and guests in Rust and JavaScript
-//! see the same fields; no ambient clock or randomness; typed transport
+//! build: the host reads the event once and guests in Rust, JavaScript and
+//! Python see the same fields; no ambient clock or randomness; typed transport
 //! errors; components built for 0.1.0 are refused with a clear message.
 
 mod common;
@@ -32,6 +32,26 @@ fn js_probe() -> Option<String> {
         "{path} is missing: run `bash ci/js.sh`"
     );
     eprintln!("skipping the JavaScript half: {path} is missing (bash ci/js.sh builds it)");
+    None
+}
+
+/// The Python probe (transforms-py/probe), built by `ci/py.sh`.
+fn py_probe() -> Option<String> {
+    let path = std::env::var("ZTBRIDGE_PY_PROBE_WASM").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/transforms-py/probe/probe.wasm"
+        )
+        .to_string()
+    });
+    if std::path::Path::new(&path).exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("ZTBRIDGE_REQUIRE_PY").is_none(),
+        "{path} is missing: run `bash ci/py.sh`"
+    );
+    eprintln!("skipping the Python third: {path} is missing (bash ci/py.sh builds it)");
     None
 }
 
@@ -103,10 +123,11 @@ fn tricky_events() -> Vec<(&'static str, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rust_and_javascript_transforms_see_the_same_event() {
+async fn rust_javascript_and_python_transforms_see_the_same_event() {
     let h = Harness::new();
     let rust = h.route(&wasm_path("probe"), &[("mode", "echo")]);
     let js = js_probe().map(|p| h.route(&p, &[]));
+    let py = py_probe().map(|p| h.route(&p, &[]));
     let canned = CannedTransport::new(vec![]);
     for (what, body) in tricky_events() {
         let from_rust = done(&h.run(&rust, &body, "r1", &canned).await);
@@ -114,6 +135,10 @@ async fn rust_and_javascript_transforms_see_the_same_event() {
         if let Some(js) = &js {
             let from_js = done(&h.run(js, &body, "r1", &canned).await);
             assert_eq!(from_rust, from_js, "{what}: Rust and JavaScript disagree");
+        }
+        if let Some(py) = &py {
+            let from_py = done(&h.run(py, &body, "r1", &canned).await);
+            assert_eq!(from_rust, from_py, "{what}: Rust and Python disagree");
         }
         // What the record says, checked against the event itself.
         match what {
@@ -174,6 +199,10 @@ async fn rust_and_javascript_transforms_see_the_same_event() {
         if let Some(js) = &js {
             let from_js = done(&h.run(js, &body, "r1", &canned).await);
             assert_eq!(from_rust, from_js, "{name}: Rust and JavaScript disagree");
+        }
+        if let Some(py) = &py {
+            let from_py = done(&h.run(py, &body, "r1", &canned).await);
+            assert_eq!(from_rust, from_py, "{name}: Rust and Python disagree");
         }
     }
 }

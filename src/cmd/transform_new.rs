@@ -1,8 +1,8 @@
 //! `ztbridge transform new`: scaffolds a buildable transform with one
-//! fixture, in Rust (a standalone crate on the guest SDK) or JavaScript
-//! (componentize-js).  Both scaffolds do the same thing, POST a JSON
-//! summary of the event to the URL in config key `url`, and pass the same
-//! fixture.
+//! fixture, in Rust (a standalone crate on the guest SDK), JavaScript
+//! (componentize-js) or Python (componentize-py).  Every scaffold does the
+//! same thing, POST a JSON summary of the event to the URL in config key
+//! `url`, and passes the same fixture.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 pub enum Lang {
     Rust,
     Js,
+    Python,
 }
 
 #[derive(clap::Args)]
@@ -37,6 +38,11 @@ const WIT: &str = include_str!("../../wit/ztbridge.wit");
 const COMPONENTIZE_JS: &str = "0.23.0";
 /// componentize-js 0.23.0 imports it without declaring it.
 const PREVIEW2_SHIM: &str = "0.25.0";
+
+/// Pinned: the version ci/py.sh builds the Python transforms with.
+const COMPONENTIZE_PY: &str = "0.25.1";
+/// The Python SDK helper (transforms-py/sdk), copied into each project.
+const PY_SDK: &str = include_str!("../../transforms-py/sdk/ztbridge_sdk.py");
 
 const FIXTURE: &str = r#"{
   "description": "a critical lockout is posted to the configured URL",
@@ -238,6 +244,84 @@ export const transform = {
 };
 "#;
 
+const PY_APP: &str = r#""""{{NAME}}: a ztbridge transform.  Posts a JSON summary of each Superna
+Zero Trust event to the URL in config key `url`.
+
+Build: ./build.sh            (componentize-py {{COMPONENTIZE_PY}} in .venv)
+Test:  ./test.sh             (ztbridge transform test {{NAME}}.wasm fixtures)
+
+The contract is wit/ztbridge.wit; componentize-py turns it into the
+`wit_world` package at build time.  Define a class `Transform` with
+`describe`, `start(event)` and `resume(responses)`.  Records are
+dataclasses with snake_case fields (event.event_id, event.severity_text...),
+an option is the value or None, an enum is a Python Enum
+(Severity.CRITICAL), a variant case is a class (Step_Send, Step_Done), and
+raising `Err(failure)` returns the failure (ztbridge_sdk.fail does it).  The
+host reads the event: `start` gets its fields, and
+`ztbridge_sdk.event_field('a.b')` reads any other.  ztbridge_sdk.py holds
+the helpers (config, requests, failures classified by status).
+"""
+
+import json
+
+from ztbridge_sdk import (
+    EgressRule_ConfigUrl, Info, check, config_require, done, key, log, post, send,
+    severity_name, single,
+)
+
+
+class Transform:
+    def describe(self):
+        return Info(
+            name="{{NAME}}",
+            version="0.1.0",
+            description="Superna Zero Trust events as JSON to a webhook",
+            # Requests may only go to the host of the URL in config `url`.
+            egress=[EgressRule_ConfigUrl("url")],
+            config=[key("url", "Where to POST events", required=True)],
+            # Always True in Python: componentize-py's runtime reseeds the
+            # `random` module on an instance's first call.  The host's random
+            # bytes follow the receipt ID, so a replay is still the same.
+            needs_random=True,
+        )
+
+    def start(self, event):
+        url = config_require("url")          # a permanent failure when unset
+        event_id = event.event_id or "unknown"
+        if event.event_id is None:
+            log("warn", "event has no ID")
+        summary = f"{severity_name(event)} event {event_id}: {event.state or 'unknown'}"
+        body = {"summary": summary, "event": json.loads(event.raw)}
+        return send(post(url, json_body=body))
+
+    def resume(self, responses):
+        resp = single(responses)      # no answer (dns, connect...): retryable
+        check(resp, "webhook")        # 2xx ok; 429/5xx retryable; else permanent
+        return done(f"delivered (HTTP {resp.status})")
+"#;
+
+const PY_BUILD: &str = r#"#!/bin/sh
+# Builds {{NAME}}.wasm with componentize-py {{COMPONENTIZE_PY}} (pinned),
+# installed in .venv the first time.  Needs Python 3.10+ with venv.
+set -eu
+cd "$(dirname "$0")"
+if [ "$(.venv/bin/componentize-py --version 2>/dev/null)" != "componentize-py {{COMPONENTIZE_PY}}" ]; then
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet -r requirements.txt
+fi
+.venv/bin/componentize-py -d wit -w transform-world componentize -p . app -o {{NAME}}.wasm
+ls -l {{NAME}}.wasm
+"#;
+
+const PY_TEST: &str = r#"#!/bin/sh
+# Builds, then runs the golden fixtures.  ZTBRIDGE: the ztbridge binary
+# (default: the one on PATH).  Compiled components are cached in .cache.
+set -eu
+cd "$(dirname "$0")"
+./build.sh
+"${ZTBRIDGE:-ztbridge}" transform test {{NAME}}.wasm fixtures --cache "${ZTBRIDGE_COMPILE_CACHE:-.cache}"
+"#;
+
 const README: &str = r#"# {{NAME}}
 
 A ztbridge transform ({{LANG}}).  See docs/writing-transforms.md in the
@@ -269,6 +353,19 @@ fn write(root: &Path, rel: &str, text: &str) -> anyhow::Result<()> {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))
+}
+
+/// `write`, then mark the file executable (a build or test script).
+fn write_executable(root: &Path, rel: &str, text: &str) -> anyhow::Result<()> {
+    write(root, rel, text)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let p = root.join(rel);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot make {} executable", p.display()))?;
+    }
+    Ok(())
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -338,6 +435,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "JavaScript",
             )
         }
+        Lang::Python => {
+            let fill_py = |t: &str| fill(t).replace("{{COMPONENTIZE_PY}}", COMPONENTIZE_PY);
+            write(&root, "app.py", &fill_py(PY_APP))?;
+            write(&root, "ztbridge_sdk.py", PY_SDK)?;
+            write(&root, "wit/ztbridge.wit", WIT)?;
+            write(
+                &root,
+                "requirements.txt",
+                &format!("componentize-py=={COMPONENTIZE_PY}\n"),
+            )?;
+            write_executable(&root, "build.sh", &fill_py(PY_BUILD))?;
+            write_executable(&root, "test.sh", &fill_py(PY_TEST))?;
+            write(
+                &root,
+                ".gitignore",
+                ".venv/\n.cache/\n__pycache__/\n*.wasm\n",
+            )?;
+            ("./build.sh".to_string(), format!("{name}.wasm"), "Python")
+        }
     };
     write(&root, "fixtures/basic.json", FIXTURE)?;
     // The fixture's event on its own, for `transform run --event`.
@@ -370,5 +486,13 @@ mod tests {
         for bad in ["", "Slack", "2x", "a_b", "a-", "../x"] {
             assert!(!super::valid_name(bad), "{bad}");
         }
+    }
+
+    /// The Python scaffold opens with a module docstring that is closed
+    /// (a raw-string slip once left it with two quotes).
+    #[test]
+    fn python_scaffold_docstring() {
+        assert!(super::PY_APP.starts_with("\"\"\"{{NAME}}"));
+        assert_eq!(super::PY_APP.matches("\"\"\"").count(), 2);
     }
 }

@@ -170,6 +170,12 @@ impl Transform {
             origin: source.into(),
             error,
         };
+        // `describe` may read random bytes whatever the transform declares
+        // (it has not said yet): componentize-py's runtime reseeds Python's
+        // `random` module on an instance's first export call.  The stream is
+        // seeded from the describe context's receipt ID, so it is
+        // deterministic like every other.
+        transform.info.needs_random = true;
         let mut sandbox = Sandbox::new(engine, &transform, ctx).map_err(describe_err)?;
         let info = sandbox.describe().map_err(describe_err)?;
         transform.info = TransformInfo {
