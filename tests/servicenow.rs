@@ -357,22 +357,7 @@ fn run(args: &[&str]) -> (i32, String) {
 /// to trust (target/py-signing/trusted), else signed here with a fresh key.
 /// Returns (file, trusted key directory, the temp dir kept alive).
 fn signed(wasm: &Path) -> (String, String, tempfile::TempDir) {
-    let keys = tempfile::tempdir().unwrap();
-    let kdir = keys.path().display().to_string();
-    let (code, out) = run(&["keys", "generate", "--out", &kdir]);
-    assert_eq!(code, 0, "{out}");
-    let file = keys.path().join("servicenow.wasm").display().to_string();
-    let (code, out) = run(&[
-        "transform",
-        "sign",
-        &wasm.display().to_string(),
-        "--key",
-        &format!("{kdir}/ztbridge-signing.key"),
-        "--out",
-        &file,
-    ]);
-    assert_eq!(code, 0, "{out}");
-    (file, kdir, keys)
+    sign_with_fresh_key(wasm, "servicenow.wasm", &[])
 }
 
 /// The delivery of `route` in a record.

@@ -225,21 +225,8 @@ async fn chat_stub() -> (String, Arc<Mutex<Vec<(HeaderMap, String)>>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_transform_signed_delivers_in_the_service() {
     let Some(wasm) = js_wasm() else { return };
-    let keys = tempfile::tempdir().unwrap();
-    let kdir = keys.path().display().to_string();
-    let (code, out) = run(&["keys", "generate", "--out", &kdir]);
-    assert_eq!(code, 0, "{out}");
-    let signed = keys.path().join("webhook.wasm").display().to_string();
-    let (code, out) = run(&[
-        "transform",
-        "sign",
-        &wasm.display().to_string(),
-        "--key",
-        &format!("{kdir}/ztbridge-signing.key"),
-        "--out",
-        &signed,
-    ]);
-    assert_eq!(code, 0, "{out}");
+    let (signed, kdir, _keys) =
+        sign_with_fresh_key(&wasm, "webhook.wasm", &["ZTBRIDGE_COMPILE_CACHE"]);
 
     let (url, got) = chat_stub().await;
     let config = format!(

@@ -577,6 +577,36 @@ pub fn ztbridge_text(args: &[&str], unset: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// `wasm` signed by the real binary (run as [`ztbridge_text`] runs it)
+/// with a fresh key pair, as `name` in a new temporary directory that
+/// holds the keys too.  Returns (signed file, key directory, the
+/// temporary directory, to keep alive).
+pub fn sign_with_fresh_key(
+    wasm: &std::path::Path,
+    name: &str,
+    unset: &[&str],
+) -> (String, String, tempfile::TempDir) {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let kdir = keys.path().display().to_string();
+    let (code, out) = ztbridge_text(&["keys", "generate", "--out", &kdir], unset);
+    assert_eq!(code, 0, "{out}");
+    let file = keys.path().join(name).display().to_string();
+    let (code, out) = ztbridge_text(
+        &[
+            "transform",
+            "sign",
+            &wasm.display().to_string(),
+            "--key",
+            &format!("{kdir}/ztbridge-signing.key"),
+            "--out",
+            &file,
+        ],
+        unset,
+    );
+    assert_eq!(code, 0, "{out}");
+    (file, kdir, keys)
+}
+
 /// The compiled-component cache the tests share (`--cache`):
 /// `ZTBRIDGE_COMPILE_CACHE`, else `compile-cache` in the tests' temporary
 /// target directory.
