@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::post;
-use common::{ROUTING_KEY, env_usize, free_port, gzip_webhook, sample_event, wait_ready};
+use common::{ROUTING_KEY, env_usize, free_port, gzip_webhook, sample_event, serve, wait_ready};
 use serde_json::json;
 
 fn bodies(n: usize, tag: &str) -> Vec<Vec<u8>> {
@@ -62,12 +62,7 @@ async fn sink(count: Arc<AtomicUsize>) -> std::net::SocketAddr {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("sink") });
-    addr
+    serve(app).await
 }
 
 /// A `ztbridge serve` child; killed on drop.
