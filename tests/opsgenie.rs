@@ -255,13 +255,7 @@ async fn a_wrong_key_and_an_invalid_request_are_not_retried() {
         .deliver(&fixture("events/critical-lockout.json"), WAIT)
         .await;
     assert_eq!(record["deliveries"][0]["state"], "failed", "{record}");
-    let o = outcomes(&record);
-    assert_eq!(o.len(), 1, "not retried: {record}");
-    assert_eq!(o[0]["retryable"], false);
-    assert!(
-        o[0]["message"].as_str().unwrap().contains("HTTP 401"),
-        "{record}"
-    );
+    assert_not_retried(&record, "HTTP 401");
     assert!(
         !record.to_string().contains("wrong-key"),
         "the key is redacted"
@@ -282,15 +276,9 @@ async fn a_wrong_key_and_an_invalid_request_are_not_retried() {
     let record = server
         .deliver(&fixture("events/critical-lockout.json"), WAIT)
         .await;
-    let o = outcomes(&record);
-    assert_eq!(o.len(), 1, "not retried: {record}");
-    assert_eq!(o[0]["retryable"], false);
-    assert!(
-        o[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("HTTP 422, not retried): Request body is not processable"),
-        "{record}"
+    assert_not_retried(
+        &record,
+        "HTTP 422, not retried): Request body is not processable",
     );
 }
 

@@ -559,6 +559,18 @@ pub fn outcomes(record: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// Asserts that a record's first delivery was tried once and not
+/// retried: one attempt, not retryable, whose message contains `want`.
+pub fn assert_not_retried(record: &Value, want: &str) {
+    let o = outcomes(record);
+    assert_eq!(o.len(), 1, "not retried: {record}");
+    assert_eq!(o[0]["retryable"], false, "{record}");
+    assert!(
+        o[0]["message"].as_str().unwrap_or_default().contains(want),
+        "{record}"
+    );
+}
+
 /// Runs the real binary with `RUST_LOG` and the variables in `unset`
 /// removed from its environment: exit code, then stdout and stderr as one
 /// text.
