@@ -42,7 +42,9 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::routing::post;
-use common::{ROUTING_KEY, env_usize, gzip_webhook, sample_event, serve, start_service};
+use common::{
+    ROUTING_KEY, env_usize, gzip_webhook, post_webhook, sample_event, serve, start_service,
+};
 use serde_json::{Value, json};
 
 /// Gzip webhooks with distinct alert IDs, tagged by `run`.
@@ -142,12 +144,7 @@ async fn run(
                 let Some((id, body)) = bodies.get(i) else {
                     return;
                 };
-                let resp = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("content-encoding", "gzip")
-                    .body(body.clone())
-                    .send()
+                let resp = post_webhook(&client, &url, body.clone())
                     .await
                     .expect("post");
                 let at = Instant::now();
@@ -263,12 +260,7 @@ async fn outage(n: usize, secs: u64, breaker: bool) -> (usize, Duration) {
     let client = reqwest::Client::new();
     let tag = if breaker { "obrk" } else { "onone" };
     for (_, body) in bodies(tag, n) {
-        let resp = client
-            .post(format!("http://{addr}/webhook"))
-            .header("content-type", "application/json")
-            .header("content-encoding", "gzip")
-            .body(body)
-            .send()
+        let resp = post_webhook(&client, format!("http://{addr}/webhook"), body)
             .await
             .expect("post");
         assert_eq!(resp.status(), StatusCode::ACCEPTED);

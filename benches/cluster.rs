@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::post;
-use common::{ROUTING_KEY, env_usize, free_port, gzip_webhook, sample_event, serve, wait_ready};
+use common::{
+    ROUTING_KEY, env_usize, free_port, gzip_webhook, post_webhook, sample_event, serve, wait_ready,
+};
 use serde_json::json;
 
 fn bodies(n: usize, tag: &str) -> Vec<Vec<u8>> {
@@ -140,13 +142,7 @@ async fn load(
                     return;
                 };
                 loop {
-                    let r = client
-                        .post(&urls[i % urls.len()])
-                        .header("content-type", "application/json")
-                        .header("content-encoding", "gzip")
-                        .body(body.clone())
-                        .send()
-                        .await;
+                    let r = post_webhook(&client, &urls[i % urls.len()], body.clone()).await;
                     match r.map(|r| r.status().as_u16()) {
                         Ok(202) => break,
                         Ok(503) | Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,

@@ -33,7 +33,9 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::routing::post;
-use common::{ROUTING_KEY, env_usize, free_port, gzip_webhook, sample_event, wait_ready};
+use common::{
+    ROUTING_KEY, env_usize, free_port, gzip_webhook, post_webhook, sample_event, wait_ready,
+};
 use serde_json::json;
 
 /// Linux's USER_HZ: /proc CPU times are in these ticks.
@@ -136,13 +138,7 @@ async fn load(url: String, tag: &str, clients: usize, until: Duration, limit: us
                     flate2::Compression::fast(),
                 );
                 let t = Instant::now();
-                let resp = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("content-encoding", "gzip")
-                    .body(body)
-                    .send()
-                    .await;
+                let resp = post_webhook(&client, &url, body).await;
                 match resp {
                     Ok(resp) => {
                         let status = resp.status();

@@ -25,7 +25,9 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::routing::post;
-use common::{ROUTING_KEY, env_usize, gzip_webhook, sample_event, serve, start_service};
+use common::{
+    ROUTING_KEY, env_usize, gzip_webhook, post_webhook, sample_event, serve, start_service,
+};
 use serde_json::json;
 
 fn bodies(n: usize) -> Vec<Vec<u8>> {
@@ -73,12 +75,7 @@ async fn load(url: String, bodies: Arc<Vec<Vec<u8>>>, clients: usize) -> Run {
                     return lat;
                 };
                 let t = Instant::now();
-                let resp = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("content-encoding", "gzip")
-                    .body(body.clone())
-                    .send()
+                let resp = post_webhook(&client, &url, body.clone())
                     .await
                     .expect("post");
                 let status = resp.status();

@@ -51,6 +51,22 @@ pub fn gzip_webhook(event: &Value, id: &str, level: flate2::Compression) -> Vec<
     e.finish().expect("gzip")
 }
 
+/// POSTs a gzip JSON webhook `body` to `url` with the headers Superna
+/// sends (`content-type: application/json`, `content-encoding: gzip`).
+pub async fn post_webhook(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    body: Vec<u8>,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(body)
+        .send()
+        .await
+}
+
 /// A loopback port that is free now, for a server started next.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
