@@ -60,6 +60,21 @@ async fn post_events(server: &Server, prefix: &str, n: usize) -> Vec<String> {
     receipts
 }
 
+/// Asserts that each event of `receipts` settles (waiting at most
+/// `timeout` for each) with both its deliveries delivered.
+async fn assert_all_delivered(server: &Server, receipts: &[String], timeout: Duration) {
+    for r in receipts {
+        let ev = server.settled(r, timeout).await;
+        let states: Vec<&str> = ev["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["state"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(states, ["delivered", "delivered"], "{ev}");
+    }
+}
+
 /// One sample of `GET /metrics` with these labels, if present.
 async fn metric(server: &Server, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let text = server
@@ -131,16 +146,7 @@ async fn a_hanging_route_holds_only_its_share_while_another_delivers_everything(
     // Released, it delivers everything, never more than its cap at once.
     hanging.release_held();
     hanging.wait_for(N, Duration::from_secs(60)).await;
-    for r in &receipts {
-        let ev = server.settled(r, Duration::from_secs(30)).await;
-        let states: Vec<&str> = ev["deliveries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["state"].as_str().unwrap_or(""))
-            .collect();
-        assert_eq!(states, ["delivered", "delivered"], "{ev}");
-    }
+    assert_all_delivered(&server, &receipts, Duration::from_secs(30)).await;
     assert!(
         hanging.max_concurrency() <= 4,
         "{}",
@@ -261,16 +267,7 @@ async fn a_down_destination_gets_a_probe_at_the_backoff_rate_then_everything_is_
     // It comes back: everything is delivered, the breaker closes.
     sink.end_outage();
     let back = Instant::now();
-    for r in &receipts {
-        let ev = server.settled(r, Duration::from_secs(60)).await;
-        let states: Vec<&str> = ev["deliveries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["state"].as_str().unwrap_or(""))
-            .collect();
-        assert_eq!(states, ["delivered", "delivered"], "{ev}");
-    }
+    assert_all_delivered(&server, &receipts, Duration::from_secs(60)).await;
     let recovered_in = back.elapsed();
     assert_eq!(
         metric(
