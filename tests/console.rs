@@ -17,6 +17,11 @@ use ztbridge_runtime::config::Config;
 const ADMIN_TOKEN: &str = "console-admin-token-0123456789";
 const INBOUND_TOKEN: &str = "inbound-webhook-token-0123456789";
 
+/// The header `name` of an answer, as text (it must be there).
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers()[name].to_str().unwrap()
+}
+
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(Policy::none())
@@ -99,10 +104,7 @@ async fn only_the_admin_token_gets_in() {
     }
     let r = get(Some(&format!("Bearer {ADMIN_TOKEN}"))).await.unwrap();
     assert_eq!(r.status(), 200);
-    let csp = r.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let csp = header(&r, "content-security-policy").to_string();
     assert!(
         csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
         "{csp}"
@@ -209,12 +211,7 @@ async fn sessions_and_csrf() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 303);
-    assert!(
-        ok.headers()["location"]
-            .to_str()
-            .unwrap()
-            .starts_with("/routes?flash=")
-    );
+    assert!(header(&ok, "location").starts_with("/routes?flash="));
     // An open redirect is not possible through `back`.
     let r = pause(vec![
         ("csrf", csrf.clone()),
@@ -222,12 +219,7 @@ async fn sessions_and_csrf() {
     ])
     .await
     .unwrap();
-    assert!(
-        r.headers()["location"]
-            .to_str()
-            .unwrap()
-            .starts_with("/?flash=")
-    );
+    assert!(header(&r, "location").starts_with("/?flash="));
     // Logout ends the session.
     let r = client
         .post(format!("{url}/logout"))
@@ -452,12 +444,7 @@ async fn the_live_tail_streams_new_deliveries_and_attempts() {
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
-    assert!(
-        stream.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream")
-    );
+    assert!(header(&stream, "content-type").starts_with("text/event-stream"));
     let (s, a) = server
         .post(
             fixture("events/critical-lockout.json").into_bytes(),
