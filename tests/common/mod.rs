@@ -559,6 +559,15 @@ pub fn outcomes(record: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// Asserts that a record's first delivery was delivered, at attempt
+/// `attempts`; the attempts' outcomes.
+pub fn delivered_after(record: &Value, attempts: usize) -> Vec<Value> {
+    assert_eq!(record["deliveries"][0]["state"], "delivered", "{record}");
+    let o = outcomes(record);
+    assert_eq!(o.len(), attempts, "{record}");
+    o
+}
+
 /// Asserts that a record's first delivery was tried once and not
 /// retried: one attempt, not retryable, whose message contains `want`.
 pub fn assert_not_retried(record: &Value, want: &str) {
