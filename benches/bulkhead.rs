@@ -32,8 +32,9 @@
 //! the requests the sink got while down, and how long after it came back
 //! every event was delivered.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,51 +42,21 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::routing::post;
+use common::{
+    ROUTING_KEY, env_usize, gzip_webhook, post_webhook, sample_event, serve, start_service,
+};
 use serde_json::{Value, json};
-use ztbridge_runtime::Builtins;
-use ztbridge_runtime::app::App;
-use ztbridge_runtime::config::Config;
-
-const WASM_DIR: &str = env!("ZTBRIDGE_WASM_DIR");
-const ROUTING_KEY: &str = "R0UTINGKEYabcdef0123456789abcdef";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Gzip webhooks with distinct alert IDs, tagged by `run`.
 fn bodies(run: &str, n: usize) -> Vec<(String, Vec<u8>)> {
-    let template: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/events/critical-lockout.json"
-        ))
-        .expect("fixture"),
-    )
-    .expect("fixture JSON");
+    let template = sample_event();
     (0..n)
         .map(|i| {
             let id = format!("RSW-{run}-{i:05}");
-            let mut v = template.clone();
-            v["id"] = json!(id);
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            e.write_all(&serde_json::to_vec(&v).expect("json"))
-                .expect("gzip");
-            (id, e.finish().expect("gzip"))
+            let body = gzip_webhook(&template, &id, flate2::Compression::default());
+            (id, body)
         })
         .collect()
-}
-
-async fn serve(router: Router) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    addr
 }
 
 /// When each alert reached the stub, by the ID its dedup key carries.
@@ -150,33 +121,15 @@ async fn run(
     clients: usize,
 ) -> Vec<Duration> {
     let data = tempfile::tempdir().expect("tempdir");
-    let config = Config::parse(
-        &format!(
-            "data_dir = {:?}\n[delivery]\ndedupe_window_secs = 0\n{delivery}\n{routes}",
-            data.path().display().to_string()
-        ),
-        "bench",
-    )
-    .expect("config");
-    let mut builtins = Builtins::new();
-    builtins.insert(
-        "pagerduty".into(),
-        Arc::from(std::fs::read(format!("{WASM_DIR}/pagerduty.wasm")).expect("component")),
-    );
-    let app = Arc::new(App::build(config, &builtins, true).expect("app"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run_app = app.clone();
-    let server = tokio::spawn(async move {
-        run_app
-            .serve(listener, async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (addr, server) = start_service(
+        data.path(),
+        &format!("[delivery]\ndedupe_window_secs = 0\n{delivery}\n{routes}"),
+        async move {
+            let _ = stopped.await;
+        },
+    )
+    .await;
     let bodies = Arc::new(bodies(name, n));
     let accepted: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -191,12 +144,7 @@ async fn run(
                 let Some((id, body)) = bodies.get(i) else {
                     return;
                 };
-                let resp = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("content-encoding", "gzip")
-                    .body(body.clone())
-                    .send()
+                let resp = post_webhook(&client, &url, body.clone())
                     .await
                     .expect("post");
                 let at = Instant::now();
@@ -299,37 +247,20 @@ async fn outage(n: usize, secs: u64, breaker: bool) -> (usize, Duration) {
     let arrivals: Arrivals = Arc::default();
     let sink = flapping(down.clone(), requests.clone(), arrivals.clone()).await;
     let data = tempfile::tempdir().expect("tempdir");
-    let config = Config::parse(
+    let (addr, server) = start_service(
+        data.path(),
         &format!(
-            "data_dir = {:?}\n[delivery]\ndedupe_window_secs = 0\n{}\n{}",
-            data.path().display().to_string(),
+            "[delivery]\ndedupe_window_secs = 0\n{}\n{}",
             if breaker { "" } else { "breaker_failures = 0" },
             route("sink", sink)
         ),
-        "bench",
+        std::future::pending(),
     )
-    .expect("config");
-    let mut builtins = Builtins::new();
-    builtins.insert(
-        "pagerduty".into(),
-        Arc::from(std::fs::read(format!("{WASM_DIR}/pagerduty.wasm")).expect("component")),
-    );
-    let app = Arc::new(App::build(config, &builtins, true).expect("app"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let run_app = app.clone();
-    let server = tokio::spawn(async move { run_app.serve(listener, std::future::pending()).await });
+    .await;
     let client = reqwest::Client::new();
     let tag = if breaker { "obrk" } else { "onone" };
     for (_, body) in bodies(tag, n) {
-        let resp = client
-            .post(format!("http://{addr}/webhook"))
-            .header("content-type", "application/json")
-            .header("content-encoding", "gzip")
-            .body(body)
-            .send()
+        let resp = post_webhook(&client, format!("http://{addr}/webhook"), body)
             .await
             .expect("post");
         assert_eq!(resp.status(), StatusCode::ACCEPTED);

@@ -19,11 +19,11 @@
 //! `cargo bench --bench cluster` (ZTBRIDGE_BENCH_EVENTS, default 3000;
 //! ZTBRIDGE_BENCH_CLIENTS, 32; PGBENCH_SECONDS, 10).
 
+mod common;
 #[allow(dead_code)]
 #[path = "../tests/common/pg.rs"]
 mod pg;
 
-use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,34 +31,20 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::post;
-use serde_json::{Value, json};
-
-const ROUTING_KEY: &str = "R0UTINGKEYabcdef0123456789abcdef";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::{
+    ROUTING_KEY, env_usize, free_port, gzip_webhook, post_webhook, sample_event, serve, wait_ready,
+};
+use serde_json::json;
 
 fn bodies(n: usize, tag: &str) -> Vec<Vec<u8>> {
-    let template: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/events/critical-lockout.json"
-        ))
-        .expect("fixture"),
-    )
-    .expect("fixture JSON");
+    let template = sample_event();
     (0..n)
         .map(|i| {
-            let mut v = template.clone();
-            v["id"] = json!(format!("RSW-{tag}-{i:06}"));
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            e.write_all(&serde_json::to_vec(&v).expect("json"))
-                .expect("gzip");
-            e.finish().expect("gzip")
+            gzip_webhook(
+                &template,
+                &format!("RSW-{tag}-{i:06}"),
+                flate2::Compression::default(),
+            )
         })
         .collect()
 }
@@ -78,19 +64,7 @@ async fn sink(count: Arc<AtomicUsize>) -> std::net::SocketAddr {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("sink") });
-    addr
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
+    serve(app).await
 }
 
 /// A `ztbridge serve` child; killed on drop.
@@ -130,21 +104,15 @@ async fn start_node(store: &str, sink: std::net::SocketAddr) -> Node {
         port,
         _dir: dir,
     };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let ready = client
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            .map(|r| r.status().is_success())
-            .unwrap_or(false);
-        if ready {
-            return node;
-        }
-        assert!(Instant::now() < deadline, "node did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        wait_ready(
+            &format!("http://127.0.0.1:{port}"),
+            Duration::from_secs(120)
+        )
+        .await,
+        "node did not become ready"
+    );
+    node
 }
 
 /// Posts every body round-robin; (accepted/s, delivered/s).
@@ -174,13 +142,7 @@ async fn load(
                     return;
                 };
                 loop {
-                    let r = client
-                        .post(&urls[i % urls.len()])
-                        .header("content-type", "application/json")
-                        .header("content-encoding", "gzip")
-                        .body(body.clone())
-                        .send()
-                        .await;
+                    let r = post_webhook(&client, &urls[i % urls.len()], body.clone()).await;
                     match r.map(|r| r.status().as_u16()) {
                         Ok(202) => break,
                         Ok(503) | Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,

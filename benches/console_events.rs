@@ -14,21 +14,17 @@
 //!
 //! Prints the median and p90 of ZTBRIDGE_BENCH_ROUNDS (30) requests each.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::env_usize;
 use ztbridge_runtime::app::App;
 use ztbridge_runtime::config::Config;
 use ztbridge_runtime::store::NewEvent;
 
 const TOKEN: &str = "bench-admin-token-0123456789";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn event(i: usize, now: i64) -> NewEvent {
     let id = format!("RSW-BENCH-{i:06}");

@@ -23,7 +23,8 @@
 //! Knobs: ZTBRIDGE_BENCH_SECS (load seconds, 30), ZTBRIDGE_BENCH_CLIENTS
 //! (32), ZTBRIDGE_BENCH_PENDING (20000; 0 skips the memory phase).
 
-use std::io::Write;
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -32,18 +33,13 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::routing::post;
-use serde_json::{Value, json};
+use common::{
+    ROUTING_KEY, env_usize, free_port, gzip_webhook, post_webhook, sample_event, wait_ready,
+};
+use serde_json::json;
 
-const ROUTING_KEY: &str = "R0UTINGKEYabcdef0123456789abcdef";
 /// Linux's USER_HZ: /proc CPU times are in these ticks.
 const TICKS_PER_SEC: f64 = 100.0;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn runtime(name: &str, threads: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -93,16 +89,6 @@ fn rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
-/// A webhook body, gzip'd as Superna sends it, for alert `id`.
-fn webhook(template: &Value, id: &str) -> Vec<u8> {
-    let mut v = template.clone();
-    v["id"] = json!(id);
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(&serde_json::to_vec(&v).expect("json"))
-        .expect("gzip");
-    e.finish().expect("gzip")
-}
-
 /// What a load run saw.
 struct Load {
     /// Webhooks answered 202.
@@ -131,15 +117,7 @@ impl Load {
 /// `clients` keep-alive clients post distinct webhooks to `url` until
 /// `until` passes or `limit` webhooks were sent.
 async fn load(url: String, tag: &str, clients: usize, until: Duration, limit: usize) -> Load {
-    let template: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/events/critical-lockout.json"
-        ))
-        .expect("fixture"),
-    )
-    .expect("fixture JSON");
-    let template = Arc::new(template);
+    let template = Arc::new(sample_event());
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -154,15 +132,13 @@ async fn load(url: String, tag: &str, clients: usize, until: Duration, limit: us
                 if i >= limit {
                     break;
                 }
-                let body = webhook(&template, &format!("RSW-E2E-{tag}-{i:08}"));
+                let body = gzip_webhook(
+                    &template,
+                    &format!("RSW-E2E-{tag}-{i:08}"),
+                    flate2::Compression::fast(),
+                );
                 let t = Instant::now();
-                let resp = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("content-encoding", "gzip")
-                    .body(body)
-                    .send()
-                    .await;
+                let resp = post_webhook(&client, &url, body).await;
                 match resp {
                     Ok(resp) => {
                         let status = resp.status();
@@ -199,14 +175,7 @@ async fn load(url: String, tag: &str, clients: usize, until: Duration, limit: us
 
 /// Serves `router` on a loopback port of runtime `rt`.
 fn serve(rt: &tokio::runtime::Runtime, router: Router) -> std::net::SocketAddr {
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
-        addr
-    })
+    rt.block_on(common::serve(router))
 }
 
 /// The service's `/metrics`, as (name with labels, value).
@@ -350,10 +319,7 @@ fn main() {
 
     // The service.
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
+    let port = free_port();
     let config = dir.path().join("ztbridge.toml");
     std::fs::write(
         &config,
@@ -379,18 +345,10 @@ fn main() {
     let pid = child.id();
     let base = format!("http://127.0.0.1:{port}");
     let http = runtime("e2e-ctl", 1);
-    let ready = Instant::now();
-    while !http.block_on(async {
-        reqwest::get(format!("{base}/readyz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    }) {
-        assert!(
-            ready.elapsed() < Duration::from_secs(120),
-            "ztbridge never became ready"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        http.block_on(wait_ready(&base, Duration::from_secs(120))),
+        "ztbridge never became ready"
+    );
     // Warm up (connections, the allocator, the pool's slots).
     let _ = load_rt.block_on(load(
         format!("{base}/webhook"),

@@ -15,7 +15,8 @@
 //! `cargo bench --bench throughput` (ZTBRIDGE_BENCH_EVENTS,
 //! ZTBRIDGE_BENCH_CLIENTS to change the load).
 
-use std::io::Write;
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -24,49 +25,22 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::routing::post;
-use serde_json::{Value, json};
-use ztbridge_runtime::Builtins;
-use ztbridge_runtime::app::App;
-use ztbridge_runtime::config::Config;
-
-const WASM_DIR: &str = env!("ZTBRIDGE_WASM_DIR");
-const ROUTING_KEY: &str = "R0UTINGKEYabcdef0123456789abcdef";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::{
+    ROUTING_KEY, env_usize, gzip_webhook, post_webhook, sample_event, serve, start_service,
+};
+use serde_json::json;
 
 fn bodies(n: usize) -> Vec<Vec<u8>> {
-    let template: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/events/critical-lockout.json"
-        ))
-        .expect("fixture"),
-    )
-    .expect("fixture JSON");
+    let template = sample_event();
     (0..n)
         .map(|i| {
-            let mut v = template.clone();
-            v["id"] = json!(format!("RSW-BENCH-{i:06}"));
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            e.write_all(&serde_json::to_vec(&v).expect("json"))
-                .expect("gzip");
-            e.finish().expect("gzip")
+            gzip_webhook(
+                &template,
+                &format!("RSW-BENCH-{i:06}"),
+                flate2::Compression::default(),
+            )
         })
         .collect()
-}
-
-async fn serve(router: Router) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
-    addr
 }
 
 struct Run {
@@ -101,12 +75,7 @@ async fn load(url: String, bodies: Arc<Vec<Vec<u8>>>, clients: usize) -> Run {
                     return lat;
                 };
                 let t = Instant::now();
-                let resp = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("content-encoding", "gzip")
-                    .body(body.clone())
-                    .send()
+                let resp = post_webhook(&client, &url, body.clone())
                     .await
                     .expect("post");
                 let status = resp.status();
@@ -164,28 +133,16 @@ fn main() {
             .await
         };
         let data = tempfile::tempdir().expect("tempdir");
-        let config = Config::parse(
+        let (addr, _server) = start_service(
+            data.path(),
             &format!(
-                "data_dir = {:?}\n[delivery]\ndedupe_window_secs = 0\n\
+                "[delivery]\ndedupe_window_secs = 0\n\
                  [[route]]\nname = \"pagerduty\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n\
-                 [route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = \"http://{stub}/v2/enqueue\"\n",
-                data.path().display().to_string()
+                 [route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = \"http://{stub}/v2/enqueue\"\n"
             ),
-            "bench",
+            std::future::pending(),
         )
-        .expect("config");
-        let mut builtins = Builtins::new();
-        builtins.insert(
-            "pagerduty".into(),
-            Arc::from(std::fs::read(format!("{WASM_DIR}/pagerduty.wasm")).expect("component")),
-        );
-        let app = Arc::new(App::build(config, &builtins, true).expect("app"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let run_app = app.clone();
-        tokio::spawn(async move {
-            run_app.serve(listener, std::future::pending()).await
-        });
+        .await;
         let started = Instant::now();
         let zt = load(format!("http://{addr}/webhook"), bodies.clone(), clients).await;
         while delivered.load(Ordering::Relaxed) < n {

@@ -28,6 +28,53 @@ fn route(name: &str, stub: &StubPagerDuty, extra: &str) -> String {
     )
 }
 
+/// A hanging destination (it holds every request) and a healthy one, each
+/// behind its route, in a server with 8 sandbox slots whose requests never
+/// time out during a test.  `delivery` adds lines to `[delivery]`,
+/// `hanging_route` to the hanging route.
+async fn hanging_and_healthy(
+    delivery: &str,
+    hanging_route: &str,
+) -> (StubPagerDuty, StubPagerDuty, Server) {
+    let hanging = StubPagerDuty::start().await;
+    let healthy = StubPagerDuty::start().await;
+    hanging.hold();
+    let config = format!(
+        "[limits]\nmax_instances = 8\nrequest_timeout_ms = 600000\n[delivery]\ndedupe_window_secs = 0\n{delivery}{}{}",
+        route("hanging", &hanging, hanging_route),
+        route("healthy", &healthy, "")
+    );
+    let server = Server::start(&config).await;
+    (hanging, healthy, server)
+}
+
+/// Posts `n` events with the IDs `{prefix}-0`, `{prefix}-1`...; each must
+/// be accepted.  Their receipt IDs, in order.
+async fn post_events(server: &Server, prefix: &str, n: usize) -> Vec<String> {
+    let mut receipts = Vec::new();
+    for i in 0..n {
+        let (status, answer) = server.post_plain(&event(&format!("{prefix}-{i}"))).await;
+        assert_eq!(status, 202, "{answer}");
+        receipts.push(answer["receipt_id"].as_str().unwrap().to_string());
+    }
+    receipts
+}
+
+/// Asserts that each event of `receipts` settles (waiting at most
+/// `timeout` for each) with both its deliveries delivered.
+async fn assert_all_delivered(server: &Server, receipts: &[String], timeout: Duration) {
+    for r in receipts {
+        let ev = server.settled(r, timeout).await;
+        let states: Vec<&str> = ev["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["state"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(states, ["delivered", "delivered"], "{ev}");
+    }
+}
+
 /// One sample of `GET /metrics` with these labels, if present.
 async fn metric(server: &Server, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let text = server
@@ -74,23 +121,9 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hanging_route_holds_only_its_share_while_another_delivers_everything() {
     const N: usize = 40;
-    let hanging = StubPagerDuty::start().await;
-    let healthy = StubPagerDuty::start().await;
-    hanging.hold();
-    // 8 slots, 2 routes: 4 each by default.  The requests of the hanging
-    // route never time out during the test.
-    let config = format!(
-        "[limits]\nmax_instances = 8\nrequest_timeout_ms = 600000\n[delivery]\ndedupe_window_secs = 0\n{}{}",
-        route("hanging", &hanging, ""),
-        route("healthy", &healthy, "")
-    );
-    let server = Server::start(&config).await;
-    let mut receipts = Vec::new();
-    for i in 0..N {
-        let (status, answer) = server.post_plain(&event(&format!("RSW-BULK-{i}"))).await;
-        assert_eq!(status, 202, "{answer}");
-        receipts.push(answer["receipt_id"].as_str().unwrap().to_string());
-    }
+    // 8 slots, 2 routes: 4 each by default.
+    let (hanging, healthy, server) = hanging_and_healthy("", "").await;
+    let receipts = post_events(&server, "RSW-BULK", N).await;
     // The healthy route delivers every event while the hanging one holds
     // exactly its share of connections.
     let isolated = wait_until(Duration::from_secs(60), || {
@@ -113,16 +146,7 @@ async fn a_hanging_route_holds_only_its_share_while_another_delivers_everything(
     // Released, it delivers everything, never more than its cap at once.
     hanging.release_held();
     hanging.wait_for(N, Duration::from_secs(60)).await;
-    for r in &receipts {
-        let ev = server.settled(r, Duration::from_secs(30)).await;
-        let states: Vec<&str> = ev["deliveries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["state"].as_str().unwrap_or(""))
-            .collect();
-        assert_eq!(states, ["delivered", "delivered"], "{ev}");
-    }
+    assert_all_delivered(&server, &receipts, Duration::from_secs(30)).await;
     assert!(
         hanging.max_concurrency() <= 4,
         "{}",
@@ -132,19 +156,9 @@ async fn a_hanging_route_holds_only_its_share_while_another_delivers_everything(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_route_max_in_flight_overrides_the_share() {
-    let hanging = StubPagerDuty::start().await;
-    let healthy = StubPagerDuty::start().await;
-    hanging.hold();
-    let config = format!(
-        "[limits]\nmax_instances = 8\nrequest_timeout_ms = 600000\n[delivery]\ndedupe_window_secs = 0\nroute_max_in_flight = 3\n{}{}",
-        route("hanging", &hanging, "max_in_flight = 2"),
-        route("healthy", &healthy, "")
-    );
-    let server = Server::start(&config).await;
-    for i in 0..10 {
-        let (status, _) = server.post_plain(&event(&format!("RSW-CAP-{i}"))).await;
-        assert_eq!(status, 202);
-    }
+    let (hanging, healthy, server) =
+        hanging_and_healthy("route_max_in_flight = 3\n", "max_in_flight = 2").await;
+    post_events(&server, "RSW-CAP", 10).await;
     let held = wait_until(Duration::from_secs(60), || {
         (healthy.received().len() >= 10 && hanging.active() == 2).then_some(())
     })
@@ -182,12 +196,7 @@ async fn a_down_destination_gets_a_probe_at_the_backoff_rate_then_everything_is_
     );
     let server = Server::start(&config).await;
     let started = Instant::now();
-    let mut receipts = Vec::new();
-    for i in 0..N {
-        let (status, answer) = server.post_plain(&event(&format!("RSW-BRK-{i}"))).await;
-        assert_eq!(status, 202, "{answer}");
-        receipts.push(answer["receipt_id"].as_str().unwrap().to_string());
-    }
+    let receipts = post_events(&server, "RSW-BRK", N).await;
     // The breaker opens, and stays down through several failed probes
     // (each failed probe opens it again).
     let opened = eventually(Duration::from_secs(60), || async {
@@ -258,16 +267,7 @@ async fn a_down_destination_gets_a_probe_at_the_backoff_rate_then_everything_is_
     // It comes back: everything is delivered, the breaker closes.
     sink.end_outage();
     let back = Instant::now();
-    for r in &receipts {
-        let ev = server.settled(r, Duration::from_secs(60)).await;
-        let states: Vec<&str> = ev["deliveries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["state"].as_str().unwrap_or(""))
-            .collect();
-        assert_eq!(states, ["delivered", "delivered"], "{ev}");
-    }
+    assert_all_delivered(&server, &receipts, Duration::from_secs(60)).await;
     let recovered_in = back.elapsed();
     assert_eq!(
         metric(

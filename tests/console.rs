@@ -5,10 +5,11 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::child::ChildServer;
-use common::{Server, StubPagerDuty, fixture, pagerduty_route, wait_until};
+use common::{Server, StubPagerDuty, fixture, free_port, pagerduty_route, wait_listening};
 use reqwest::redirect::Policy;
 use serde_json::{Value, json};
 use ztbridge_runtime::config::Config;
@@ -16,11 +17,9 @@ use ztbridge_runtime::config::Config;
 const ADMIN_TOKEN: &str = "console-admin-token-0123456789";
 const INBOUND_TOKEN: &str = "inbound-webhook-token-0123456789";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// The header `name` of an answer, as text (it must be there).
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers()[name].to_str().unwrap()
 }
 
 fn no_redirects() -> reqwest::Client {
@@ -39,13 +38,10 @@ async fn console_server(extra_admin: &str) -> (Server, String, StubPagerDuty) {
     );
     let server = Server::start(&config).await;
     let url = format!("http://127.0.0.1:{port}");
-    wait_until(Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port))
-            .ok()
-            .map(|_| ())
-    })
-    .await
-    .expect("console listens");
+    assert!(
+        wait_listening(port, Duration::from_secs(30)).await,
+        "console listens"
+    );
     (server, url, pd)
 }
 
@@ -108,10 +104,7 @@ async fn only_the_admin_token_gets_in() {
     }
     let r = get(Some(&format!("Bearer {ADMIN_TOKEN}"))).await.unwrap();
     assert_eq!(r.status(), 200);
-    let csp = r.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let csp = header(&r, "content-security-policy").to_string();
     assert!(
         csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
         "{csp}"
@@ -218,12 +211,7 @@ async fn sessions_and_csrf() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 303);
-    assert!(
-        ok.headers()["location"]
-            .to_str()
-            .unwrap()
-            .starts_with("/routes?flash=")
-    );
+    assert!(header(&ok, "location").starts_with("/routes?flash="));
     // An open redirect is not possible through `back`.
     let r = pause(vec![
         ("csrf", csrf.clone()),
@@ -231,12 +219,7 @@ async fn sessions_and_csrf() {
     ])
     .await
     .unwrap();
-    assert!(
-        r.headers()["location"]
-            .to_str()
-            .unwrap()
-            .starts_with("/?flash=")
-    );
+    assert!(header(&r, "location").starts_with("/?flash="));
     // Logout ends the session.
     let r = client
         .post(format!("{url}/logout"))
@@ -313,6 +296,54 @@ async fn admin_token_must_differ_from_the_inbound_token() {
     assert!(err.to_string().contains("differ"), "{err}");
 }
 
+/// Each route's delivery state of `receipt`, from the console's API.
+async fn delivery_states(
+    client: &reqwest::Client,
+    console: &str,
+    receipt: &str,
+) -> BTreeMap<String, String> {
+    let v: Value = client
+        .get(format!("{console}/api/events/{receipt}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["route"].as_str().unwrap().to_string(),
+                d["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// [`delivery_states`] once `route`'s is `state`, or as they are after
+/// 400 polls 50 ms apart.
+async fn states_when(
+    client: &reqwest::Client,
+    console: &str,
+    receipt: &str,
+    route: &str,
+    state: &str,
+) -> BTreeMap<String, String> {
+    let mut states = delivery_states(client, console, receipt).await;
+    for _ in 0..400 {
+        if states[route] == state {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        states = delivery_states(client, console, receipt).await;
+    }
+    states
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pause_holds_deliveries_and_outlives_a_restart() {
     let pd = StubPagerDuty::start().await;
@@ -338,13 +369,10 @@ async fn a_pause_holds_deliveries_and_outlives_a_restart() {
             .json(&json!({}))
             .send()
     };
-    wait_until(Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port))
-            .ok()
-            .map(|_| ())
-    })
-    .await
-    .unwrap();
+    assert!(
+        wait_listening(port, Duration::from_secs(30)).await,
+        "console listens"
+    );
     let r = post(format!("{}/api/routes/pagerduty/pause", console(port)))
         .await
         .unwrap();
@@ -355,39 +383,7 @@ async fn a_pause_holds_deliveries_and_outlives_a_restart() {
     let receipt = a["receipt_id"].as_str().unwrap().to_string();
     // The other route delivers; the paused one waits.
     pd.wait_for(1, Duration::from_secs(30)).await;
-    let show = |port: u16| {
-        let (client, receipt) = (client.clone(), receipt.clone());
-        async move {
-            let v: Value = client
-                .get(format!("{}/api/events/{receipt}", console(port)))
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            v["deliveries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| {
-                    (
-                        d["route"].as_str().unwrap().to_string(),
-                        d["state"].as_str().unwrap().to_string(),
-                    )
-                })
-                .collect::<std::collections::BTreeMap<_, _>>()
-        }
-    };
-    let mut states = show(port).await;
-    for _ in 0..400 {
-        if states["second"] == "delivered" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        states = show(port).await;
-    }
+    let states = states_when(&client, &console(port), &receipt, "second", "delivered").await;
     assert_eq!(states["second"], "delivered");
     assert_eq!(
         states["pagerduty"], "pending",
@@ -398,13 +394,10 @@ async fn a_pause_holds_deliveries_and_outlives_a_restart() {
     server.wait_exit(Duration::from_secs(30)).await;
     let port = free_port();
     let _server = ChildServer::start(dir.path(), &config(port)).await;
-    wait_until(Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port))
-            .ok()
-            .map(|_| ())
-    })
-    .await
-    .unwrap();
+    assert!(
+        wait_listening(port, Duration::from_secs(30)).await,
+        "console listens"
+    );
     let overview: Value = client
         .get(format!("{}/api/overview", console(port)))
         .bearer_auth(ADMIN_TOKEN)
@@ -423,7 +416,10 @@ async fn a_pause_holds_deliveries_and_outlives_a_restart() {
         .clone();
     assert_eq!(route["state"], "paused", "{overview}");
     assert_eq!(route["backlog"], 1, "{overview}");
-    assert_eq!(show(port).await["pagerduty"], "pending");
+    assert_eq!(
+        delivery_states(&client, &console(port), &receipt).await["pagerduty"],
+        "pending"
+    );
     assert_eq!(
         pd.received().len(),
         1,
@@ -434,14 +430,7 @@ async fn a_pause_holds_deliveries_and_outlives_a_restart() {
         .unwrap();
     assert_eq!(r.status(), 200);
     pd.wait_for(2, Duration::from_secs(30)).await;
-    let mut states = show(port).await;
-    for _ in 0..400 {
-        if states["pagerduty"] == "delivered" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        states = show(port).await;
-    }
+    let states = states_when(&client, &console(port), &receipt, "pagerduty", "delivered").await;
     assert_eq!(states["pagerduty"], "delivered");
 }
 
@@ -455,12 +444,7 @@ async fn the_live_tail_streams_new_deliveries_and_attempts() {
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
-    assert!(
-        stream.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream")
-    );
+    assert!(header(&stream, "content-type").starts_with("text/event-stream"));
     let (s, a) = server
         .post(
             fixture("events/critical-lockout.json").into_bytes(),

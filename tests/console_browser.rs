@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::child::ChildServer;
-use common::{StubPagerDuty, fixture, pagerduty_route, wait_until};
+use common::{StubPagerDuty, fixture, free_port, pagerduty_route, wait_listening};
 use serde_json::{Value, json};
 
 const ADMIN_TOKEN: &str = "console-admin-token-0123456789";
@@ -47,13 +47,6 @@ fn missing() -> Option<String> {
 
 fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn event(id: &str, user: &str, path: &str) -> String {
@@ -98,13 +91,10 @@ async fn console_in_a_real_browser() {
     let server = ChildServer::start(dir.path(), &config).await;
     let console = format!("http://127.0.0.1:{admin_port}");
     let client = reqwest::Client::new();
-    wait_until(Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", admin_port))
-            .ok()
-            .map(|_| ())
-    })
-    .await
-    .expect("the console listens");
+    assert!(
+        wait_listening(admin_port, Duration::from_secs(30)).await,
+        "the console listens"
+    );
 
     let receipt = |v: &Value| v["receipt_id"].as_str().expect("receipt_id").to_string();
     // A delivered event.

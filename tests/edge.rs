@@ -249,15 +249,7 @@ async fn idle_and_slow_header_connections_are_closed() {
         "closed by the answer, not by the idle timeout: {got}"
     );
     let timed_out = {
-        let text = server
-            .client
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = server.metrics_text().await;
         text.lines()
             .find(|l| l.starts_with("ztbridge_webhook_connections_timed_out_total"))
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

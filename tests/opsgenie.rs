@@ -131,24 +131,6 @@ fn route(stub: &HttpStub<Opsgenie>, extra: &str) -> String {
     )
 }
 
-async fn deliver(server: &Server, body: &str) -> Value {
-    let (status, answer) = server.post_gzip(body).await;
-    assert_eq!(status, 202, "{answer}");
-    server
-        .settled(answer["receipt_id"].as_str().expect("receipt"), WAIT)
-        .await
-}
-
-/// The delivery's attempts' outcomes.
-fn outcomes(record: &Value) -> Vec<Value> {
-    record["deliveries"][0]["attempts"]
-        .as_array()
-        .expect("attempts")
-        .iter()
-        .map(|a| a["outcome"].clone())
-        .collect()
-}
-
 fn with_state(state: &str) -> String {
     let mut v: Value = serde_json::from_str(&fixture("events/critical-lockout.json")).unwrap();
     v["state"] = json!(state);
@@ -160,7 +142,9 @@ async fn an_alert_is_created_noted_and_closed_by_alias() {
     let og = stub().await;
     let server = Server::start(&route(&og, "responders = \"storage-oncall\"")).await;
 
-    let record = deliver(&server, &fixture("events/critical-lockout.json")).await;
+    let record = server
+        .deliver(&fixture("events/critical-lockout.json"), WAIT)
+        .await;
     assert_eq!(record["deliveries"][0]["state"], "delivered", "{record}");
     let done = outcomes(&record)[0]["message"]
         .as_str()
@@ -186,12 +170,16 @@ async fn an_alert_is_created_noted_and_closed_by_alias() {
     );
 
     // The same lockout again: Opsgenie de-duplicates on the alias.
-    deliver(&server, &fixture("events/critical-lockout.json")).await;
+    server
+        .deliver(&fixture("events/critical-lockout.json"), WAIT)
+        .await;
     // A monitor-only change is an update: a note.
-    let record = deliver(&server, &with_state("MONITOR")).await;
+    let record = server.deliver(&with_state("MONITOR"), WAIT).await;
     assert_eq!(record["deliveries"][0]["state"], "delivered", "{record}");
     // Access restored closes it.
-    let record = deliver(&server, &fixture("events/critical-access-restored.json")).await;
+    let record = server
+        .deliver(&fixture("events/critical-access-restored.json"), WAIT)
+        .await;
     assert_eq!(record["deliveries"][0]["state"], "delivered", "{record}");
 
     let alert = og.with(|s| s.alerts[alias].clone());
@@ -217,9 +205,9 @@ async fn aliases_with_reserved_characters_are_encoded_in_the_path() {
     let server = Server::start(&route(&og, "")).await;
     let mut v: Value = serde_json::from_str(&fixture("events/critical-lockout.json")).unwrap();
     v["id"] = json!("EV/7 ?#x");
-    deliver(&server, &v.to_string()).await;
+    server.deliver(&v.to_string(), WAIT).await;
     v["state"] = json!("RECOVERED");
-    let record = deliver(&server, &v.to_string()).await;
+    let record = server.deliver(&v.to_string(), WAIT).await;
     assert_eq!(record["deliveries"][0]["state"], "delivered", "{record}");
     let close = og.received().pop().unwrap();
     assert_eq!(close.path, "/v2/alerts/superna-zt-EV%2F7%20%3F%23x/close");
@@ -235,7 +223,9 @@ async fn throttling_is_retried_after_retry_after_and_5xx_is_retried() {
     );
     og.script("/v2/alerts", error(503, "Service Unavailable"));
     let server = Server::start(&route(&og, "")).await;
-    let record = deliver(&server, &fixture("events/critical-lockout.json")).await;
+    let record = server
+        .deliver(&fixture("events/critical-lockout.json"), WAIT)
+        .await;
     let outcomes = outcomes(&record);
     assert_eq!(record["deliveries"][0]["state"], "delivered", "{record}");
     assert_eq!(outcomes.len(), 3, "{record}");
@@ -261,15 +251,11 @@ async fn a_wrong_key_and_an_invalid_request_are_not_retried() {
         og.url()
     ))
     .await;
-    let record = deliver(&server, &fixture("events/critical-lockout.json")).await;
+    let record = server
+        .deliver(&fixture("events/critical-lockout.json"), WAIT)
+        .await;
     assert_eq!(record["deliveries"][0]["state"], "failed", "{record}");
-    let o = outcomes(&record);
-    assert_eq!(o.len(), 1, "not retried: {record}");
-    assert_eq!(o[0]["retryable"], false);
-    assert!(
-        o[0]["message"].as_str().unwrap().contains("HTTP 401"),
-        "{record}"
-    );
+    assert_not_retried(&record, "HTTP 401");
     assert!(
         !record.to_string().contains("wrong-key"),
         "the key is redacted"
@@ -287,16 +273,12 @@ async fn a_wrong_key_and_an_invalid_request_are_not_retried() {
         ),
     );
     let server = Server::start(&route(&og, "")).await;
-    let record = deliver(&server, &fixture("events/critical-lockout.json")).await;
-    let o = outcomes(&record);
-    assert_eq!(o.len(), 1, "not retried: {record}");
-    assert_eq!(o[0]["retryable"], false);
-    assert!(
-        o[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("HTTP 422, not retried): Request body is not processable"),
-        "{record}"
+    let record = server
+        .deliver(&fixture("events/critical-lockout.json"), WAIT)
+        .await;
+    assert_not_retried(
+        &record,
+        "HTTP 422, not retried): Request body is not processable",
     );
 }
 

@@ -13,14 +13,6 @@ use common::*;
 const INBOUND: &str = "inbound-token-SECRET-0123456789";
 const LEAKY: &str = "transform-config-SECRET-xyz";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_logs_store_or_api() {
     let pd = StubPagerDuty::start().await;
@@ -60,13 +52,7 @@ async fn secrets_never_reach_logs_store_or_api() {
 
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    let up = wait_until(Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port))
-            .ok()
-            .map(|_| ())
-    })
-    .await;
-    if up.is_none() {
+    if !wait_listening(port, Duration::from_secs(30)).await {
         let _ = child.kill();
         let err = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
         panic!(

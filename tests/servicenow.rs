@@ -16,7 +16,6 @@ mod common;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -351,57 +350,14 @@ async fn record(
 
 /// Runs the binary; exit code and stdout + stderr.
 fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ztbridge"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run ztbridge");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
-fn cache_dir() -> String {
-    std::env::var("ZTBRIDGE_COMPILE_CACHE").unwrap_or_else(|_| {
-        Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("compile-cache")
-            .display()
-            .to_string()
-    })
+    ztbridge_text(args, &[])
 }
 
 /// The component signed: as ci/py.sh signed it when it says which keys
 /// to trust (target/py-signing/trusted), else signed here with a fresh key.
 /// Returns (file, trusted key directory, the temp dir kept alive).
 fn signed(wasm: &Path) -> (String, String, tempfile::TempDir) {
-    let keys = tempfile::tempdir().unwrap();
-    let kdir = keys.path().display().to_string();
-    let (code, out) = run(&["keys", "generate", "--out", &kdir]);
-    assert_eq!(code, 0, "{out}");
-    let file = keys.path().join("servicenow.wasm").display().to_string();
-    let (code, out) = run(&[
-        "transform",
-        "sign",
-        &wasm.display().to_string(),
-        "--key",
-        &format!("{kdir}/ztbridge-signing.key"),
-        "--out",
-        &file,
-    ]);
-    assert_eq!(code, 0, "{out}");
-    (file, kdir, keys)
-}
-
-/// Posts `body`; waits until both routes' deliveries settle.
-async fn deliver(server: &Server, body: &str) -> Value {
-    let (status, answer) = server.post_gzip(body).await;
-    assert_eq!(status, 202, "{answer}");
-    server
-        .settled(answer["receipt_id"].as_str().expect("receipt"), WAIT)
-        .await
+    sign_with_fresh_key(wasm, "servicenow.wasm", &[])
 }
 
 /// The delivery of `route` in a record.
@@ -481,7 +437,9 @@ async fn incidents_are_created_noted_and_resolved_with_basic_and_bearer_auth() {
     let cid = format!("superna-zt-{EVENT_ID}");
 
     // 1. The first alert creates the incident, correlated by the event ID.
-    let record = deliver(&server, &fixture("events/critical-lockout.json")).await;
+    let record = server
+        .deliver(&fixture("events/critical-lockout.json"), WAIT)
+        .await;
     for (route, stub) in [("snow-basic", &a), ("snow-bearer", &b)] {
         assert_eq!(
             delivered(&record, route),
@@ -525,7 +483,7 @@ async fn incidents_are_created_noted_and_resolved_with_basic_and_bearer_auth() {
     assert!(a.seen().is_empty() && b.seen().is_empty());
 
     // 2. An update adds work notes to that incident; no second incident.
-    let record = deliver(&server, &with_state(EVENT_ID, "MONITOR")).await;
+    let record = server.deliver(&with_state(EVENT_ID, "MONITOR"), WAIT).await;
     for (route, stub) in [("snow-basic", &a), ("snow-bearer", &b)] {
         assert_eq!(
             delivered(&record, route),
@@ -544,7 +502,9 @@ async fn incidents_are_created_noted_and_resolved_with_basic_and_bearer_auth() {
     }
 
     // 3. Superna closes the alert: the incident is resolved.
-    let record = deliver(&server, &with_state(EVENT_ID, "ACCESS_RESTORED")).await;
+    let record = server
+        .deliver(&with_state(EVENT_ID, "ACCESS_RESTORED"), WAIT)
+        .await;
     for (route, stub) in [("snow-basic", &a), ("snow-bearer", &b)] {
         assert_eq!(
             delivered(&record, route),
@@ -563,7 +523,9 @@ async fn incidents_are_created_noted_and_resolved_with_basic_and_bearer_auth() {
         stub.clear();
     }
     // Closed again (a replay): already resolved, nothing sent but the search.
-    let record = deliver(&server, &with_state(EVENT_ID, "ACCESS_RESTORED")).await;
+    let record = server
+        .deliver(&with_state(EVENT_ID, "ACCESS_RESTORED"), WAIT)
+        .await;
     assert_eq!(
         delivered(&record, "snow-basic"),
         "incident INC0010001 is already resolved (state 6)"
@@ -578,7 +540,9 @@ async fn incidents_are_created_noted_and_resolved_with_basic_and_bearer_auth() {
         vec![("Retry-After".into(), "1".into())],
         json!({"error": {"message": "Too many requests"}, "status": "failure"}),
     ))]);
-    let record = deliver(&server, &with_state("RSW-2", "LOCKED_OUT")).await;
+    let record = server
+        .deliver(&with_state("RSW-2", "LOCKED_OUT"), WAIT)
+        .await;
     assert!(
         delivered(&record, "snow-basic").starts_with("created incident INC0010002"),
         "{record}"
@@ -620,7 +584,7 @@ async fn incidents_are_created_noted_and_resolved_with_basic_and_bearer_auth() {
             json!({"error": {"message": "No Record found", "detail": "Record doesn't exist or ACL restricts the record retrieval"}, "status": "failure"}),
         )),
     ]);
-    let record = deliver(&server, &with_state("RSW-2", "MONITOR")).await;
+    let record = server.deliver(&with_state("RSW-2", "MONITOR"), WAIT).await;
     assert!(
         delivered(&record, "snow-basic").starts_with("created incident INC0010003"),
         "{record}"
@@ -635,7 +599,9 @@ async fn incidents_are_created_noted_and_resolved_with_basic_and_bearer_auth() {
         vec![],
         json!({"error": {"message": "User Not Authenticated", "detail": "Required to provide Auth information"}, "status": "failure"}),
     ))]);
-    let record = deliver(&server, &with_state("RSW-3", "LOCKED_OUT")).await;
+    let record = server
+        .deliver(&with_state("RSW-3", "LOCKED_OUT"), WAIT)
+        .await;
     let d = delivery(&record, "snow-basic");
     assert_eq!(d["state"], "failed", "{record}");
     assert_eq!(d["attempts"].as_array().unwrap().len(), 1, "{record}");
@@ -654,7 +620,9 @@ async fn incidents_are_created_noted_and_resolved_with_basic_and_bearer_auth() {
         vec![],
         json!({"error": {"message": "Invalid table incident"}, "status": "failure"}),
     ))]);
-    let record = deliver(&server, &with_state("RSW-4", "LOCKED_OUT")).await;
+    let record = server
+        .deliver(&with_state("RSW-4", "LOCKED_OUT"), WAIT)
+        .await;
     let d = delivery(&record, "snow-basic");
     assert_eq!(d["state"], "failed", "{record}");
     assert_eq!(d["attempts"].as_array().unwrap().len(), 1, "{record}");
@@ -677,7 +645,7 @@ fn servicenow_passes_its_fixtures_and_runs_dry() {
     let Some(wasm) = component() else { return };
     let wasm = wasm.display().to_string();
     let dir = format!("{ROOT}/transforms-py/servicenow/fixtures");
-    let cache = cache_dir();
+    let cache = compile_cache_dir();
     let (code, out) = run(&["transform", "test", &wasm, &dir, "--cache", &cache]);
     assert_eq!(code, 0, "{out}");
     let fixtures = std::fs::read_dir(&dir)

@@ -144,23 +144,6 @@ fn token() -> String {
     format!("token = {TOKEN:?}\nindex = \"zerotrust\"\n")
 }
 
-async fn deliver(server: &Server, body: &str) -> Value {
-    let (status, answer) = server.post_gzip(body).await;
-    assert_eq!(status, 202, "{answer}");
-    server
-        .settled(answer["receipt_id"].as_str().expect("receipt"), WAIT)
-        .await
-}
-
-fn outcomes(record: &Value) -> Vec<Value> {
-    record["deliveries"][0]["attempts"]
-        .as_array()
-        .expect("attempts")
-        .iter()
-        .map(|a| a["outcome"].clone())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_are_indexed_as_received_without_acknowledgement() {
     let hec = stub(false, 0).await;
@@ -172,7 +155,9 @@ async fn events_are_indexed_as_received_without_acknowledgement() {
         ),
     ))
     .await;
-    let record = deliver(&server, &fixture("events/critical-lockout.json")).await;
+    let record = server
+        .deliver(&fixture("events/critical-lockout.json"), WAIT)
+        .await;
     assert_eq!(record["deliveries"][0]["state"], "delivered", "{record}");
     assert_eq!(
         outcomes(&record)[0]["message"],
@@ -201,7 +186,9 @@ async fn events_are_indexed_as_received_without_acknowledgement() {
 async fn with_acknowledgement_the_ack_is_polled_until_indexed() {
     let hec = stub(true, 2).await;
     let server = Server::start(&route(&hec, &format!("{}ack = true\n", token()))).await;
-    let record = deliver(&server, &fixture("events/critical-lockout.json")).await;
+    let record = server
+        .deliver(&fixture("events/critical-lockout.json"), WAIT)
+        .await;
     assert_eq!(record["deliveries"][0]["state"], "delivered", "{record}");
     assert_eq!(
         outcomes(&record)[0]["message"],
@@ -243,9 +230,7 @@ async fn a_slow_acknowledgement_is_polled_again_later_without_resending() {
     assert_eq!(status, 202);
     let receipt = answer["receipt_id"].as_str().unwrap().to_string();
     let record = server.settled(&receipt, WAIT).await;
-    assert_eq!(record["deliveries"][0]["state"], "delivered", "{record}");
-    let o = outcomes(&record);
-    assert_eq!(o.len(), 4, "{record}");
+    let o = delivered_after(&record, 4);
     for pending in &o[..3] {
         assert_eq!(pending["retryable"], true, "{record}");
         assert_eq!(pending["retry_after_seconds"], 1, "{record}");
@@ -266,15 +251,11 @@ async fn a_slow_acknowledgement_is_polled_again_later_without_resending() {
 async fn invalid_tokens_are_permanent_and_a_busy_server_is_retried() {
     let hec = stub(false, 0).await;
     let server = Server::start(&route(&hec, "token = \"not-the-token\"\n")).await;
-    let record = deliver(&server, &fixture("events/critical-lockout.json")).await;
+    let record = server
+        .deliver(&fixture("events/critical-lockout.json"), WAIT)
+        .await;
     assert_eq!(record["deliveries"][0]["state"], "failed", "{record}");
-    let o = outcomes(&record);
-    assert_eq!(o.len(), 1, "not retried: {record}");
-    assert_eq!(o[0]["retryable"], false);
-    assert!(
-        o[0]["message"].as_str().unwrap().contains("HTTP 403"),
-        "{record}"
-    );
+    assert_not_retried(&record, "HTTP 403");
     assert!(!record.to_string().contains("not-the-token"), "redacted");
 
     let hec = stub(false, 0).await;
@@ -291,10 +272,10 @@ async fn invalid_tokens_are_permanent_and_a_busy_server_is_retried() {
         (429, vec![("retry-after", "1".into())], String::new()),
     );
     let server = Server::start(&route(&hec, &token())).await;
-    let record = deliver(&server, &fixture("events/critical-lockout.json")).await;
-    assert_eq!(record["deliveries"][0]["state"], "delivered", "{record}");
-    let o = outcomes(&record);
-    assert_eq!(o.len(), 3, "{record}");
+    let record = server
+        .deliver(&fixture("events/critical-lockout.json"), WAIT)
+        .await;
+    let o = delivered_after(&record, 3);
     assert_eq!(o[0]["retryable"], true);
     assert!(o[0]["message"].as_str().unwrap().contains("Server is busy"));
     assert_eq!(o[1]["retry_after_seconds"], 1);
@@ -311,15 +292,8 @@ async fn ack_on_a_token_without_acknowledgement_is_a_clear_permanent_error() {
     // The token has no acknowledgement: HEC answers without an ackId.
     let hec = stub(false, 0).await;
     let server = Server::start(&route(&hec, &format!("{}ack = true\n", token()))).await;
-    let record = deliver(&server, &fixture("events/critical-lockout.json")).await;
-    let o = outcomes(&record);
-    assert_eq!(o.len(), 1, "{record}");
-    assert_eq!(o[0]["retryable"], false);
-    assert!(
-        o[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("enable indexer acknowledgement on the token"),
-        "{record}"
-    );
+    let record = server
+        .deliver(&fixture("events/critical-lockout.json"), WAIT)
+        .await;
+    assert_not_retried(&record, "enable indexer acknowledgement on the token");
 }

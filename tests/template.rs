@@ -77,23 +77,6 @@ fn seed_request(event: &Value) -> Value {
     })
 }
 
-async fn deliver(server: &Server, body: &str) -> Value {
-    let (status, answer) = server.post_gzip(body).await;
-    assert_eq!(status, 202, "{answer}");
-    server
-        .settled(answer["receipt_id"].as_str().expect("receipt"), WAIT)
-        .await
-}
-
-fn outcomes(record: &Value) -> Vec<Value> {
-    record["deliveries"][0]["attempts"]
-        .as_array()
-        .expect("attempts")
-        .iter()
-        .map(|a| a["outcome"].clone())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_example_sends_exactly_what_the_seed_sends() {
     let pd = StubPagerDuty::start().await;
@@ -104,7 +87,9 @@ async fn the_readme_example_sends_exactly_what_the_seed_sends() {
         "false-positive.json",
     ];
     for name in names {
-        let record = deliver(&server, &fixture(&format!("events/{name}"))).await;
+        let record = server
+            .deliver(&fixture(&format!("events/{name}")), WAIT)
+            .await;
         assert_eq!(
             record["deliveries"][0]["state"], "delivered",
             "{name}: {record}"
@@ -119,7 +104,7 @@ async fn the_readme_example_sends_exactly_what_the_seed_sends() {
     // Every other fixture is delivered valid too (the stub refuses an
     // invalid request with 400, which is permanent).
     for (name, body) in event_fixtures() {
-        let record = deliver(&server, &body).await;
+        let record = server.deliver(&body, WAIT).await;
         assert_eq!(
             record["deliveries"][0]["state"], "delivered",
             "{name}: {record}"
@@ -134,7 +119,7 @@ async fn hostile_event_content_stays_inside_json_strings() {
     let mut event: Value = serde_json::from_str(&fixture("events/critical-lockout.json")).unwrap();
     event["user"] = json!("x\", \"event_action\": \"resolve");
     event["state"] = json!("{{ secret }}");
-    let record = deliver(&server, &event.to_string()).await;
+    let record = server.deliver(&event.to_string(), WAIT).await;
     assert_eq!(record["deliveries"][0]["state"], "delivered", "{record}");
     let sent = pd.wait_for(1, WAIT).await[0].json();
     assert_eq!(sent["event_action"], "trigger");
@@ -156,10 +141,10 @@ async fn error_answers_are_retried_or_not_as_documented() {
         (429, vec![], "slow down".into()),
     ]);
     let server = Server::start(&readme_route(&pd)).await;
-    let record = deliver(&server, &fixture("events/critical-lockout.json")).await;
-    assert_eq!(record["deliveries"][0]["state"], "delivered", "{record}");
-    let o = outcomes(&record);
-    assert_eq!(o.len(), 3, "{record}");
+    let record = server
+        .deliver(&fixture("events/critical-lockout.json"), WAIT)
+        .await;
+    let o = delivered_after(&record, 3);
     assert_eq!(
         (&o[0]["retryable"], &o[1]["retryable"]),
         (&json!(true), &json!(true))
@@ -177,18 +162,11 @@ async fn error_answers_are_retried_or_not_as_documented() {
         let pd = StubPagerDuty::start().await;
         pd.script(vec![(status, vec![], "no".into())]);
         let server = Server::start(&readme_route(&pd)).await;
-        let record = deliver(&server, &fixture("events/critical-lockout.json")).await;
-        let o = outcomes(&record);
+        let record = server
+            .deliver(&fixture("events/critical-lockout.json"), WAIT)
+            .await;
         assert_eq!(record["deliveries"][0]["state"], "failed", "{record}");
-        assert_eq!(o.len(), 1, "{status} is not retried: {record}");
-        assert_eq!(o[0]["retryable"], false);
-        assert!(
-            o[0]["message"]
-                .as_str()
-                .unwrap()
-                .contains(&format!("HTTP {status}")),
-            "{record}"
-        );
+        assert_not_retried(&record, &format!("HTTP {status}"));
         assert!(!record.to_string().contains(ROUTING_KEY), "redacted");
     }
 }

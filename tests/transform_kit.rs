@@ -11,7 +11,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,28 +26,7 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Runs the binary; exit code and stdout + stderr as text.
 fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ztbridge"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("ZTBRIDGE_COMPILE_CACHE")
-        .output()
-        .expect("run ztbridge");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
-/// Compiled components shared by the tests (and runs) of this file.
-fn cache_dir() -> String {
-    std::env::var("ZTBRIDGE_COMPILE_CACHE").unwrap_or_else(|_| {
-        Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("compile-cache")
-            .display()
-            .to_string()
-    })
+    ztbridge_text(args, &["ZTBRIDGE_COMPILE_CACHE"])
 }
 
 fn js_wasm() -> Option<PathBuf> {
@@ -186,7 +164,7 @@ fn update_records_the_expectation_then_it_passes() {
 fn javascript_transform_passes_its_fixtures() {
     let Some(wasm) = js_wasm() else { return };
     let dir = "transforms-js/webhook/fixtures";
-    let cache = cache_dir();
+    let cache = compile_cache_dir();
     let (code, out) = run(&[
         "transform",
         "test",
@@ -247,21 +225,8 @@ async fn chat_stub() -> (String, Arc<Mutex<Vec<(HeaderMap, String)>>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_transform_signed_delivers_in_the_service() {
     let Some(wasm) = js_wasm() else { return };
-    let keys = tempfile::tempdir().unwrap();
-    let kdir = keys.path().display().to_string();
-    let (code, out) = run(&["keys", "generate", "--out", &kdir]);
-    assert_eq!(code, 0, "{out}");
-    let signed = keys.path().join("webhook.wasm").display().to_string();
-    let (code, out) = run(&[
-        "transform",
-        "sign",
-        &wasm.display().to_string(),
-        "--key",
-        &format!("{kdir}/ztbridge-signing.key"),
-        "--out",
-        &signed,
-    ]);
-    assert_eq!(code, 0, "{out}");
+    let (signed, kdir, _keys) =
+        sign_with_fresh_key(&wasm, "webhook.wasm", &["ZTBRIDGE_COMPILE_CACHE"]);
 
     let (url, got) = chat_stub().await;
     let config = format!(

@@ -13,15 +13,6 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(20);
 const EVENT_ID: &str = "RSW-20250611-000123";
 
-/// Posts `body` and waits until its deliveries settle; returns the record.
-async fn deliver(server: &Server, body: &str) -> Value {
-    let (status, answer) = server.post_gzip(body).await;
-    assert_eq!(status, 202, "{answer}");
-    server
-        .settled(answer["receipt_id"].as_str().expect("receipt"), WAIT)
-        .await
-}
-
 /// The one delivery of a record (one route in these tests).
 fn delivery(record: &Value) -> &Value {
     &record["deliveries"][0]
@@ -64,7 +55,9 @@ async fn a_new_event_creates_one_ticket_in_the_category_with_its_priority() {
     let stub = StubJitbit::start().await;
     let server = server_for(&stub, "").await;
 
-    let record = deliver(&server, &fixture("events/critical-lockout.json")).await;
+    let record = server
+        .deliver(&fixture("events/critical-lockout.json"), WAIT)
+        .await;
     let outcome = assert_delivered(&record);
     assert_eq!(outcome, "Jitbit ticket 1001 created");
     assert_eq!(
@@ -110,11 +103,12 @@ async fn a_new_event_creates_one_ticket_in_the_category_with_its_priority() {
     );
 
     // Another event: the category is cached, a major gets priority 1.
-    let record = deliver(
-        &server,
-        &fixture("events/major-delayed-lockout-snake-case.json"),
-    )
-    .await;
+    let record = server
+        .deliver(
+            &fixture("events/major-delayed-lockout-snake-case.json"),
+            WAIT,
+        )
+        .await;
     assert_eq!(assert_delivered(&record), "Jitbit ticket 1002 created");
     assert_eq!(
         stub.calls()[3..],
@@ -130,7 +124,11 @@ async fn a_new_event_creates_one_ticket_in_the_category_with_its_priority() {
 async fn updates_become_comments_saying_what_changed() {
     let stub = StubJitbit::start().await;
     let server = server_for(&stub, "").await;
-    assert_delivered(&deliver(&server, &fixture("events/critical-lockout.json")).await);
+    assert_delivered(
+        &server
+            .deliver(&fixture("events/critical-lockout.json"), WAIT)
+            .await,
+    );
     let before = stub.received().len();
 
     // 1: more files encrypted.  Updates for one event are sent one after
@@ -144,16 +142,16 @@ async fn updates_become_comments_saying_what_changed() {
             ]),
         );
     });
-    let outcome = assert_delivered(&deliver(&server, &more_files).await);
+    let outcome = assert_delivered(&server.deliver(&more_files, WAIT).await);
     assert_eq!(outcome, "comment added to ticket 1001");
     // 2: access restored (a partial update: no files).
     let restored = lockout_with(|o| {
         o.insert("state".into(), json!("ACCESS_RESTORED"));
         o.remove("files");
     });
-    assert_delivered(&deliver(&server, &restored).await);
+    assert_delivered(&server.deliver(&restored, WAIT).await);
     // 3: the same again.
-    assert_delivered(&deliver(&server, &restored).await);
+    assert_delivered(&server.deliver(&restored, WAIT).await);
 
     let t = only_ticket(&stub);
     assert_eq!(t.comments.len(), 3, "{:#?}", t.comments);
@@ -201,14 +199,21 @@ async fn updates_become_comments_saying_what_changed() {
 async fn close_on_end_closes_the_ticket_after_commenting() {
     let stub = StubJitbit::start().await;
     let server = server_for(&stub, "close_on_end = true\n").await;
-    assert_delivered(&deliver(&server, &fixture("events/critical-lockout.json")).await);
+    assert_delivered(
+        &server
+            .deliver(&fixture("events/critical-lockout.json"), WAIT)
+            .await,
+    );
     assert_eq!(
         only_ticket(&stub).status_id,
         STATUS_NEW,
         "a lockout is not an end state"
     );
-    let outcome =
-        assert_delivered(&deliver(&server, &fixture("events/critical-access-restored.json")).await);
+    let outcome = assert_delivered(
+        &server
+            .deliver(&fixture("events/critical-access-restored.json"), WAIT)
+            .await,
+    );
     assert_eq!(outcome, "comment added to ticket 1001; ticket closed");
     let calls = stub.calls();
     assert_eq!(
@@ -228,13 +233,20 @@ async fn lost_state_finds_the_ticket_by_search() {
     let stub = StubJitbit::start().await;
     {
         let first = server_for(&stub, "").await;
-        assert_delivered(&deliver(&first, &fixture("events/critical-lockout.json")).await);
+        assert_delivered(
+            &first
+                .deliver(&fixture("events/critical-lockout.json"), WAIT)
+                .await,
+        );
     }
     // A fresh data directory: no state at all.
     let second = server_for(&stub, "").await;
     let before = stub.received().len();
-    let outcome =
-        assert_delivered(&deliver(&second, &fixture("events/critical-access-restored.json")).await);
+    let outcome = assert_delivered(
+        &second
+            .deliver(&fixture("events/critical-access-restored.json"), WAIT)
+            .await,
+    );
     assert_eq!(
         outcome,
         "comment added to ticket 1001 (ticket found by search)"
@@ -258,7 +270,11 @@ async fn lost_state_finds_the_ticket_by_search() {
 
     // The ticket found is remembered: the next update comments directly.
     let before = stub.received().len();
-    assert_delivered(&deliver(&second, &fixture("events/critical-access-restored.json")).await);
+    assert_delivered(
+        &second
+            .deliver(&fixture("events/critical-access-restored.json"), WAIT)
+            .await,
+    );
     assert_eq!(stub.calls()[before..], ["POST comment"]);
 }
 
@@ -270,8 +286,11 @@ async fn a_ticket_made_before_ztbridge_is_found_by_its_marker() {
         "made by hand",
     );
     let server = server_for(&stub, "").await;
-    let outcome =
-        assert_delivered(&deliver(&server, &fixture("events/critical-lockout.json")).await);
+    let outcome = assert_delivered(
+        &server
+            .deliver(&fixture("events/critical-lockout.json"), WAIT)
+            .await,
+    );
     assert_eq!(
         outcome,
         format!("comment added to ticket {existing} (ticket found by search)")
@@ -296,7 +315,7 @@ async fn search_hits_that_only_mention_the_marker_are_not_matched() {
     let event = lockout_with(|o| {
         o.insert("id".into(), json!("RSW-1"));
     });
-    let outcome = assert_delivered(&deliver(&server, &event).await);
+    let outcome = assert_delivered(&server.deliver(&event, WAIT).await);
     assert_eq!(outcome, "Jitbit ticket 1003 created");
     let search = stub
         .received()
@@ -312,7 +331,7 @@ async fn search_hits_that_only_mention_the_marker_are_not_matched() {
     let event = lockout_with(|o| {
         o.insert("id".into(), json!("RSW-12"));
     });
-    let outcome = assert_delivered(&deliver(&server, &event).await);
+    let outcome = assert_delivered(&server.deliver(&event, WAIT).await);
     assert_eq!(
         outcome,
         format!("comment added to ticket {other} (ticket found by search)")
@@ -324,7 +343,9 @@ async fn search_hits_that_only_mention_the_marker_are_not_matched() {
 async fn a_missing_category_is_a_clear_configuration_error() {
     let stub = StubJitbit::with_categories(&[(1, "General"), (2, "Storage")]).await;
     let server = server_for(&stub, "").await;
-    let record = deliver(&server, &fixture("events/critical-lockout.json")).await;
+    let record = server
+        .deliver(&fixture("events/critical-lockout.json"), WAIT)
+        .await;
     let d = delivery(&record);
     assert_eq!(d["state"], "failed", "{record}");
     let attempts = d["attempts"].as_array().expect("attempts");
@@ -356,7 +377,9 @@ async fn bad_credentials_fail_once_and_are_never_retried() {
         &format!("username = {USER:?}\npassword = \"wrong-password-123\"\n"),
     );
     let server = Server::start(&format!("{FAST_RETRY}{config}")).await;
-    let record = deliver(&server, &fixture("events/critical-lockout.json")).await;
+    let record = server
+        .deliver(&fixture("events/critical-lockout.json"), WAIT)
+        .await;
     let d = delivery(&record);
     assert_eq!(d["state"], "failed", "{record}");
     assert_eq!(
@@ -395,7 +418,9 @@ async fn rate_limits_and_server_errors_are_retried_honouring_retry_after() {
         ),
         (500, vec![], "oops".into()),
     ]);
-    let record = deliver(&server, &fixture("events/critical-lockout.json")).await;
+    let record = server
+        .deliver(&fixture("events/critical-lockout.json"), WAIT)
+        .await;
     assert_eq!(assert_delivered(&record), "Jitbit ticket 1001 created");
     let statuses: Vec<u64> = delivery(&record)["attempts"]
         .as_array()
@@ -419,11 +444,11 @@ async fn the_same_webhook_twice_is_one_ticket_and_a_comment() {
     let server = server_for(&stub, "").await;
     let body = fixture("events/critical-lockout.json");
     assert_eq!(
-        assert_delivered(&deliver(&server, &body).await),
+        assert_delivered(&server.deliver(&body, WAIT).await),
         "Jitbit ticket 1001 created"
     );
     assert_eq!(
-        assert_delivered(&deliver(&server, &body).await),
+        assert_delivered(&server.deliver(&body, WAIT).await),
         "comment added to ticket 1001"
     );
     let t = only_ticket(&stub);
@@ -437,7 +462,9 @@ async fn a_lost_create_answer_does_not_duplicate_the_ticket() {
     let server = server_for(&stub, "").await;
     // Jitbit creates the ticket, but the answer never arrives intact.
     stub.lose_answer("/api/ticket", (502, vec![], "Bad gateway".into()));
-    let record = deliver(&server, &fixture("events/critical-lockout.json")).await;
+    let record = server
+        .deliver(&fixture("events/critical-lockout.json"), WAIT)
+        .await;
     let outcome = assert_delivered(&record);
     assert_eq!(
         outcome,
@@ -467,11 +494,18 @@ async fn a_lost_create_answer_does_not_duplicate_the_ticket() {
 async fn a_deleted_ticket_is_forgotten_and_made_again() {
     let stub = StubJitbit::start().await;
     let server = server_for(&stub, "").await;
-    assert_delivered(&deliver(&server, &fixture("events/critical-lockout.json")).await);
+    assert_delivered(
+        &server
+            .deliver(&fixture("events/critical-lockout.json"), WAIT)
+            .await,
+    );
     stub.remove_ticket(1001);
     let before = stub.received().len();
-    let outcome =
-        assert_delivered(&deliver(&server, &fixture("events/critical-access-restored.json")).await);
+    let outcome = assert_delivered(
+        &server
+            .deliver(&fixture("events/critical-access-restored.json"), WAIT)
+            .await,
+    );
     assert_eq!(outcome, "Jitbit ticket 1002 created");
     assert_eq!(
         stub.calls()[before..],
@@ -490,11 +524,12 @@ async fn file_names_and_other_event_text_are_escaped() {
     let server = server_for(&stub, "").await;
     // This fixture has a file named `<script>alert(1)</script>.docx`.
     assert_delivered(
-        &deliver(
-            &server,
-            &fixture("events/major-delayed-lockout-snake-case.json"),
-        )
-        .await,
+        &server
+            .deliver(
+                &fixture("events/major-delayed-lockout-snake-case.json"),
+                WAIT,
+            )
+            .await,
     );
     let t = only_ticket(&stub);
     assert!(
@@ -515,7 +550,7 @@ async fn file_names_and_other_event_text_are_escaped() {
             .expect("json");
     update["file_paths"] = json!(["/ifs/data/hr/<img src=x onerror=alert(1)>.docx"]);
     update["user_name"] = json!("<b>CORP\\adoe</b>");
-    assert_delivered(&deliver(&server, &update.to_string()).await);
+    assert_delivered(&server.deliver(&update.to_string(), WAIT).await);
     let comment = &only_ticket(&stub).comments[0];
     assert!(
         comment.contains("&lt;img src=x onerror=alert(1)&gt;.docx"),
@@ -545,9 +580,9 @@ async fn a_hostile_subject_is_inert_and_still_one_ticket_with_its_comments() {
             o.insert("state".into(), json!(state));
         })
     };
-    assert_delivered(&deliver(&server, &hostile("LOCKED_OUT")).await);
-    assert_delivered(&deliver(&server, &hostile("LOCKED_OUT")).await);
-    assert_delivered(&deliver(&server, &hostile("ACCESS_RESTORED")).await);
+    assert_delivered(&server.deliver(&hostile("LOCKED_OUT"), WAIT).await);
+    assert_delivered(&server.deliver(&hostile("LOCKED_OUT"), WAIT).await);
+    assert_delivered(&server.deliver(&hostile("ACCESS_RESTORED"), WAIT).await);
 
     let t = only_ticket(&stub);
     let marker = format!("[ZT {EVENT_ID}] ");
@@ -569,7 +604,7 @@ async fn a_hostile_subject_is_inert_and_still_one_ticket_with_its_comments() {
     // With the ticket forgotten (lost state), the search still finds it by
     // its marker: no second ticket.
     let server = server_for(&stub, "").await;
-    assert_delivered(&deliver(&server, &hostile("RECOVERED")).await);
+    assert_delivered(&server.deliver(&hostile("RECOVERED"), WAIT).await);
     let t = only_ticket(&stub);
     assert_eq!(t.comments.len(), 3, "{:#?}", t.comments);
 }
@@ -585,7 +620,11 @@ async fn bearer_token_mode_works() {
     );
     let server = Server::start(&format!("{FAST_RETRY}{config}")).await;
     assert_eq!(
-        assert_delivered(&deliver(&server, &fixture("events/critical-lockout.json")).await),
+        assert_delivered(
+            &server
+                .deliver(&fixture("events/critical-lockout.json"), WAIT)
+                .await
+        ),
         "Jitbit ticket 1001 created"
     );
     let bearer = format!("Bearer {TOKEN}");
@@ -603,7 +642,11 @@ async fn bearer_token_mode_works() {
 async fn an_event_without_an_id_still_gets_a_ticket() {
     let stub = StubJitbit::start().await;
     let server = server_for(&stub, "").await;
-    assert_delivered(&deliver(&server, &fixture("events/nfs-no-id.json")).await);
+    assert_delivered(
+        &server
+            .deliver(&fixture("events/nfs-no-id.json"), WAIT)
+            .await,
+    );
     let t = only_ticket(&stub);
     assert!(t.subject.starts_with("[ZT body-"), "{}", t.subject);
     assert!(t.body.contains("/ifs/data/nfs/projects/a.txt.crypt"));

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{ROUTING_KEY, wait_until};
+use super::{ROUTING_KEY, free_port, wait_listening, wait_until};
 
 /// A running `ztbridge serve`.
 pub struct ChildServer {
@@ -16,13 +16,6 @@ pub struct ChildServer {
     pub config_path: PathBuf,
     /// Where its stderr goes (appended across restarts).
     pub log_path: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 impl ChildServer {
@@ -106,13 +99,7 @@ impl ChildServer {
             config_path,
             log_path,
         };
-        let up = wait_until(Duration::from_secs(60), || {
-            std::net::TcpStream::connect(("127.0.0.1", port))
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-        if up.is_none() {
+        if !wait_listening(port, Duration::from_secs(60)).await {
             child.kill9();
             panic!("ztbridge did not start:\n{}", child.log_tail());
         }

@@ -373,6 +373,27 @@ pub async fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) 
     }
 }
 
+/// A loopback port that is free now, for a server started next to listen
+/// on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Waits (at most `timeout`) until something accepts connections on this
+/// loopback port; whether it did.
+pub async fn wait_listening(port: u16, timeout: Duration) -> bool {
+    wait_until(timeout, || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
+    })
+    .await
+    .is_some()
+}
+
 /// The real server, in-process, on a loopback port.
 pub struct Server {
     pub addr: SocketAddr,
@@ -453,17 +474,21 @@ impl Server {
         .await
     }
 
-    /// `ztbridge_webhooks_rejected_total{reason}` from `GET /metrics`.
-    pub async fn rejected(&self, reason: &str) -> f64 {
-        let text = self
-            .client
+    /// The text `GET /metrics` answers.
+    pub async fn metrics_text(&self) -> String {
+        self.client
             .get(self.url("/metrics"))
             .send()
             .await
             .expect("metrics")
             .text()
             .await
-            .expect("metrics text");
+            .expect("metrics text")
+    }
+
+    /// `ztbridge_webhooks_rejected_total{reason}` from `GET /metrics`.
+    pub async fn rejected(&self, reason: &str) -> f64 {
+        let text = self.metrics_text().await;
         let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
             .expect("Prometheus text format");
         scrape
@@ -489,6 +514,16 @@ impl Server {
         resp.json().await.expect("json")
     }
 
+    /// Posts `body` (gzip JSON, as Superna sends it), checks it is
+    /// accepted (202) and waits (at most `timeout`) until its deliveries
+    /// settle; returns the record.
+    pub async fn deliver(&self, body: &str, timeout: Duration) -> Value {
+        let (status, answer) = self.post_gzip(body).await;
+        assert_eq!(status, 202, "{answer}");
+        self.settled(answer["receipt_id"].as_str().expect("receipt"), timeout)
+            .await
+    }
+
     /// Waits until every delivery of `receipt` is delivered or failed.
     pub async fn settled(&self, receipt: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
@@ -512,6 +547,97 @@ impl Drop for Server {
             let _ = tx.send(());
         }
     }
+}
+
+/// The outcomes of the attempts of a record's first delivery, in order.
+pub fn outcomes(record: &Value) -> Vec<Value> {
+    record["deliveries"][0]["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| a["outcome"].clone())
+        .collect()
+}
+
+/// Asserts that a record's first delivery was delivered, at attempt
+/// `attempts`; the attempts' outcomes.
+pub fn delivered_after(record: &Value, attempts: usize) -> Vec<Value> {
+    assert_eq!(record["deliveries"][0]["state"], "delivered", "{record}");
+    let o = outcomes(record);
+    assert_eq!(o.len(), attempts, "{record}");
+    o
+}
+
+/// Asserts that a record's first delivery was tried once and not
+/// retried: one attempt, not retryable, whose message contains `want`.
+pub fn assert_not_retried(record: &Value, want: &str) {
+    let o = outcomes(record);
+    assert_eq!(o.len(), 1, "not retried: {record}");
+    assert_eq!(o[0]["retryable"], false, "{record}");
+    assert!(
+        o[0]["message"].as_str().unwrap_or_default().contains(want),
+        "{record}"
+    );
+}
+
+/// Runs the real binary with `RUST_LOG` and the variables in `unset`
+/// removed from its environment: exit code, then stdout and stderr as one
+/// text.
+pub fn ztbridge_text(args: &[&str], unset: &[&str]) -> (i32, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ztbridge"));
+    command.args(args).env_remove("RUST_LOG");
+    for name in unset {
+        command.env_remove(name);
+    }
+    let out = command.output().expect("run ztbridge");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// `wasm` signed by the real binary (run as [`ztbridge_text`] runs it)
+/// with a fresh key pair, as `name` in a new temporary directory that
+/// holds the keys too.  Returns (signed file, key directory, the
+/// temporary directory, to keep alive).
+pub fn sign_with_fresh_key(
+    wasm: &std::path::Path,
+    name: &str,
+    unset: &[&str],
+) -> (String, String, tempfile::TempDir) {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let kdir = keys.path().display().to_string();
+    let (code, out) = ztbridge_text(&["keys", "generate", "--out", &kdir], unset);
+    assert_eq!(code, 0, "{out}");
+    let file = keys.path().join(name).display().to_string();
+    let (code, out) = ztbridge_text(
+        &[
+            "transform",
+            "sign",
+            &wasm.display().to_string(),
+            "--key",
+            &format!("{kdir}/ztbridge-signing.key"),
+            "--out",
+            &file,
+        ],
+        unset,
+    );
+    assert_eq!(code, 0, "{out}");
+    (file, kdir, keys)
+}
+
+/// The compiled-component cache the tests share (`--cache`):
+/// `ZTBRIDGE_COMPILE_CACHE`, else `compile-cache` in the tests' temporary
+/// target directory.
+pub fn compile_cache_dir() -> String {
+    std::env::var("ZTBRIDGE_COMPILE_CACHE").unwrap_or_else(|_| {
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("compile-cache")
+            .display()
+            .to_string()
+    })
 }
 
 /// A PagerDuty route pointing at `stub`.

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::{Value, json};
@@ -28,6 +28,10 @@ pub(super) const OPENAPI: &str = include_str!("openapi.json");
 const BULK_MAX: usize = 10_000;
 
 /// An action's parameters: a form's fields or a JSON object's strings.
+///
+/// An extractor: an action handler takes `p: Params` (its last argument,
+/// since it reads the body) and answers an unreadable body with the error
+/// [`Params::read`] gives.
 pub(super) struct Params {
     /// By name.
     fields: HashMap<String, String>,
@@ -35,15 +39,37 @@ pub(super) struct Params {
     form: bool,
 }
 
+/// An action's answer. `Err` is an answer given early (an error, or a dry
+/// run's preview), so that a handler's steps can end it with `?`; both
+/// sides are sent as they are.
+type Answer = Result<Response, Response>;
+
+impl<S: Send + Sync> FromRequest<S> for Params {
+    type Rejection = Response;
+
+    /// The body, as the `Bytes` extractor reads it (its error answer
+    /// unchanged), then its fields as [`Params::read`] parses them.
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Params::read(&content_type, &body)
+    }
+}
+
 impl Params {
+    /// The fields of a body of this content type: a JSON object's
+    /// strings, booleans and numbers, or else URL-encoded form fields.
     // The error is the answer itself, built once per request: boxing it
     // would only add an allocation.
     #[allow(clippy::result_large_err)]
-    fn read(headers: &HeaderMap, body: &[u8]) -> Result<Params, Response> {
-        let ct = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+    fn read(ct: &str, body: &[u8]) -> Result<Params, Response> {
         if ct.starts_with("application/json") {
             let v: Value = serde_json::from_slice(body).map_err(|e| {
                 json_error(
@@ -123,6 +149,20 @@ impl Params {
     }
 }
 
+/// 404 for a receipt ID the store does not know.
+fn no_event() -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no event with this receipt ID",
+    )
+}
+
+/// 409 for an action with nothing in a state it applies to.
+fn nothing_to_do(message: &str) -> Response {
+    json_error(StatusCode::CONFLICT, "nothing_to_do", message)
+}
+
 pub(super) async fn overview(State(app): State<Arc<ConsoleState>>) -> Response {
     match data::overview(&app).await {
         Ok(o) => Json(o).into_response(),
@@ -150,11 +190,7 @@ pub(super) async fn event(
 ) -> Response {
     match data::event(&app, &id).await {
         Ok(Some(r)) => Json(r).into_response(),
-        Ok(None) => json_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no event with this receipt ID",
-        ),
+        Ok(None) => no_event(),
         Err(e) => store_error(&e),
     }
 }
@@ -166,30 +202,20 @@ pub(super) async fn dry_run(
 ) -> Response {
     match app.dispatcher.store().record(&id, false).await {
         Ok(Some(r)) => Json(data::dry_runs(&app, &r).await).into_response(),
-        Ok(None) => json_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no event with this receipt ID",
-        ),
+        Ok(None) => no_event(),
         Err(e) => store_error(&e),
     }
 }
 
 /// `retry`: pending and failed deliveries due now; `rerun`: delivered ones
 /// too, from scratch through the route's current transform.
-async fn requeue(app: &ConsoleState, id: &str, p: &Params, all: bool) -> Response {
+async fn requeue(app: &ConsoleState, id: &str, p: &Params, all: bool) -> Answer {
     let store = app.dispatcher.store();
-    let record = match store.record(id, false).await {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            return json_error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no event with this receipt ID",
-            );
-        }
-        Err(e) => return store_error(&e),
-    };
+    let record = store
+        .record(id, false)
+        .await
+        .map_err(|e| store_error(&e))?
+        .ok_or_else(no_event)?;
     let only = p.get("route");
     let mut done = Vec::new();
     for d in &record.deliveries {
@@ -204,100 +230,84 @@ async fn requeue(app: &ConsoleState, id: &str, p: &Params, all: bool) -> Respons
         if !eligible {
             continue;
         }
-        match store
+        let requeued = store
             .requeue(id, Some(&d.route), app.dispatcher.retry_horizon_ms())
             .await
-        {
-            Ok(r) => done.extend(r),
-            Err(e) => return store_error(&e),
-        }
+            .map_err(|e| store_error(&e))?;
+        done.extend(requeued);
     }
     if done.is_empty() {
-        return json_error(
-            StatusCode::CONFLICT,
-            "nothing_to_do",
+        return Err(nothing_to_do(
             "no delivery of this event is in a state this action applies to",
-        );
+        ));
     }
     app.dispatcher.wake();
     tracing::info!(receipt_id = %id, routes = %done.join(","), rerun = all, "console: deliveries re-queued");
     let verb = if all { "run again" } else { "retried" };
-    p.answer(
+    Ok(p.answer(
         StatusCode::OK,
         json!({ "requeued": done }),
         &format!("{verb}: {}", done.join(", ")),
-    )
+    ))
 }
 
 pub(super) async fn retry(
     State(app): State<Arc<ConsoleState>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match Params::read(&headers, &body) {
-        Ok(p) => requeue(&app, &id, &p, false).await,
-        Err(r) => r,
-    }
+    p: Params,
+) -> Answer {
+    requeue(&app, &id, &p, false).await
 }
 
 pub(super) async fn rerun(
     State(app): State<Arc<ConsoleState>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match Params::read(&headers, &body) {
-        Ok(p) => requeue(&app, &id, &p, true).await,
-        Err(r) => r,
-    }
+    p: Params,
+) -> Answer {
+    requeue(&app, &id, &p, true).await
 }
 
 pub(super) async fn skip(
     State(app): State<Arc<ConsoleState>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let p = match Params::read(&headers, &body) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    p: Params,
+) -> Answer {
     let Some(route) = p.get("route") else {
-        return json_error(
+        return Err(json_error(
             StatusCode::BAD_REQUEST,
             "missing_route",
             "route: which delivery to mark skipped",
-        );
+        ));
     };
-    match app
+    let skipped = app
         .dispatcher
         .store()
         .skip(&id, &route, "skipped by an operator (console)")
         .await
-    {
-        Ok(true) => {
-            tracing::info!(receipt_id = %id, %route, "console: delivery marked skipped");
-            p.answer(
-                StatusCode::OK,
-                json!({ "skipped": route }),
-                &format!("skipped: {route}"),
-            )
-        }
-        Ok(false) => json_error(
-            StatusCode::CONFLICT,
-            "nothing_to_do",
+        .map_err(|e| store_error(&e))?;
+    if !skipped {
+        return Err(nothing_to_do(
             "no pending or failed delivery of this event on this route",
-        ),
-        Err(e) => store_error(&e),
+        ));
     }
+    tracing::info!(receipt_id = %id, %route, "console: delivery marked skipped");
+    Ok(p.answer(
+        StatusCode::OK,
+        json!({ "skipped": route }),
+        &format!("skipped: {route}"),
+    ))
 }
 
-/// The dead letters a bulk action's filter selects.
-async fn dead_letters(
+/// The dead letters (receipt ID, route) a bulk action applies to: those
+/// its filter selects, at most [`BULK_MAX`].  Without `confirm=yes`, the
+/// dry run is answered instead, as `Err`: `{"dry_run": true, <would>:
+/// count}` and the flash `preview(count)`.
+async fn confirmed_dead_letters(
     app: &ConsoleState,
     p: &Params,
-) -> Result<(u64, Vec<(String, String)>), Response> {
+    would: &str,
+    preview: impl FnOnce(u64) -> String,
+) -> Result<Vec<(String, String)>, Response> {
     let filter = ListFilter {
         state: Some(DeliveryState::Failed),
         ..p.filter()?
@@ -314,150 +324,111 @@ async fn dead_letters(
         })
         .await
         .map_err(|e| store_error(&e))?;
-    Ok((
-        total,
-        rows.into_iter().map(|r| (r.receipt_id, r.route)).collect(),
-    ))
+    if !p.yes("confirm") {
+        return Err(p.answer(
+            StatusCode::OK,
+            json!({ "dry_run": true, would: total }),
+            &preview(total),
+        ));
+    }
+    Ok(rows.into_iter().map(|r| (r.receipt_id, r.route)).collect())
 }
 
 /// Bulk retry of the dead letters a filter selects: without
 /// `confirm=yes`, only the count (the preview).
-pub(super) async fn dead_letters_retry(
-    State(app): State<Arc<ConsoleState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let p = match Params::read(&headers, &body) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let (total, rows) = match dead_letters(&app, &p).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    if !p.yes("confirm") {
-        return p.answer(
-            StatusCode::OK,
-            json!({ "dry_run": true, "would_retry": total }),
-            &format!("preview: {total} dead letters match; confirm to retry them"),
-        );
-    }
+pub(super) async fn dead_letters_retry(State(app): State<Arc<ConsoleState>>, p: Params) -> Answer {
+    let rows = confirmed_dead_letters(&app, &p, "would_retry", |total| {
+        format!("preview: {total} dead letters match; confirm to retry them")
+    })
+    .await?;
     let store = app.dispatcher.store();
     let horizon = app.dispatcher.retry_horizon_ms();
     let mut retried = 0usize;
     for (receipt_id, route) in rows {
-        match store
-            .retry_failed(
-                RetrySelection {
-                    receipt_id: Some(receipt_id),
-                    route: Some(route),
-                },
-                horizon,
-            )
+        let selection = RetrySelection {
+            receipt_id: Some(receipt_id),
+            route: Some(route),
+        };
+        let r = store
+            .retry_failed(selection, horizon)
             .await
-        {
-            Ok(r) => retried += r.len(),
-            Err(e) => return store_error(&e),
-        }
+            .map_err(|e| store_error(&e))?;
+        retried += r.len();
     }
     app.dispatcher.wake();
     tracing::info!(retried, "console: dead letters retried");
-    p.answer(
+    Ok(p.answer(
         StatusCode::OK,
         json!({ "dry_run": false, "retried": retried }),
         &format!("retried {retried} dead letters"),
-    )
+    ))
 }
 
 /// Purge of the dead letters a filter selects: each is closed (no longer
 /// a dead letter, never delivered) and goes with retention like delivered
 /// ones.  Without `confirm=yes`, a dry run: the count.
-pub(super) async fn dead_letters_purge(
-    State(app): State<Arc<ConsoleState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let p = match Params::read(&headers, &body) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let (total, rows) = match dead_letters(&app, &p).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    if !p.yes("confirm") {
-        return p.answer(
-            StatusCode::OK,
-            json!({ "dry_run": true, "would_purge": total }),
-            &format!("dry run: {total} dead letters would be purged; confirm to purge them"),
-        );
-    }
+pub(super) async fn dead_letters_purge(State(app): State<Arc<ConsoleState>>, p: Params) -> Answer {
+    let rows = confirmed_dead_letters(&app, &p, "would_purge", |total| {
+        format!("dry run: {total} dead letters would be purged; confirm to purge them")
+    })
+    .await?;
     let store = app.dispatcher.store();
     let mut purged = 0usize;
     for (receipt_id, route) in rows {
-        match store
+        let closed = store
             .skip(
                 &receipt_id,
                 &route,
                 "dead letter purged by an operator (console)",
             )
             .await
-        {
-            Ok(true) => purged += 1,
-            Ok(false) => {}
-            Err(e) => return store_error(&e),
-        }
+            .map_err(|e| store_error(&e))?;
+        purged += usize::from(closed);
     }
     tracing::info!(purged, "console: dead letters purged");
-    p.answer(
+    Ok(p.answer(
         StatusCode::OK,
         json!({ "dry_run": false, "purged": purged }),
         &format!("purged {purged} dead letters"),
-    )
+    ))
 }
 
-async fn set_paused(
-    app: &ConsoleState,
-    route: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-    paused: bool,
-) -> Response {
-    let p = match Params::read(headers, body) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+/// Pauses or resumes a route (configured, or paused already).
+async fn set_paused(app: &ConsoleState, route: &str, p: &Params, paused: bool) -> Answer {
     let known = app.dispatcher.routes().get(route).is_some()
         || app.dispatcher.paused().iter().any(|r| r == route);
     if !known {
-        return json_error(StatusCode::NOT_FOUND, "not_found", "no such route");
+        return Err(json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route",
+        ));
     }
-    match app.dispatcher.set_paused(route, paused).await {
-        Ok(()) => p.answer(
-            StatusCode::OK,
-            json!({ "route": route, "paused": paused }),
-            &format!("{route}: {}", if paused { "paused" } else { "resumed" }),
-        ),
-        Err(e) => store_error(&e),
-    }
+    app.dispatcher
+        .set_paused(route, paused)
+        .await
+        .map_err(|e| store_error(&e))?;
+    Ok(p.answer(
+        StatusCode::OK,
+        json!({ "route": route, "paused": paused }),
+        &format!("{route}: {}", if paused { "paused" } else { "resumed" }),
+    ))
 }
 
 pub(super) async fn pause(
     State(app): State<Arc<ConsoleState>>,
     Path(route): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    set_paused(&app, &route, &headers, &body, true).await
+    p: Params,
+) -> Answer {
+    set_paused(&app, &route, &p, true).await
 }
 
 pub(super) async fn resume(
     State(app): State<Arc<ConsoleState>>,
     Path(route): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    set_paused(&app, &route, &headers, &body, false).await
+    p: Params,
+) -> Answer {
+    set_paused(&app, &route, &p, false).await
 }
 
 /// Sends a sample event through one route (a real delivery: a test
@@ -465,19 +436,14 @@ pub(super) async fn resume(
 pub(super) async fn test_event(
     State(app): State<Arc<ConsoleState>>,
     Path(route): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let p = match Params::read(&headers, &body) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    p: Params,
+) -> Answer {
     if app.dispatcher.routes().get(&route).is_none() {
-        return json_error(
+        return Err(json_error(
             StatusCode::NOT_FOUND,
             "not_found",
             "no such route (configured and enabled)",
-        );
+        ));
     }
     let now = now_millis();
     let at = crate::time::rfc3339_millis(now);
@@ -499,29 +465,27 @@ pub(super) async fn test_event(
     });
     let body = event.to_string();
     let Ok(parsed) = zt_event::Event::parse(body.clone()) else {
-        return json_error(
+        return Err(json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "the sample event does not parse",
-        );
+        ));
     };
-    match app.dispatcher.admit_test(&route, body, &parsed).await {
-        Ok(receipt_id) => {
-            tracing::info!(%route, %receipt_id, "console: test event sent");
-            if p.form {
-                let to: String =
-                    url::form_urlencoded::byte_serialize(receipt_id.as_bytes()).collect();
-                return Redirect::to(&format!("/events/{to}?flash=test+event+sent"))
-                    .into_response();
-            }
-            (
-                StatusCode::ACCEPTED,
-                Json(json!({ "receipt_id": receipt_id, "event_id": id, "route": route })),
-            )
-                .into_response()
-        }
-        Err(e) => store_error(&e),
+    let receipt_id = app
+        .dispatcher
+        .admit_test(&route, body, &parsed)
+        .await
+        .map_err(|e| store_error(&e))?;
+    tracing::info!(%route, %receipt_id, "console: test event sent");
+    if p.form {
+        let to: String = url::form_urlencoded::byte_serialize(receipt_id.as_bytes()).collect();
+        return Ok(Redirect::to(&format!("/events/{to}?flash=test+event+sent")).into_response());
     }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "receipt_id": receipt_id, "event_id": id, "route": route })),
+    )
+        .into_response())
 }
 
 pub(super) async fn openapi() -> Response {
