@@ -7,14 +7,15 @@
 # What cannot run here is replaced by its equivalent: without systemd (CI
 # runs in a container) `systemctl enable --now ztbridge` becomes `serve` as
 # the ztbridge user with the directories systemd would give it; and
-# PagerDuty is pointed at a closed port (ZTBRIDGE_PAGERDUTY_URL), so the
-# test incident never leaves the machine.  Needs port 5000 free.
+# PagerDuty is pointed at a name that never resolves (`.invalid`, RFC 6761;
+# ZTBRIDGE_PAGERDUTY_URL), so the test incident never leaves the machine
+# (a loopback port would be refused: egress reaches public addresses only).  Needs port 5000 free.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode=${1:?usage: quickstart.sh package|source}
 KEY=R0UTINGKEYabcdef0123456789abcdef
-OFFLINE_PD=https://127.0.0.1:9/v2/enqueue
+OFFLINE_PD=https://events.pagerduty.invalid/v2/enqueue
 fixture=$PWD/tests/fixtures/events/critical-lockout.json
 work=$(mktemp -d)
 pid=
@@ -68,7 +69,7 @@ package)
         wait_ready
     fi
 
-    # README: what would be sent, then a real test (here, to the closed port).
+    # README: what would be sent, then a real test (here, to a name that never resolves).
     ztbridge send-test --config /etc/ztbridge/ztbridge.toml --dry-run > "$work/dry.txt"
     grep -q 'route pagerduty: takes it' "$work/dry.txt" || fail "send-test --dry-run: $(cat "$work/dry.txt")"
     ztbridge send-test --config /etc/ztbridge/ztbridge.toml > "$work/send.txt"

@@ -34,9 +34,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{Notify, OnceCell};
 
 use crate::store::{
-    Admission, AttemptPoint, AttemptRecord, Backlog, ClaimBatch, ClaimScope, ClusterView, DeliveryKey,
-    EventRecord, ListFilter, ListRow, NewEvent, Next, RateLimit, RetrySelection, RouteCount, Store,
-    StoreError, TransformState,
+    Admission, AttemptPoint, AttemptRecord, Backlog, ClaimBatch, ClaimScope, ClusterView,
+    DeliveryKey, EventRecord, ListFilter, ListRow, NewEvent, Next, RateLimit, RetrySelection,
+    RouteCount, Store, StoreError, TransformState,
 };
 pub use schema::SchemaStatus;
 pub use tls::{Target, UrlError};

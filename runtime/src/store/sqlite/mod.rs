@@ -30,9 +30,9 @@ use rusqlite::Connection;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
 use crate::store::{
-    Admission, AttemptPoint, AttemptRecord, Backlog, ClaimBatch, ClaimScope, DeliveryKey, DeliveryState,
-    EventRecord, ListFilter, ListRow, NewEvent, Next, RateLimit, RetrySelection, RouteCount, Store,
-    StoreError, TransformState,
+    Admission, AttemptPoint, AttemptRecord, Backlog, ClaimBatch, ClaimScope, DeliveryKey,
+    DeliveryState, EventRecord, ListFilter, ListRow, NewEvent, Next, RateLimit, RetrySelection,
+    RouteCount, Store, StoreError, TransformState,
 };
 use crate::time::now_millis;
 use crate::time::stage_cpu::Stage;
