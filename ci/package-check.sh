@@ -10,7 +10,8 @@
 #     dpkg -r keeps data and config, dpkg -P removes both;
 #   * the .rpm: rpm -qlp lists the same files, the config is a noreplace
 #     config file, the scripts create the user;
-#   * SHA256SUMS: its signature, with ztbridge and with OpenSSL.
+#   * SHA256SUMS: its signature, with ztbridge and with OpenSSL;
+#   * the ServiceNow transform: verified with the release key, inspected.
 # Prints how long it took.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +45,12 @@ dist=target/artifacts
 deb=$(ls $dist/*.deb)
 rpm_file=$(ls $dist/*.rpm)
 bin=$(ls $dist/ztbridge-*-x86_64-linux-musl)
+
+step "the ServiceNow transform: signed with the release key, in SHA256SUMS"
+snow=$(ls $dist/servicenow-*.wasm)
+"$bin" transform verify "$snow" --trusted $dist/ztbridge-release.pub
+grep -q " $(basename "$snow")\$" $dist/SHA256SUMS || fail "$snow is not in SHA256SUMS"
+"$bin" transform inspect "$snow" | grep -q 'servicenow' || fail "transform inspect $snow"
 
 step "the static binary"
 file "$bin" | grep -Eq 'static(-pie|ally) linked' || fail "not static: $(file "$bin")"

@@ -46,7 +46,9 @@ BUILT=0
 build servicenow
 # Signing changes the file: sign only what was just built.
 if [ "$BUILT" = 1 ]; then
-    bin=$target/debug/ztbridge
+    # $ZTBRIDGE_BIN: a ztbridge to sign with (ci/release.sh passes the
+    # release binary); else the debug one, built when missing.
+    bin=${ZTBRIDGE_BIN:-$target/debug/ztbridge}
     [ -x "$bin" ] || cargo build --locked --bin ztbridge
     if [ -n "${ZTBRIDGE_SIGNING_KEY:-}" ]; then
         key=$ZTBRIDGE_SIGNING_KEY

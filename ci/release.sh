@@ -9,6 +9,8 @@
 #   SHA256SUMS, SHA256SUMS.sig                  checksums, signed with the
 #                                               release key (ztbridge keys sign)
 #   ztbridge-release.pub                        the key that signed them
+#   servicenow-VERSION.wasm                     the ServiceNow transform
+#                                               (Python), signed with it
 #
 # The signing key is $ZTBRIDGE_RELEASE_KEY (a `ztbridge keys generate`
 # .key file, kept offline); without it a throwaway key is made and said so:
@@ -37,6 +39,7 @@ need musl-gcc "apt-get install musl-tools"
 need cargo-deb "cargo install --locked cargo-deb@3.8.0"
 need cargo-generate-rpm "cargo install --locked cargo-generate-rpm@0.21.1"
 need readelf "apt-get install binutils"
+need python3 "apt-get install python3 python3-venv (componentize-py builds the ServiceNow transform)"
 if command -v rustup >/dev/null; then
     rustup target list --installed | grep -qx "$target" || rustup target add "$target"
 fi
@@ -100,6 +103,17 @@ if [ -z "$key" ]; then
 fi
 pub=${key%.key}.pub
 [ -f "$pub" ] || fail "no public key $pub beside $key"
+
+echo "== the ServiceNow transform (Python), signed with the release key"
+# ci/py.sh makes componentize-py's venv (pinned); the artefact is built
+# afresh from source so it carries the release signature only.
+ZTBRIDGE_BIN=$bin bash ci/py.sh > /dev/null
+snow=$out/servicenow-$version.wasm
+"${CARGO_TARGET_DIR:-target}/py-venv/bin/componentize-py" -d wit -w transform-world componentize \
+    -p transforms-py/servicenow -p transforms-py/sdk app -o "$snow" > /dev/null
+"$bin" transform sign "$snow" --key "$key" > /dev/null
+"$bin" transform verify "$snow" --trusted "$pub"
+
 (cd "$out" && sha256sum -- * > SHA256SUMS)
 "$bin" keys sign "$out/SHA256SUMS" --key "$key"
 cp "$pub" "$out/ztbridge-release.pub"

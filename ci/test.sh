@@ -9,6 +9,11 @@ if command -v rustup >/dev/null; then
     rustup target add wasm32-wasip2 >/dev/null
 fi
 
+# Formatting first: it takes a second and needs no build.
+if cargo fmt --version >/dev/null 2>&1; then
+    cargo fmt --all -- --check
+fi
+
 # The JavaScript transform (componentize-js from npm); tests find it here
 # and must not skip it.  Compiled components are cached across test runs.
 bash ci/js.sh
