@@ -147,13 +147,14 @@ impl HttpTransport {
 
     async fn perform(&self, req: &HttpRequest, to: &Destination) -> Sent {
         let method = reqwest::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| TransportError {
-                kind: TransportFailure::Other,
-                message: format!("invalid method {:?}", req.method),
+            .map_err(|_| {
+                TransportError::new(
+                    TransportFailure::Other,
+                    format!("invalid method {:?}", req.method),
+                )
             })?;
-        let client = self.client(&to.addresses).map_err(|e| TransportError {
-            kind: TransportFailure::Other,
-            message: crate::text::error_chain(&e),
+        let client = self.client(&to.addresses).map_err(|e| {
+            TransportError::new(TransportFailure::Other, crate::text::error_chain(&e))
         })?;
         let mut builder = client.request(method, to.url.clone());
         for h in req
@@ -249,12 +250,20 @@ fn describe_error(e: &reqwest::Error) -> TransportError {
     } else {
         (TransportFailure::Other, "request failed")
     };
-    let mut message = what.to_string();
-    for c in chain {
-        message.push_str(": ");
-        message.push_str(&c);
+    let detail = if chain.is_empty() {
+        what.to_string()
+    } else {
+        chain.join(": ")
+    };
+    TransportError {
+        kind,
+        message: if chain.is_empty() {
+            detail.clone()
+        } else {
+            format!("{what}: {detail}")
+        },
+        detail,
     }
-    TransportError { kind, message }
 }
 
 impl Transport for HttpTransport {
@@ -325,6 +334,37 @@ mod tests {
         let err = transport.perform(&request(&url), &to).await.unwrap_err();
         assert_eq!(err.kind, TransportFailure::EgressDenied);
         assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    /// The record says what kind of failure it was; the transform gets the
+    /// causes alone (its contract variant and SDK name the kind), so the
+    /// reason an operator reads does not say "connection failed" twice.
+    #[tokio::test]
+    async fn a_refused_connection_is_named_once() {
+        // A port nothing listens on: bound, then closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/");
+        let nets = ["127.0.0.0/8".parse().unwrap()];
+        let entry = vec![format!("127.0.0.1:{port}")];
+        let policy = Policy::new(&entry, &BTreeMap::new(), None, true, &nets).unwrap();
+        let transport = HttpTransport::new(Duration::from_secs(10), 1 << 20).unwrap();
+        let err = transport
+            .perform(&request(&url), &policy.check(&url).unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, TransportFailure::Connect, "{}", err.message);
+        assert!(
+            err.message.starts_with("connection failed: "),
+            "{}",
+            err.message
+        );
+        assert!(!err.detail.is_empty());
+        assert!(!err.detail.contains("connection failed"), "{}", err.detail);
+        assert_eq!(err.message, format!("connection failed: {}", err.detail));
     }
 
     #[tokio::test]

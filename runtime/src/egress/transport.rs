@@ -40,14 +40,21 @@ pub enum TransportFailure {
 pub struct TransportError {
     /// What kind of failure.
     pub(crate) kind: TransportFailure,
-    /// What happened, for people.
+    /// What happened, for people: the kind in words, then the causes.
     pub(crate) message: String,
+    /// The causes alone, for the transform: the contract's variant already
+    /// names the kind, and the SDKs put it in words again.
+    pub(crate) detail: String,
 }
 
 impl TransportError {
     /// A failure of `kind`, described by `message`.
     pub(crate) fn new(kind: TransportFailure, message: String) -> TransportError {
-        TransportError { kind, message }
+        TransportError {
+            kind,
+            detail: message.clone(),
+            message,
+        }
     }
 }
 

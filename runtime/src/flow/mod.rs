@@ -318,7 +318,8 @@ pub async fn run<T: Transport>(
                         denied = Some(message);
                         break;
                     }
-                    responses.push(Err(transport_error(e.kind, message)));
+                    let detail = route.redactor.apply(&excerpt(&e.detail, 4096));
+                    responses.push(Err(transport_error(e.kind, detail)));
                 }
                 None => {
                     missing = Some(i);
