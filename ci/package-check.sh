@@ -50,7 +50,10 @@ step "the ServiceNow transform: signed with the release key, in SHA256SUMS"
 snow=$(ls $dist/servicenow-*.wasm)
 "$bin" transform verify "$snow" --trusted $dist/ztbridge-release.pub
 grep -q " $(basename "$snow")\$" $dist/SHA256SUMS || fail "$snow is not in SHA256SUMS"
-"$bin" transform inspect "$snow" | grep -q 'servicenow' || fail "transform inspect $snow"
+# Captured, not piped: `grep -q` stops reading at its match and the
+# printer then dies of SIGPIPE, which pipefail reports as a failure.
+inspected=$("$bin" transform inspect "$snow")
+grep -q 'servicenow' <<< "$inspected" || fail "transform inspect $snow: $inspected"
 
 step "the static binary"
 file "$bin" | grep -Eq 'static(-pie|ally) linked' || fail "not static: $(file "$bin")"
@@ -58,7 +61,8 @@ if readelf -lW "$bin" | grep -q INTERP || readelf -dW "$bin" | grep -q '(NEEDED)
     fail "$bin has an interpreter or needs a shared library"
 fi
 env -i "$bin" --version > /dev/null
-"$bin" --version | grep -q '^contracts:  ztbridge:transform@' || fail "--version"
+version_text=$("$bin" --version)
+grep -q '^contracts:  ztbridge:transform@' <<< "$version_text" || fail "--version: $version_text"
 
 step "signature of SHA256SUMS (ztbridge, then OpenSSL)"
 "$bin" keys verify $dist/SHA256SUMS --trusted $dist/ztbridge-release.pub

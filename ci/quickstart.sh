@@ -98,7 +98,8 @@ source)
     echo "$answer"
     receipt=$(sed -n 's/.*"receipt_id":"\([^"]*\)".*/\1/p' <<< "$answer")
     [ -n "$receipt" ] || fail "no receipt_id in $answer"
-    curl -fsS "localhost:5000/api/events/$receipt" | grep -q '"route":"pagerduty"' || fail "/api/events/$receipt"
+    record=$(curl -fsS "localhost:5000/api/events/$receipt")
+    grep -q '"route":"pagerduty"' <<< "$record" || fail "/api/events/$receipt: $record"
     cargo run --locked --quiet -- send-test --dry-run > "$work/dry.txt"
     grep -q 'dry run: nothing is sent' "$work/dry.txt" || fail "send-test --dry-run"
     # README: a transform offline.
