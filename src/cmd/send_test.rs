@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use ztbridge_runtime::config::Config;
+use ztbridge_runtime::ops::sample::{Sample, sample_event};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -123,23 +124,17 @@ fn sample(args: &Args) -> anyhow::Result<(String, Value)> {
             "LOCKED_OUT".into()
         }
     });
-    let at = ztbridge_runtime::time::rfc3339_millis(now);
-    let event = json!({
-        "id": id,
-        "severity": severity,
-        "state": state,
-        "user": "CORP\\ztbridge-test",
-        "clientIPs": ["192.0.2.10"],
-        "shares": ["\\\\test-cluster\\ztbridge-test"],
-        "files": ["/ifs/data/ztbridge-test/sample.docx.locked"],
-        "eventSource": "ISILON_CLUSTER",
-        "nes": ["test-cluster"],
-        "signalStrength": 3,
-        "threatDetectors": ["ztbridge send-test (not a real alert)"],
-        "detected": at,
-        "lastUpdated": at,
-        "url": format!("https://eyeglass.example/RansomwareDefender/#/events/{id}"),
+    let mut event = sample_event(&Sample {
+        id: &id,
+        severity,
+        state: &state,
+        user: "CORP\\ztbridge-test",
+        note: "ztbridge send-test (not a real alert)",
+        at_ms: now,
     });
+    event["url"] = json!(format!(
+        "https://eyeglass.example/RansomwareDefender/#/events/{id}"
+    ));
     Ok((id, event))
 }
 

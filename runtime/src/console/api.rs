@@ -446,22 +446,14 @@ pub(super) async fn test_event(
         ));
     }
     let now = now_millis();
-    let at = crate::time::rfc3339_millis(now);
     let id = format!("ZTBRIDGE-TEST-{now}");
-    let event = json!({
-        "id": id,
-        "severity": "CRITICAL",
-        "state": "LOCKED_OUT",
-        "user": "CORP\\ztbridge-console-test",
-        "clientIPs": ["192.0.2.10"],
-        "shares": ["\\\\test-cluster\\ztbridge-test"],
-        "files": ["/ifs/data/ztbridge-test/sample.docx.locked"],
-        "eventSource": "ISILON_CLUSTER",
-        "nes": ["test-cluster"],
-        "signalStrength": 3,
-        "threatDetectors": ["ztbridge console test event (not a real alert)"],
-        "detected": at,
-        "lastUpdated": at,
+    let event = crate::ops::sample::sample_event(&crate::ops::sample::Sample {
+        id: &id,
+        severity: "CRITICAL",
+        state: "LOCKED_OUT",
+        user: "CORP\\ztbridge-console-test",
+        note: "ztbridge console test event (not a real alert)",
+        at_ms: now,
     });
     let body = event.to_string();
     let Ok(parsed) = zt_event::Event::parse(body.clone()) else {

@@ -1,11 +1,12 @@
 //! Operations: what the service tells its operators and its supervisor.
-//! Prometheus [`metrics`], and systemd [`notify`] (readiness, watchdog,
-//! stopping).
+//! Prometheus [`metrics`], systemd [`notify`] (readiness, watchdog,
+//! stopping), and the [`sample`] alert that checks a route end to end.
 //!
 //! May import: `flow` (the report an attempt's metrics are read from),
 //! `time` (the stage CPU clocks).
 
 pub(crate) mod metrics;
 pub mod notify;
+pub mod sample;
 
 pub(crate) use metrics::Metrics;
