@@ -4,8 +4,8 @@
 //! token, a session cookie, a CSRF token on every POST ([`auth`]), a
 //! strict Content-Security-Policy, assets embedded with hashed names.
 //!
-//! May import: `delivery`, `store`, `flow`, `sandbox`, `config`, `time`,
-//! `text`.
+//! May import: `delivery`, `store`, `flow`, `sandbox`, `config`, `ops`
+//! (the sample alert), `time`, `text`.
 
 mod api;
 mod auth;
