@@ -86,7 +86,7 @@ async fn start_node(store: &str, sink: std::net::SocketAddr) -> Node {
     let port = free_port();
     let config = format!(
         "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nlog_format = \"text\"\n[delivery]\nmax_pending = 100000\n{store}\n\
-         [[route]]\nname = \"pagerduty\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\n\
+         [[route]]\nname = \"pagerduty\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n\
          [route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = \"http://{sink}/v2/enqueue\"\n",
         dir.path().join("data").display().to_string()
     );

@@ -326,7 +326,7 @@ fn main() {
         format!(
             "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n[delivery]\nmax_pending = 1000000\n\
              initial_backoff_ms = 5000\n\
-             [[route]]\nname = \"pagerduty\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\n\
+             [[route]]\nname = \"pagerduty\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n\
              [route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = \"http://{sink}/v2/enqueue\"\n",
             dir.path().join("data").display().to_string()
         ),

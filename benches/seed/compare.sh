@@ -115,6 +115,7 @@ max_pending = 1000000
 name = "pagerduty"
 transform = "builtin:pagerduty"
 allow_http = true
+private_networks = ["127.0.0.1/32"]
 [route.config]
 routing_key = "R0UTINGKEYabcdef0123456789abcdef"
 url = "http://127.0.0.1:$sink_port/v2/enqueue"

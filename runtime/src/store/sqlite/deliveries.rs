@@ -1,5 +1,10 @@
 //! The writes of a delivery's life, as SQL run by the writer thread:
 //! admit, claim, release, finish, recover, retry and purge.
+//!
+//! The hot statements name delivery states as SQL literals, not
+//! parameters: a parameter compared with `state`, which the partial index
+//! `deliveries_open` filters on, makes SQLite prepare the statement again
+//! at every bind.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +20,41 @@ use crate::store::{
 
 use DeliveryState::{Delivered, Failed, InFlight, Pending};
 
+/// The statements every event runs (admit, the in-flight mark, finish):
+/// `tests::hot_statements_are_prepared_once` checks that SQLite never
+/// prepares them again.
+pub(super) const HOT_STATEMENTS: [&str; 6] = [
+    SQL_EARLIER_COPY,
+    SQL_INSERT_EVENT,
+    SQL_INSERT_DELIVERY,
+    SQL_MARK_IN_FLIGHT,
+    SQL_INSERT_ATTEMPT,
+    SQL_FINISH_DELIVERY,
+];
+
+/// The earlier copy of a body within the dedupe window, only while it is
+/// still its alert's latest event: A, B, A again is a real change back,
+/// not a repeat.  (Of one alert's copies only the latest can qualify; the
+/// scan of `events_by_hash` meets the earliest received first.  No ORDER
+/// BY: with one, SQLite prepares the statement again at every run.)
+const SQL_EARLIER_COPY: &str = "SELECT e.receipt_id, e.received_ms FROM events e
+     WHERE e.body_hash = ?1 AND e.received_ms >= ?2
+       AND NOT EXISTS (SELECT 1 FROM events l WHERE l.order_key = ?3 AND l.seq > e.seq)
+     LIMIT 1";
+const SQL_INSERT_EVENT: &str = "INSERT INTO events (receipt_id, received_ms, event_id, order_key, severity, state, body_hash, body, headers)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+const SQL_INSERT_DELIVERY: &str = "INSERT INTO deliveries (event_seq, route, order_key, state, next_at_ms, deadline_ms, updated_ms)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)";
+const SQL_MARK_IN_FLIGHT: &str = "UPDATE deliveries SET state = 'in_flight', updated_ms = ?1
+     WHERE event_seq = ?2 AND route = ?3 AND state = 'pending'";
+const SQL_INSERT_ATTEMPT: &str = "INSERT OR REPLACE INTO attempts (event_seq, route, attempt, at_ms, outcome, last_status, error,
+                           steps, fuel_used, duration_ms, transform_digest)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+const SQL_FINISH_DELIVERY: &str =
+    "UPDATE deliveries SET state = ?3, attempts = ?4, next_at_ms = ?5, updated_ms = ?6,
+            last_status = ?7, reason = ?8
+     WHERE event_seq = ?1 AND route = ?2";
+
 /// Stores an event and its deliveries unless it is a duplicate; with them,
 /// the open deliveries for the in-memory queue.
 pub(super) fn admit(
@@ -24,14 +64,7 @@ pub(super) fn admit(
 ) -> Result<(Admission, Vec<Open>), StoreError> {
     if dedupe_ms > 0 {
         let earlier: Option<(String, i64)> = c
-            .prepare_cached(
-                // Only while the earlier one is still the alert's latest:
-                // A, B, A again is a real change back, not a repeat.
-                "SELECT e.receipt_id, e.received_ms FROM events e
-                 WHERE e.body_hash = ?1 AND e.received_ms >= ?2
-                   AND NOT EXISTS (SELECT 1 FROM events l WHERE l.order_key = ?3 AND l.seq > e.seq)
-                 ORDER BY e.seq LIMIT 1",
-            )?
+            .prepare_cached(SQL_EARLIER_COPY)?
             .query_row(
                 params![
                     ev.body_hash,
@@ -58,11 +91,7 @@ pub(super) fn admit(
             .collect(),
     )
     .to_string();
-    c.prepare_cached(
-        "INSERT INTO events (receipt_id, received_ms, event_id, order_key, severity, state, body_hash, body, headers)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
+    c.prepare_cached(SQL_INSERT_EVENT)?.execute(params![
         ev.receipt_id,
         ev.received_ms,
         ev.event_id,
@@ -74,10 +103,7 @@ pub(super) fn admit(
         headers
     ])?;
     let seq = c.last_insert_rowid();
-    let mut stmt = c.prepare_cached(
-        "INSERT INTO deliveries (event_seq, route, order_key, state, next_at_ms, deadline_ms, updated_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)",
-    )?;
+    let mut stmt = c.prepare_cached(SQL_INSERT_DELIVERY)?;
     let mut open = Vec::with_capacity(ev.routes.len());
     let (order_key, receipt_id): (Arc<str>, Arc<str>) = (
         Arc::from(ev.order_key.as_str()),
@@ -116,12 +142,9 @@ pub(super) fn mark_in_flight(
     keys: &[DeliveryKey],
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let mut mark = c.prepare_cached(
-        "UPDATE deliveries SET state = ?1, updated_ms = ?2
-         WHERE event_seq = ?3 AND route = ?4 AND state = ?5",
-    )?;
+    let mut mark = c.prepare_cached(SQL_MARK_IN_FLIGHT)?;
     for k in keys {
-        mark.execute(params![InFlight, now_ms, k.event_seq, k.route, Pending])?;
+        mark.execute(params![now_ms, k.event_seq, k.route])?;
     }
     Ok(())
 }
@@ -279,10 +302,10 @@ pub(super) fn claim(
 /// Claimed deliveries back to pending, no attempt counted.
 pub(super) fn release(c: &Connection, keys: &[DeliveryKey]) -> Result<(), StoreError> {
     let mut stmt = c.prepare_cached(
-        "UPDATE deliveries SET state = ?1 WHERE event_seq = ?2 AND route = ?3 AND state = ?4",
+        "UPDATE deliveries SET state = 'pending' WHERE event_seq = ?1 AND route = ?2 AND state = 'in_flight'",
     )?;
     for k in keys {
-        stmt.execute(params![Pending, k.event_seq, k.route, InFlight])?;
+        stmt.execute(params![k.event_seq, k.route])?;
     }
     Ok(())
 }
@@ -290,9 +313,9 @@ pub(super) fn release(c: &Connection, keys: &[DeliveryKey]) -> Result<(), StoreE
 /// A claimed delivery back to pending unattempted, with why it waits.
 pub(super) fn hold(c: &Connection, key: &DeliveryKey, reason: &str) -> Result<(), StoreError> {
     c.prepare_cached(
-        "UPDATE deliveries SET state = ?1, reason = ?5 WHERE event_seq = ?2 AND route = ?3 AND state = ?4",
+        "UPDATE deliveries SET state = 'pending', reason = ?3 WHERE event_seq = ?1 AND route = ?2 AND state = 'in_flight'",
     )?
-    .execute(params![Pending, key.event_seq, key.route, InFlight, reason])?;
+    .execute(params![key.event_seq, key.route, reason])?;
     Ok(())
 }
 
@@ -304,12 +327,7 @@ pub(super) fn finish(
     next: &Next,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    c.prepare_cached(
-        "INSERT OR REPLACE INTO attempts (event_seq, route, attempt, at_ms, outcome, last_status, error,
-                               steps, fuel_used, duration_ms, transform_digest)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?
-    .execute(params![
+    c.prepare_cached(SQL_INSERT_ATTEMPT)?.execute(params![
         key.event_seq,
         key.route,
         a.attempt,
@@ -327,12 +345,7 @@ pub(super) fn finish(
         Next::Retry { at_ms } => (Pending, *at_ms, a.error.clone()),
         Next::Failed { reason } => (Failed, a.at_ms, Some(reason.clone())),
     };
-    c.prepare_cached(
-        "UPDATE deliveries SET state = ?3, attempts = ?4, next_at_ms = ?5, updated_ms = ?6,
-                last_status = ?7, reason = ?8
-         WHERE event_seq = ?1 AND route = ?2",
-    )?
-    .execute(params![
+    c.prepare_cached(SQL_FINISH_DELIVERY)?.execute(params![
         key.event_seq,
         key.route,
         state,

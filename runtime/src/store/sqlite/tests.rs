@@ -313,3 +313,41 @@ async fn a_store_file_removed_under_the_writer_is_lost_and_acknowledges_nothing(
     // Every later write too.
     assert!(matches!(store.ping().await, Err(StoreError::Lost(_))));
 }
+
+/// The statements every event runs stay prepared: a statement SQLite
+/// prepares again at each run (a bound parameter it may plan by) costs a
+/// parse per event on the writer thread.
+#[test]
+fn hot_statements_are_prepared_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Creates and migrates the database.
+    drop(SqliteStore::open(dir.path()).unwrap());
+    // The writer's functions on a connection made as the writer's is.
+    let c = connect(&dir.path().join(FILE_NAME)).unwrap();
+    for i in 0..5 {
+        let event = ev(&format!("r{i}"), &format!("E{i}"));
+        let tx = c.unchecked_transaction().unwrap();
+        let (_, open) = deliveries::admit(&tx, &event, 60_000).unwrap();
+        let key = DeliveryKey {
+            event_seq: open[0].seq,
+            route: open[0].route.to_string(),
+        };
+        deliveries::mark_in_flight(&tx, std::slice::from_ref(&key), now_millis()).unwrap();
+        deliveries::finish(
+            &tx,
+            &key,
+            &crate::store::conformance::attempt(1),
+            &Next::Delivered,
+            now_millis(),
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    for sql in deliveries::HOT_STATEMENTS {
+        let stmt = c.prepare_cached(sql).unwrap();
+        let runs = stmt.get_status(rusqlite::StatementStatus::Run);
+        assert!(runs >= 5, "{runs} runs of {sql}");
+        let again = stmt.get_status(rusqlite::StatementStatus::RePrepare);
+        assert_eq!(again, 0, "prepared {again} more times: {sql}");
+    }
+}

@@ -282,7 +282,7 @@ fn writer_loop(
         let mut own = 0u64;
         let stages: Vec<Option<Stage>> = jobs.iter().map(|j| j.stage).collect();
         let mut job_cpu: Vec<u64> = Vec::new();
-        match conn.execute_batch("BEGIN IMMEDIATE") {
+        match run(&conn, "BEGIN IMMEDIATE") {
             Ok(()) => {
                 let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
                 for job in jobs {
@@ -308,8 +308,7 @@ fn writer_loop(
                 let mut commit: CommitResult = if conn.is_autocommit() {
                     Err(BatchError::Sqlite(rolled_back()))
                 } else {
-                    conn.execute_batch("COMMIT")
-                        .map_err(|e| BatchError::Sqlite(Arc::new(e)))
+                    run(&conn, "COMMIT").map_err(|e| BatchError::Sqlite(Arc::new(e)))
                 };
                 if commit.is_err() && !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
@@ -370,13 +369,23 @@ fn in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT job")?;
+    run(conn, "SAVEPOINT job")?;
     let result = f(conn);
     match &result {
-        Ok(_) => conn.execute_batch("RELEASE job")?,
-        Err(_) => conn.execute_batch("ROLLBACK TO job; RELEASE job")?,
+        Ok(_) => run(conn, "RELEASE job")?,
+        Err(_) => {
+            run(conn, "ROLLBACK TO job")?;
+            run(conn, "RELEASE job")?;
+        }
     }
     result
+}
+
+/// Runs one statement of transaction control, prepared once per
+/// connection (a batch runs several per job: parsing them each time was a
+/// visible share of the writer's CPU).
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 /// The identity (device, inode) of the store's files as opened: the
