@@ -401,7 +401,12 @@ fn main() {
     let per_event = |s: f64| s / run.accepted.max(1) as f64 * 1e6;
 
     println!(
-        "e2e: {secs} s of gzip webhooks (distinct alerts) from {clients} keep-alive clients, loopback; ztbridge serve (release) -> built-in PagerDuty transform -> sink answering 202"
+        "e2e: {secs} s of gzip webhooks (distinct alerts) from {clients} keep-alive clients, loopback; ztbridge serve ({}) -> built-in PagerDuty transform -> sink answering 202",
+        if cfg!(debug_assertions) {
+            "debug build: a smoke run, its figures mean nothing"
+        } else {
+            "release"
+        }
     );
     println!(
         "{:<44} {:>10} {:>9} {:>9}",

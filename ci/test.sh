@@ -58,6 +58,9 @@ cargo test --locked --manifest-path transforms/Cargo.toml -p zt-event -p zt-jitb
 # Scaffolded transforms (Rust and JavaScript) build and pass their fixture.
 bash ci/kit.sh
 
+# Every benchmark, short, in this profile (so none rots unnoticed).
+bash ci/bench-smoke.sh
+
 # The systemd unit, against the binary the tests just built.
 unit_dir=$(mktemp -d)
 sed "s#/usr/bin/ztbridge#$PWD/target/debug/ztbridge#" dist/systemd/ztbridge.service \

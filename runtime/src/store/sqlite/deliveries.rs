@@ -23,6 +23,7 @@ use DeliveryState::{Delivered, Failed, InFlight, Pending};
 /// The statements every event runs (admit, the in-flight mark, finish):
 /// `tests::hot_statements_are_prepared_once` checks that SQLite never
 /// prepares them again.
+#[cfg(test)]
 pub(super) const HOT_STATEMENTS: [&str; 6] = [
     SQL_EARLIER_COPY,
     SQL_INSERT_EVENT,
