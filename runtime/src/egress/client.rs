@@ -250,18 +250,13 @@ fn describe_error(e: &reqwest::Error) -> TransportError {
     } else {
         (TransportFailure::Other, "request failed")
     };
-    let detail = if chain.is_empty() {
-        what.to_string()
-    } else {
-        chain.join(": ")
-    };
+    if chain.is_empty() {
+        return TransportError::new(kind, what.to_string());
+    }
+    let detail = chain.join(": ");
     TransportError {
         kind,
-        message: if chain.is_empty() {
-            detail.clone()
-        } else {
-            format!("{what}: {detail}")
-        },
+        message: format!("{what}: {detail}"),
         detail,
     }
 }
