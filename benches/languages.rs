@@ -28,7 +28,7 @@ use ztbridge_runtime::flow::{FlowInput, record};
 use ztbridge_runtime::sandbox::CompileCache;
 use ztbridge_runtime::sandbox::Transform;
 use ztbridge_runtime::sandbox::bindings::types::{HttpResponse, Step};
-use ztbridge_runtime::sandbox::{FlowContext, Sandbox};
+use ztbridge_runtime::sandbox::{FlowContext, Sandbox, block_on};
 use ztbridge_runtime::store::{MemoryState, TransformState};
 use ztbridge_runtime::text::Redactor;
 use ztbridge_runtime::{config::Limits, sandbox::Engine};
@@ -63,12 +63,13 @@ fn one(engine: &Engine, case: &Case, body: &str, state: &Arc<dyn TransformState>
         Arc::new(Redactor::default()),
     )
     .for_event(event);
-    let mut sandbox = Sandbox::new(engine, &case.transform, ctx).expect("instantiate");
-    let mut step = sandbox.start(event).expect("start").expect("step");
+    let mut sandbox = block_on(Sandbox::new(engine, &case.transform, ctx)).expect("instantiate");
+    let mut step = block_on(sandbox.start(event))
+        .expect("start")
+        .expect("step");
     for r in &case.responses {
         assert!(matches!(step, Step::Send(_)), "{}: {step:?}", case.name);
-        step = sandbox
-            .resume(&[Ok(r.clone())])
+        step = block_on(sandbox.resume(&[Ok(r.clone())]))
             .expect("resume")
             .unwrap_or_else(|f| panic!("{}: {f:?}", case.name));
     }

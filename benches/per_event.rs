@@ -13,7 +13,7 @@ use std::time::Instant;
 use ztbridge_runtime::flow::{FlowInput, record};
 use ztbridge_runtime::sandbox::Transform;
 use ztbridge_runtime::sandbox::bindings::types::{HttpResponse, Step, TransportError};
-use ztbridge_runtime::sandbox::{FlowContext, Sandbox};
+use ztbridge_runtime::sandbox::{FlowContext, Sandbox, block_on};
 use ztbridge_runtime::store::{MemoryState, TransformState};
 use ztbridge_runtime::text::Redactor;
 use ztbridge_runtime::{config::Limits, sandbox::Engine};
@@ -46,11 +46,11 @@ fn one(engine: &Engine, case: &Case) {
         Arc::new(Redactor::default()),
     )
     .for_event(&event);
-    let mut sandbox = Sandbox::new(engine, &case.transform, ctx).expect("instantiate");
-    let mut step = sandbox.start(&event).expect("start");
+    let mut sandbox = block_on(Sandbox::new(engine, &case.transform, ctx)).expect("instantiate");
+    let mut step = block_on(sandbox.start(&event)).expect("start");
     for responses in &case.responses {
         match step {
-            Ok(Step::Send(_)) => step = sandbox.resume(responses).expect("resume"),
+            Ok(Step::Send(_)) => step = block_on(sandbox.resume(responses)).expect("resume"),
             other => panic!("{}: flow ended early: {other:?}", case.name),
         }
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use ztbridge_runtime::sandbox::Transform;
-use ztbridge_runtime::sandbox::{FlowContext, Sandbox};
+use ztbridge_runtime::sandbox::{FlowContext, Sandbox, block_on};
 use ztbridge_runtime::store::{MemoryState, TransformState};
 use ztbridge_runtime::text::Redactor;
 use ztbridge_runtime::{config::Limits, sandbox::Engine};
@@ -70,10 +70,10 @@ fn main() {
                     state.clone(),
                     Arc::new(Redactor::default()),
                 );
-                let mut s = Sandbox::new(&engine, &t, ctx).unwrap();
+                let mut s = block_on(Sandbox::new(&engine, &t, ctx)).unwrap();
                 let b = Instant::now();
                 let f0 = s.fuel_used();
-                let _ = s.start(&ev).unwrap();
+                let _ = block_on(s.start(&ev)).unwrap();
                 fuel = s.fuel_used() - f0;
                 let c = Instant::now();
                 drop(s);

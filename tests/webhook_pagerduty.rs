@@ -603,3 +603,86 @@ async fn a_refused_connection_is_retried_and_the_record_shows_why() {
     let outcome = &delivery["attempts"][0]["outcome"];
     assert_eq!(outcome["retryable"], true, "{outcome}");
 }
+
+/// `route_in_flight{route="looper"}` from `/metrics`, 0 when absent.
+async fn loopers_running(server: &Server) -> f64 {
+    let text = server.metrics_text().await;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("metrics parse");
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "ztbridge_route_in_flight" && s.labels.get("route") == Some("looper"))
+        .map_or(0.0, |s| match s.value {
+            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+/// Guests run on fibers inside the flows' tasks and yield at each epoch
+/// tick: as many transforms computing for their whole (long) deadline as
+/// the runtime has workers leave the intake and the other routes serving.
+/// The checks run on a thread and runtime of their own, so that workers
+/// held by a guest make them fail rather than hang with the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transforms_computing_on_every_worker_leave_the_service_serving() {
+    let pd = StubPagerDuty::start().await;
+    let config = format!(
+        "[trust]\nallow_unsigned = true\n[limits]\nstep_timeout_ms = 120000\nfuel_per_step = 1000000000000000\n[delivery]\ndedupe_window_secs = 0\n{}[[route]]\nname = \"looper\"\ntransform = {:?}\nmax_in_flight = 4\n[route.config]\nmode = \"loop\"\n",
+        pagerduty_route(&pd, ""),
+        wasm_path("hostile")
+    );
+    let server = Server::start(&config).await;
+    let checks = async {
+        let post = |i: usize| {
+            let mut v: Value =
+                serde_json::from_str(&fixture("events/critical-lockout.json")).unwrap();
+            v["id"] = Value::from(format!("spin-{i}"));
+            v.to_string()
+        };
+        for i in 0..4 {
+            let (status, answer) = server.post_plain(&post(i)).await;
+            assert_eq!(status, 202, "{answer}");
+        }
+        // Four loopers take their slots: twice this runtime's workers.
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let running = loopers_running(&server).await;
+            if running >= 4.0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the loopers never all ran: {running} in flight"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The intake still answers and the healthy route still delivers.
+        for i in 4..8 {
+            let (status, answer) = server.post_plain(&post(i)).await;
+            assert_eq!(status, 202, "{answer}");
+        }
+        pd.wait_for(8, WAIT).await;
+        assert_eq!(
+            loopers_running(&server).await,
+            4.0,
+            "the loopers were computing all along (their deadline is 120 s)"
+        );
+    };
+    let checked = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async { tokio::time::timeout(WAIT * 2, checks).await })
+            })
+            .join()
+    });
+    match checked {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => panic!("the service stopped answering while transforms computed"),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}

@@ -68,9 +68,9 @@ pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
 /// bench's budget (`ztbridge_stage_cpu_seconds_total` in `/metrics`).
 /// Off unless `ZTBRIDGE_STAGE_CPU=1` is set when the process starts: each
 /// measurement reads the thread's CPU clock (a system call), which is
-/// not free.  Only synchronous work on one thread is measured here (wasm
-/// steps, SQLite jobs, inflating); what hyper and reqwest do on their own
-/// tasks is not, and the bench measures it beside the service.
+/// not free.  Only work polled or run on one thread is measured here
+/// (wasm steps, SQLite jobs, inflating); what hyper and reqwest do on
+/// their own tasks is not, and the bench measures it beside the service.
 pub mod stage_cpu {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -156,6 +156,19 @@ pub mod stage_cpu {
                 add(stage, thread_cpu_ns().saturating_sub(t0));
             }
         }
+    }
+
+    /// Runs `future`, adding the CPU each of its polls uses to `stage`: a
+    /// future may move between threads at each await, a poll never does.
+    pub async fn measure<F: std::future::Future>(stage: Stage, future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        std::future::poll_fn(|cx| {
+            let timer = Timer::start();
+            let polled = future.as_mut().poll(cx);
+            timer.stop(stage);
+            polled
+        })
+        .await
     }
 
     /// Seconds of CPU per stage so far, in [`STAGES`] order.

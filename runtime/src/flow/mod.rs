@@ -26,7 +26,7 @@ use crate::sandbox::bindings::types::{self, HttpRequest, Step};
 use crate::sandbox::{Engine, FlowContext, GuestLog, Sandbox, SandboxError};
 use crate::store::TransformState;
 use crate::text::excerpt;
-use crate::time::stage_cpu::{Stage, Timer};
+use crate::time::stage_cpu::{Stage, Timer, measure};
 
 /// A request as recorded: secrets redacted, `Authorization` hidden.
 #[derive(Debug, Clone, Serialize)]
@@ -146,11 +146,28 @@ fn is_zero(n: &usize) -> bool {
 /// Outcome messages kept (the rest is cut with a note).
 const MAX_OUTCOME_BYTES: usize = 4096;
 
-/// Runs `f` on the blocking pool (wasm calls and SQLite commits block).
+/// Runs `f` on the blocking pool (state commits block).
 async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, String> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| format!("host task failed: {e}"))
+}
+
+/// Runs a sandbox call in this task, its CPU counted as the transform's.
+/// A panic in host code fails this flow alone (its sandbox is dropped)
+/// instead of the delivery task that runs it.
+async fn guarded<R>(call: impl std::future::Future<Output = R>) -> Result<R, String> {
+    use futures_util::FutureExt;
+    measure(Stage::Transform, std::panic::AssertUnwindSafe(call).catch_unwind())
+        .await
+        .map_err(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            format!("host task failed: {}", excerpt(&what, 1024))
+        })
 }
 
 type StepResult = Result<Result<Step, types::Failure>, SandboxError>;
@@ -186,18 +203,15 @@ pub async fn run<T: Transport>(
         route.redactor.clone(),
     )
     .for_event(&event);
-    let (eng, transform) = (engine.clone(), route.transform.clone());
-    let started_sandbox = blocking(move || -> Result<(Sandbox, StepResult), SandboxError> {
-        let timer = Timer::start();
-        let started = Sandbox::new(&eng, &transform, ctx).map(|mut sandbox| {
-            let result = sandbox.start(&event);
-            (sandbox, result)
-        });
-        timer.stop(Stage::Transform);
-        started
+    // The guest runs in this task, on a fiber that yields at each epoch
+    // tick: no thread hop, and no worker held for a long step.
+    let started_sandbox = guarded(async {
+        let mut sandbox = Sandbox::new(engine, &route.transform, ctx).await?;
+        let result = sandbox.start(&event).await;
+        Ok::<_, SandboxError>((sandbox, result))
     })
     .await;
-    let (mut sandbox, mut result) = match started_sandbox {
+    let (mut sandbox, mut result): (Sandbox, StepResult) = match started_sandbox {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => {
             report.outcome = Outcome::failed(FailureKind::Sandbox, false, e.to_string());
@@ -339,20 +353,8 @@ pub async fn run<T: Transport>(
             };
         }
 
-        let moved = sandbox;
-        match blocking(move || {
-            let timer = Timer::start();
-            let mut sandbox = moved;
-            let r = sandbox.resume(&responses);
-            timer.stop(Stage::Transform);
-            (sandbox, r)
-        })
-        .await
-        {
-            Ok((s, r)) => {
-                sandbox = s;
-                result = r;
-            }
+        match guarded(sandbox.resume(&responses)).await {
+            Ok(r) => result = r,
             Err(e) => {
                 report.outcome = Outcome::failed(FailureKind::Sandbox, false, e);
                 report.duration_ms = ms(started);

@@ -232,9 +232,11 @@ impl Route {
             self.redactor.clone(),
         )
         .for_event(&event);
-        let mut sandbox =
-            Sandbox::new(engine, &self.transform, ctx).map_err(|e| invalid(e.to_string()))?;
-        match sandbox.start(&event) {
+        let started = crate::sandbox::block_on(async {
+            let mut sandbox = Sandbox::new(engine, &self.transform, ctx).await?;
+            sandbox.start(&event).await
+        });
+        match started {
             Ok(Ok(Step::Done(message))) => Ok(Some(self.redactor.apply(&message))),
             Ok(Ok(Step::Send(_))) => Err(invalid(format!(
                 "it declares `{VALIDATE_KEY}` but asked to send requests in validation mode"

@@ -4,7 +4,9 @@
 //! allocator pre-reserves instance slots (instantiation is then a few
 //! microseconds), fuel bounds the work of a call, and epoch interruption
 //! bounds its wall-clock time. One thread advances the epoch for the whole
-//! engine; each store sets its deadline in ticks.
+//! engine; at each tick a running guest yields to the executor, and a step
+//! that outlives its deadline in ticks is stopped.  Guests run on fibers
+//! (wasmtime's async calls) whose stacks come from the pool.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

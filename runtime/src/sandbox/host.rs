@@ -263,6 +263,9 @@ pub(crate) struct HostState {
     pub(super) table: ResourceTable,
     /// Memory cap.
     pub(super) limiter: Limiter,
+    /// Epoch ticks the running step may still use: at each tick the
+    /// guest yields to the executor, and at zero the step is stopped.
+    pub(super) ticks_left: u64,
     /// Route, config, state and logs.
     pub(crate) ctx: FlowContext,
 }
@@ -328,11 +331,28 @@ impl ztbridge::transform::host::Host for HostState {
         self.ctx.config.get(&key).cloned()
     }
 
-    fn state_get(&mut self, key: String) -> Option<String> {
+    /// The store may block (PostgreSQL waits on the network): the read
+    /// runs on the blocking pool, and the guest's fiber waits for it
+    /// without holding a runtime worker.  Outside a runtime (a sync caller
+    /// of the sandbox) it runs in place.
+    async fn state_get(&mut self, key: String) -> Option<String> {
         if let Some(v) = self.ctx.pending.get(&key) {
             return v.clone();
         }
-        match self.ctx.state.get(&self.ctx.route, &key) {
+        let (state, route) = (self.ctx.state.clone(), self.ctx.route.clone());
+        let read = match tokio::runtime::Handle::try_current() {
+            Ok(rt) => rt
+                .spawn_blocking(move || state.get(&route, &key))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(crate::store::StateError {
+                        message: format!("the state read did not finish: {e}"),
+                        source: None,
+                    })
+                }),
+            Err(_) => state.get(&route, &key),
+        };
+        match read {
             Ok(v) => v,
             Err(e) => {
                 self.ctx.state_error.get_or_insert((true, format!("{e}")));

@@ -1,10 +1,16 @@
 //! One flow's sandbox: a fresh wasmtime `Store` with its limits (fuel,
 //! epoch deadline, memory, hostcall bytes) around one instance.
+//!
+//! Calls are async: the guest runs on a fiber inside the flow's task, so a
+//! step costs no thread hop, and it yields to the executor at every epoch
+//! tick, so a step that computes for its whole deadline shares the worker
+//! with the intake instead of stalling it.  [`block_on`] runs the same
+//! calls for callers that are not async.
 
 use std::collections::BTreeMap;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::TransformWorld;
 use super::bindings::types::{self, Failure, HttpResponse, Info, Step, TransportError};
@@ -61,7 +67,7 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Instantiates `transform` in a fresh store with the engine's limits.
-    pub fn new(
+    pub async fn new(
         engine: &Engine,
         transform: &Transform,
         ctx: FlowContext,
@@ -76,6 +82,7 @@ impl Sandbox {
                 memory_bytes: limits.memory_bytes,
                 hit: false,
             },
+            ticks_left: 0,
             ctx,
         };
         let mut state = state;
@@ -87,7 +94,16 @@ impl Sandbox {
         // aliased strings included, so a guest cannot make the host allocate
         // more than this however it lays out its answer.
         store.set_hostcall_fuel(hostcall_budget(limits));
-        store.epoch_deadline_trap();
+        // At each tick: yield to the executor, or stop the step when its
+        // deadline has passed (a trap the sandbox reports as `Deadline`).
+        store.epoch_deadline_callback(|mut store| {
+            let left = &mut store.data_mut().ticks_left;
+            if *left <= 1 {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            *left -= 1;
+            Ok(UpdateDeadline::Yield(1))
+        });
         let mut sandbox = Sandbox {
             store,
             world: None,
@@ -98,7 +114,7 @@ impl Sandbox {
             fuel_used: 0,
         };
         sandbox.arm();
-        let world = match transform.pre.instantiate(&mut sandbox.store) {
+        let world = match transform.pre.instantiate_async(&mut sandbox.store).await {
             Ok(w) => w,
             Err(e) => return Err(SandboxError::Instantiate(sandbox.classify(e).to_string())),
         };
@@ -110,7 +126,8 @@ impl Sandbox {
     /// Gives the next call its fuel and deadline.
     fn arm(&mut self) {
         let _ = self.store.set_fuel(self.fuel_per_step);
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        self.store.data_mut().ticks_left = self.deadline_ticks;
+        self.store.set_epoch_deadline(1);
     }
 
     /// Adds the fuel the last call used.
@@ -184,18 +201,20 @@ impl Sandbox {
         }
     }
 
-    /// Runs one export call with fresh fuel and deadline.
-    fn call<R>(
-        &mut self,
-        f: impl FnOnce(&TransformWorld, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, SandboxError> {
+    /// Arms the next export call and lends out the instance's exports.
+    fn begin(&mut self) -> Result<TransformWorld, SandboxError> {
         self.arm();
-        let Some(world) = self.world.take() else {
-            return Err(SandboxError::Instantiate(
-                "instance is not available".into(),
-            ));
-        };
-        let result = f(&world, &mut self.store);
+        self.world
+            .take()
+            .ok_or_else(|| SandboxError::Instantiate("instance is not available".into()))
+    }
+
+    /// Takes the exports back and accounts for the call.
+    fn end<R>(
+        &mut self,
+        world: TransformWorld,
+        result: wasmtime::Result<R>,
+    ) -> Result<R, SandboxError> {
         self.world = Some(world);
         self.account();
         match result {
@@ -207,19 +226,37 @@ impl Sandbox {
         }
     }
 
-    pub(crate) fn describe(&mut self) -> Result<Info, SandboxError> {
-        self.call(|w, s| w.ztbridge_transform_transform().call_describe(s))
+    pub(crate) async fn describe(&mut self) -> Result<Info, SandboxError> {
+        let world = self.begin()?;
+        let r = world
+            .ztbridge_transform_transform()
+            .call_describe(&mut self.store)
+            .await;
+        self.end(world, r)
     }
 
-    pub fn start(&mut self, event: &types::Event) -> Result<Result<Step, Failure>, SandboxError> {
-        self.call(|w, s| w.ztbridge_transform_transform().call_start(s, event))
+    pub async fn start(
+        &mut self,
+        event: &types::Event,
+    ) -> Result<Result<Step, Failure>, SandboxError> {
+        let world = self.begin()?;
+        let r = world
+            .ztbridge_transform_transform()
+            .call_start(&mut self.store, event)
+            .await;
+        self.end(world, r)
     }
 
-    pub fn resume(
+    pub async fn resume(
         &mut self,
         responses: &[Result<HttpResponse, TransportError>],
     ) -> Result<Result<Step, Failure>, SandboxError> {
-        self.call(|w, s| w.ztbridge_transform_transform().call_resume(s, responses))
+        let world = self.begin()?;
+        let r = world
+            .ztbridge_transform_transform()
+            .call_resume(&mut self.store, responses)
+            .await;
+        self.end(world, r)
     }
 
     /// State writes of the last step (to commit before sending requests).
@@ -244,5 +281,32 @@ impl Sandbox {
     /// Fuel used by every call so far.
     pub fn fuel_used(&self) -> u64 {
         self.fuel_used
+    }
+}
+
+/// Runs a sandbox future to completion on the calling thread, for callers
+/// that are not async: reading a transform's `describe` at load, a route's
+/// validation, benchmarks.  It works inside a runtime too (start-up runs
+/// in one): it parks the thread rather than entering the runtime.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    /// Wakes the parked caller.
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(out) => return out,
+            Poll::Pending => std::thread::park(),
+        }
     }
 }

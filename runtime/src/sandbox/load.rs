@@ -138,7 +138,7 @@ impl Transform {
             origin: source.into(),
             message: format!("{e:#}"),
         };
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link_err)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
         link_random(&mut linker).map_err(link_err)?;
         TransformWorld::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(link_err)?;
@@ -176,8 +176,11 @@ impl Transform {
         // seeded from the describe context's receipt ID, so it is
         // deterministic like every other.
         transform.info.needs_random = true;
-        let mut sandbox = Sandbox::new(engine, &transform, ctx).map_err(describe_err)?;
-        let info = sandbox.describe().map_err(describe_err)?;
+        let info = super::block_on(async {
+            let mut sandbox = Sandbox::new(engine, &transform, ctx).await?;
+            sandbox.describe().await
+        })
+        .map_err(describe_err)?;
         transform.info = TransformInfo {
             name: info.name,
             version: info.version,

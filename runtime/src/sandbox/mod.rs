@@ -19,5 +19,5 @@ pub use cache::{CacheOutcome, CompileCache};
 pub use component::{ConfigKeyInfo, Transform, TransformInfo, digest};
 pub use engine::{Engine, EngineError, TICK};
 pub use host::{FlowContext, GuestLog};
-pub use instance::{Sandbox, SandboxError};
+pub use instance::{Sandbox, SandboxError, block_on};
 pub(crate) use load::TransformError;
