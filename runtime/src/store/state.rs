@@ -33,8 +33,9 @@ impl StateError {
     }
 }
 
-/// Where state lives.  `apply` commits a batch atomically.  Calls block
-/// (they are made from the sandbox's blocking thread).
+/// Where state lives.  `apply` commits a batch atomically.  Calls may
+/// block: the flow makes them on tokio's blocking pool (a guest's
+/// `state-get` too), or in place where no runtime runs.
 pub trait TransformState: Send + Sync {
     fn get(&self, route: &str, key: &str) -> Result<Option<String>, StateError>;
     /// `None` deletes the key.

@@ -3,8 +3,8 @@
 //! its alert on any other (that update is claimed only after this one's
 //! finish, which follows the state's commit).
 //!
-//! The [`TransformState`] interface is synchronous (the sandbox calls it
-//! from its blocking thread), while the connection is async: the state
+//! The [`TransformState`] interface is synchronous (the flow calls it on
+//! tokio's blocking pool), while the connection is async: the state
 //! has a thread of its own with a current-thread runtime and its own
 //! connection (reconnected when lost), and callers wait on a reply
 //! channel.  That works from any thread, a runtime's worker included.
