@@ -75,31 +75,6 @@ async fn assert_all_delivered(server: &Server, receipts: &[String], timeout: Dur
     }
 }
 
-/// One sample of `GET /metrics` with these labels, if present.
-async fn metric(server: &Server, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let text = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).ok()?;
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => f64::NAN,
-        })
-}
-
 /// Polls an async condition every 50 ms until it holds or `timeout` passes.
 async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
 where
@@ -140,7 +115,9 @@ async fn a_hanging_route_holds_only_its_share_while_another_delivers_everything(
     assert_eq!(hanging.received().len(), 4, "no more than its cap was sent");
     assert_eq!(hanging.max_concurrency(), 4);
     assert_eq!(
-        metric(&server, "ztbridge_route_in_flight", &[("route", "hanging")]).await,
+        server
+            .metric("ztbridge_route_in_flight", &[("route", "hanging")])
+            .await,
         Some(4.0)
     );
     // Released, it delivers everything, never more than its cap at once.
@@ -200,25 +177,22 @@ async fn a_down_destination_gets_a_probe_at_the_backoff_rate_then_everything_is_
     // The breaker opens, and stays down through several failed probes
     // (each failed probe opens it again).
     let opened = eventually(Duration::from_secs(60), || async {
-        metric(
-            &server,
-            "ztbridge_breaker_transitions_total",
-            &[("destination", &destination), ("to", "open")],
-        )
-        .await
-        .unwrap_or(0.0)
+        server
+            .metric(
+                "ztbridge_breaker_transitions_total",
+                &[("destination", &destination), ("to", "open")],
+            )
+            .await
+            .unwrap_or(0.0)
             >= 4.0
     })
     .await;
     assert!(opened, "the breaker did not open and probe");
     assert_eq!(
-        metric(
-            &server,
-            "ztbridge_breaker_state",
-            &[("destination", &destination)]
-        )
-        .await
-        .map(|v| v >= 1.0),
+        server
+            .metric("ztbridge_breaker_state", &[("destination", &destination)])
+            .await
+            .map(|v| v >= 1.0),
         Some(true)
     );
     let down_for = started.elapsed().as_secs_f64();
@@ -247,20 +221,14 @@ async fn a_down_destination_gets_a_probe_at_the_backoff_rate_then_everything_is_
     }
     assert!(held > 0, "no delivery shows the breaker as its reason");
     assert!(
-        metric(
-            &server,
-            "ztbridge_deliveries_held_total",
-            &[("route", "one")]
-        )
-        .await
-        .unwrap_or(0.0)
-            + metric(
-                &server,
-                "ztbridge_deliveries_held_total",
-                &[("route", "two")]
-            )
+        server
+            .metric("ztbridge_deliveries_held_total", &[("route", "one")])
             .await
             .unwrap_or(0.0)
+            + server
+                .metric("ztbridge_deliveries_held_total", &[("route", "two")])
+                .await
+                .unwrap_or(0.0)
             >= 1.0
     );
 
@@ -270,12 +238,9 @@ async fn a_down_destination_gets_a_probe_at_the_backoff_rate_then_everything_is_
     assert_all_delivered(&server, &receipts, Duration::from_secs(60)).await;
     let recovered_in = back.elapsed();
     assert_eq!(
-        metric(
-            &server,
-            "ztbridge_breaker_state",
-            &[("destination", &destination)]
-        )
-        .await,
+        server
+            .metric("ztbridge_breaker_state", &[("destination", &destination)])
+            .await,
         Some(0.0)
     );
     // Honest accounting: every attempt counted is a request the sink got.

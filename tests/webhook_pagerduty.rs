@@ -606,17 +606,10 @@ async fn a_refused_connection_is_retried_and_the_record_shows_why() {
 
 /// `route_in_flight{route="looper"}` from `/metrics`, 0 when absent.
 async fn loopers_running(server: &Server) -> f64 {
-    let text = server.metrics_text().await;
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
-        .expect("metrics parse");
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == "ztbridge_route_in_flight" && s.labels.get("route") == Some("looper"))
-        .map_or(0.0, |s| match s.value {
-            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
-            _ => f64::NAN,
-        })
+    server
+        .metric("ztbridge_route_in_flight", &[("route", "looper")])
+        .await
+        .unwrap_or(0.0)
 }
 
 /// Guests run on fibers inside the flows' tasks and yield at each epoch

@@ -486,21 +486,31 @@ impl Server {
             .expect("metrics text")
     }
 
-    /// `ztbridge_webhooks_rejected_total{reason}` from `GET /metrics`.
-    pub async fn rejected(&self, reason: &str) -> f64 {
+    /// The samples of `name` from `GET /metrics` whose labels include
+    /// `labels`, summed; `None` when there is none.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let text = self.metrics_text().await;
         let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
             .expect("Prometheus text format");
         scrape
             .samples
             .iter()
-            .filter(|s| s.metric == "ztbridge_webhooks_rejected_total")
-            .filter(|s| s.labels.get("reason") == Some(reason))
+            .filter(|s| s.metric == name)
+            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
             .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
-                _ => 0.0,
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
             })
-            .sum()
+            .reduce(|a, b| a + b)
+    }
+
+    /// `ztbridge_webhooks_rejected_total{reason}` from `GET /metrics`.
+    pub async fn rejected(&self, reason: &str) -> f64 {
+        self.metric("ztbridge_webhooks_rejected_total", &[("reason", reason)])
+            .await
+            .unwrap_or(0.0)
     }
 
     /// `GET /api/events/{receipt}`.

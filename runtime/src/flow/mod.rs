@@ -158,16 +158,19 @@ async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> 
 /// instead of the delivery task that runs it.
 async fn guarded<R>(call: impl std::future::Future<Output = R>) -> Result<R, String> {
     use futures_util::FutureExt;
-    measure(Stage::Transform, std::panic::AssertUnwindSafe(call).catch_unwind())
-        .await
-        .map_err(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
-            format!("host task failed: {}", excerpt(&what, 1024))
-        })
+    measure(
+        Stage::Transform,
+        std::panic::AssertUnwindSafe(call).catch_unwind(),
+    )
+    .await
+    .map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        format!("host task failed: {}", excerpt(&what, 1024))
+    })
 }
 
 type StepResult = Result<Result<Step, types::Failure>, SandboxError>;
