@@ -33,6 +33,24 @@ pub(super) const HOT_STATEMENTS: [&str; 6] = [
     SQL_FINISH_DELIVERY,
 ];
 
+/// Due pending deliveries, oldest first, but those behind an open
+/// delivery of the same alert and route (an earlier pending one, or one in
+/// flight) and those of the routes in the JSON list ?2.  The states are
+/// literals, so the subquery searches the partial index `deliveries_open`
+/// (`tests::claims_search_the_open_deliveries_index` checks the plan).
+pub(super) const SQL_CLAIM: &str =
+    "SELECT d.event_seq, d.route, d.attempts, d.deadline_ms, e.receipt_id, e.received_ms,
+        e.event_id, e.body, d.order_key
+     FROM deliveries d JOIN events e ON e.seq = d.event_seq
+     WHERE d.state = 'pending' AND d.next_at_ms <= ?1
+       AND d.route NOT IN (SELECT value FROM json_each(?2))
+       AND NOT EXISTS (
+           SELECT 1 FROM deliveries p
+           WHERE p.route = d.route AND p.order_key = d.order_key
+             AND p.state IN ('pending', 'in_flight')
+             AND (p.event_seq < d.event_seq OR p.state = 'in_flight'))
+     ORDER BY d.event_seq LIMIT ?3";
+
 /// The earlier copy of a body within the dedupe window, only while it is
 /// still its alert's latest event: A, B, A again is a real change back,
 /// not a repeat.  (Of one alert's copies only the latest can qualify; the
@@ -222,40 +240,25 @@ pub(super) fn claim(
     // again, so one rate-limited route never starves the others.
     for _round in 0..4 {
         let skip_json = serde_json::to_string(&skip).unwrap_or_else(|_| "[]".into());
-        let mut stmt = c.prepare_cached(
-            "SELECT d.event_seq, d.route, d.attempts, d.deadline_ms, e.receipt_id, e.received_ms,
-                    e.event_id, e.body, d.order_key
-             FROM deliveries d JOIN events e ON e.seq = d.event_seq
-             WHERE d.state = ?4 AND d.next_at_ms <= ?1
-               AND d.route NOT IN (SELECT value FROM json_each(?2))
-               AND NOT EXISTS (
-                   SELECT 1 FROM deliveries p
-                   WHERE p.route = d.route AND p.order_key = d.order_key
-                     AND p.state IN (?4, ?5)
-                     AND (p.event_seq < d.event_seq OR p.state = ?5))
-             ORDER BY d.event_seq LIMIT ?3",
-        )?;
+        let mut stmt = c.prepare_cached(SQL_CLAIM)?;
         let rows: Vec<(Claim, String)> = stmt
-            .query_map(
-                params![now_ms, skip_json, window as i64, Pending, InFlight],
-                |r| {
-                    Ok((
-                        Claim {
-                            key: DeliveryKey {
-                                event_seq: r.get(0)?,
-                                route: r.get(1)?,
-                            },
-                            attempt: r.get::<_, u32>(2)?.saturating_add(1),
-                            deadline_ms: r.get(3)?,
-                            receipt_id: r.get(4)?,
-                            received_ms: r.get(5)?,
-                            event_id: r.get(6)?,
-                            body: r.get(7)?,
+            .query_map(params![now_ms, skip_json, window as i64], |r| {
+                Ok((
+                    Claim {
+                        key: DeliveryKey {
+                            event_seq: r.get(0)?,
+                            route: r.get(1)?,
                         },
-                        r.get(8)?,
-                    ))
-                },
-            )?
+                        attempt: r.get::<_, u32>(2)?.saturating_add(1),
+                        deadline_ms: r.get(3)?,
+                        receipt_id: r.get(4)?,
+                        received_ms: r.get(5)?,
+                        event_id: r.get(6)?,
+                        body: r.get(7)?,
+                    },
+                    r.get(8)?,
+                ))
+            })?
             .collect::<Result<_, _>>()?;
         let fetched = rows.len();
         let mut limited = false;

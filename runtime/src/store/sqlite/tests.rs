@@ -317,6 +317,38 @@ async fn a_store_file_removed_under_the_writer_is_lost_and_acknowledges_nothing(
 /// The statements every event runs stay prepared: a statement SQLite
 /// prepares again at each run (a bound parameter it may plan by) costs a
 /// parse per event on the writer thread.
+/// The claim's search for an alert's open deliveries goes through the
+/// partial index (the full one on the same columns is gone, V3).
+#[test]
+fn claims_search_the_open_deliveries_index() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(dir.path()).unwrap());
+    let c = connect(&dir.path().join(FILE_NAME)).unwrap();
+    let mut stmt = c
+        .prepare(&format!("EXPLAIN QUERY PLAN {}", deliveries::SQL_CLAIM))
+        .unwrap();
+    let plan: Vec<String> = stmt
+        .query_map(rusqlite::params![0i64, "[]", 10i64], |r| {
+            r.get::<_, String>(3)
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        plan.iter()
+            .any(|step| step.contains("SEARCH p USING INDEX deliveries_open")),
+        "{plan:#?}"
+    );
+    let indexes: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'deliveries_order'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexes, 0, "deliveries_order is dropped by V3");
+}
+
 #[test]
 fn hot_statements_are_prepared_once() {
     let dir = tempfile::tempdir().unwrap();
