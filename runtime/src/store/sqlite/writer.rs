@@ -54,9 +54,21 @@ type Work = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
 struct Job {
     /// The write.
     work: Work,
-    /// Where its CPU goes in the stage budget, if anywhere.
+    /// Where its CPU goes in the stage budget, if anywhere; also tells
+    /// whether its commit may wait ([`Job::can_wait`]).
     stage: Option<Stage>,
 }
+
+impl Job {
+    /// An in-flight mark or an attempt's record: no webhook waits on it,
+    /// so its commit may wait [`LAZY_WAIT`] for one that does.
+    fn can_wait(&self) -> bool {
+        matches!(self.stage, Some(Stage::StoreClaim | Stage::StoreFinish))
+    }
+}
+
+/// How long a batch of jobs that can wait is held open for an admit.
+const LAZY_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 512;
@@ -251,6 +263,31 @@ fn writer_loop(
             match rx.try_recv() {
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
+            }
+        }
+        // Nobody waits on this batch but attempts and claims: give it a
+        // moment to be joined by a webhook's admit, whose commit it then
+        // rides (one fsync and one write of the hot pages, not two).
+        if jobs.iter().all(Job::can_wait) {
+            let until = std::time::Instant::now() + LAZY_WAIT;
+            while jobs.len() < MAX_BATCH {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(job) => {
+                        let urgent = !job.can_wait();
+                        jobs.push(job);
+                        if urgent {
+                            while jobs.len() < MAX_BATCH {
+                                match rx.try_recv() {
+                                    Ok(job) => jobs.push(job),
+                                    Err(_) => break,
+                                }
+                            }
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
             }
         }
         // Lost: nothing runs, nothing is acknowledged.
