@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{ROUTING_KEY, free_port, wait_listening, wait_until};
+use super::{ROUTING_KEY, wait_until};
 
 /// A running `ztbridge serve`.
 pub struct ChildServer {
@@ -16,6 +16,15 @@ pub struct ChildServer {
     pub config_path: PathBuf,
     /// Where its stderr goes (appended across restarts).
     pub log_path: PathBuf,
+}
+
+/// The port of the `listening for webhooks` line of a server's log
+/// (text or JSON format: the address follows `127.0.0.1:`).
+fn bound_port(log: &str) -> Option<u16> {
+    let line = log.lines().find(|l| l.contains("listening for webhooks"))?;
+    let after = &line[line.find("127.0.0.1:")? + "127.0.0.1:".len()..];
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok().filter(|p| *p != 0)
 }
 
 impl ChildServer {
@@ -52,14 +61,18 @@ impl ChildServer {
         env: &[(&str, &str)],
         shell_prefix: Option<&str>,
     ) -> ChildServer {
-        let port = free_port();
+        // Port 0: the server binds a free port itself and logs it.  (A port
+        // found free here and bound by the child later could be taken in
+        // between by another test's listener, which the test would then
+        // talk to.)
         let config_path = dir.join("ztbridge.toml");
         let text = format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n{config_toml}",
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n{config_toml}",
             dir.join("data").display().to_string()
         );
-        std::fs::write(&config_path, text).expect("write config");
+        std::fs::write(&config_path, &text).expect("write config");
         let log_path = dir.join("stderr.log");
+        let logged_before = std::fs::metadata(&log_path).map_or(0, |m| m.len() as usize);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -85,8 +98,18 @@ impl ChildServer {
                 c
             }
         };
+        // A cluster node is named after its host and port by default: with
+        // port 0 every child would share one name, so each start gets its
+        // own (a restart too, as a new port gave it before).
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let node = format!(
+            "test-node-{}-{}",
+            std::process::id(),
+            STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let proc = command
             .env("RUST_LOG", "info,wasmtime=warn,cranelift_codegen=warn")
+            .env("ZTBRIDGE_STORE_NODE", node)
             .env("ZTBRIDGE_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -95,13 +118,32 @@ impl ChildServer {
             .expect("spawn ztbridge");
         let mut child = ChildServer {
             proc,
-            port,
+            port: 0,
             config_path,
             log_path,
         };
-        if !wait_listening(port, Duration::from_secs(60)).await {
-            child.kill9();
-            panic!("ztbridge did not start:\n{}", child.log_tail());
+        let log_path = child.log_path.clone();
+        let bound = wait_until(Duration::from_secs(60), || {
+            let log = std::fs::read(&log_path).ok()?;
+            bound_port(&String::from_utf8_lossy(log.get(logged_before..)?))
+        })
+        .await;
+        match bound {
+            Some(port) => {
+                child.port = port;
+                // Commands given the config (`send-test`, `events`) find
+                // the server where it listens.
+                let bound_text = text.replacen(
+                    "listen = \"127.0.0.1:0\"",
+                    &format!("listen = \"127.0.0.1:{port}\""),
+                    1,
+                );
+                std::fs::write(&child.config_path, bound_text).expect("write config");
+            }
+            None => {
+                child.kill9();
+                panic!("ztbridge did not start:\n{}", child.log_tail());
+            }
         }
         child
     }
