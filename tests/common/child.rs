@@ -66,11 +66,13 @@ impl ChildServer {
         // between by another test's listener, which the test would then
         // talk to.)
         let config_path = dir.join("ztbridge.toml");
-        let text = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n{config_toml}",
-            dir.join("data").display().to_string()
-        );
-        std::fs::write(&config_path, &text).expect("write config");
+        let data_dir = dir.join("data").display().to_string();
+        let write_config = |port: u16| {
+            let text =
+                format!("listen = \"127.0.0.1:{port}\"\ndata_dir = {data_dir:?}\n{config_toml}");
+            std::fs::write(&config_path, text).expect("write config");
+        };
+        write_config(0);
         let log_path = dir.join("stderr.log");
         let logged_before = std::fs::metadata(&log_path).map_or(0, |m| m.len() as usize);
         let log = std::fs::OpenOptions::new()
@@ -119,7 +121,7 @@ impl ChildServer {
         let mut child = ChildServer {
             proc,
             port: 0,
-            config_path,
+            config_path: config_path.clone(),
             log_path,
         };
         let log_path = child.log_path.clone();
@@ -133,12 +135,7 @@ impl ChildServer {
                 child.port = port;
                 // Commands given the config (`send-test`, `events`) find
                 // the server where it listens.
-                let bound_text = text.replacen(
-                    "listen = \"127.0.0.1:0\"",
-                    &format!("listen = \"127.0.0.1:{port}\""),
-                    1,
-                );
-                std::fs::write(&child.config_path, bound_text).expect("write config");
+                write_config(port);
             }
             None => {
                 child.kill9();

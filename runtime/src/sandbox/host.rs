@@ -345,10 +345,8 @@ impl ztbridge::transform::host::Host for HostState {
                 .spawn_blocking(move || state.get(&route, &key))
                 .await
                 .unwrap_or_else(|e| {
-                    Err(crate::store::StateError {
-                        message: format!("the state read did not finish: {e}"),
-                        source: None,
-                    })
+                    let message = format!("the state read did not finish: {e}");
+                    Err(crate::store::StateError::backend(message, e))
                 }),
             Err(_) => state.get(&route, &key),
         };

@@ -314,9 +314,6 @@ async fn a_store_file_removed_under_the_writer_is_lost_and_acknowledges_nothing(
     assert!(matches!(store.ping().await, Err(StoreError::Lost(_))));
 }
 
-/// The statements every event runs stay prepared: a statement SQLite
-/// prepares again at each run (a bound parameter it may plan by) costs a
-/// parse per event on the writer thread.
 /// The claim's search for an alert's open deliveries goes through the
 /// partial index (the full one on the same columns is gone, V3).
 #[test]
@@ -349,6 +346,9 @@ fn claims_search_the_open_deliveries_index() {
     assert_eq!(indexes, 0, "deliveries_order is dropped by V3");
 }
 
+/// The statements every event runs stay prepared: a statement SQLite
+/// prepares again at each run (a bound parameter it may plan by) costs a
+/// parse per event on the writer thread.
 #[test]
 fn hot_statements_are_prepared_once() {
     let dir = tempfile::tempdir().unwrap();

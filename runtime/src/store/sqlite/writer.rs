@@ -259,12 +259,7 @@ fn writer_loop(
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
         let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
+        take_queued(&rx, &mut jobs);
         // Nobody waits on this batch but attempts and claims: give it a
         // moment to be joined by a webhook's admit, whose commit it then
         // rides (one fsync and one write of the hot pages, not two).
@@ -277,12 +272,7 @@ fn writer_loop(
                         let urgent = !job.can_wait();
                         jobs.push(job);
                         if urgent {
-                            while jobs.len() < MAX_BATCH {
-                                match rx.try_recv() {
-                                    Ok(job) => jobs.push(job),
-                                    Err(_) => break,
-                                }
-                            }
+                            take_queued(&rx, &mut jobs);
                             break;
                         }
                     }
@@ -383,6 +373,16 @@ fn writer_loop(
                     stage_cpu::add(*stage, job_cpu.get(i).copied().unwrap_or(0) + share);
                 }
             }
+        }
+    }
+}
+
+/// Adds the jobs already queued to `jobs`, up to [`MAX_BATCH`].
+fn take_queued(rx: &mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
+    while jobs.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
         }
     }
 }
