@@ -337,9 +337,10 @@ async fn hostile_transforms_are_stopped_and_reported_while_serving_continues() {
         )
     };
     let config = format!(
-        "{FAST_RETRY}[trust]\nallow_unsigned = true\n[limits]\nstep_timeout_ms = 300\nfuel_per_step = 50000000000\nmemory_bytes = 16777216\n{}{}{}{}",
+        "{FAST_RETRY}[trust]\nallow_unsigned = true\n[limits]\nstep_timeout_ms = 300\nfuel_per_step = 50000000000\nmemory_bytes = 16777216\n{}{}{}{}{}",
         pagerduty_route(&pd, ""),
         hostile("looper", "loop"),
+        hostile("sleeper", "sleep"),
         hostile("hoarder", "memory"),
         hostile("trapper", "trap"),
     ) + &hostile("bloater", "huge");
@@ -363,6 +364,9 @@ async fn hostile_transforms_are_stopped_and_reported_while_serving_continues() {
     assert_eq!(by_route("pagerduty")["state"], "delivered", "{record}");
     for (route, expect) in [
         ("looper", "deadline exceeded"),
+        // An hour's sleep in a WASI poll: no wasm runs, so no epoch check
+        // does; the call's own timer stops it.
+        ("sleeper", "deadline exceeded"),
         ("hoarder", "memory limit"),
         ("trapper", "hostile transform panicking"),
     ] {
@@ -421,6 +425,81 @@ async fn fuel_bounds_a_loop_before_the_deadline() {
         .unwrap();
     let msg = d["attempts"][0]["outcome"]["message"].as_str().unwrap();
     assert!(msg.contains("fuel exhausted"), "{msg}");
+}
+
+/// A state store that takes 50 ms per read, as a PostgreSQL under load
+/// may; it counts the reads it answered.
+struct SlowState(std::sync::atomic::AtomicUsize);
+
+impl ztbridge_runtime::store::TransformState for SlowState {
+    fn get(
+        &self,
+        _route: &str,
+        _key: &str,
+    ) -> Result<Option<String>, ztbridge_runtime::store::StateError> {
+        std::thread::sleep(Duration::from_millis(50));
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Some("value".into()))
+    }
+    fn apply(
+        &self,
+        _route: &str,
+        _writes: &std::collections::BTreeMap<String, Option<String>>,
+    ) -> Result<(), ztbridge_runtime::store::StateError> {
+        Ok(())
+    }
+    fn dump(
+        &self,
+        _route: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, ztbridge_runtime::store::StateError>
+    {
+        Ok(Default::default())
+    }
+}
+
+/// A step that spends its time waiting in `state-get` (1000 reads of
+/// 50 ms: 50 s) is stopped at its 300 ms deadline, in wall-clock time: the
+/// ticks that pass while it waits in the host count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_waiting_on_a_slow_state_store_is_stopped_at_its_deadline() {
+    use std::sync::Arc;
+    use ztbridge_runtime::{config, egress, flow, sandbox, store};
+    let limits = config::Limits {
+        step_timeout_ms: 300,
+        ..config::Limits::default()
+    };
+    let engine = Arc::new(sandbox::Engine::new(limits).expect("engine"));
+    let path = wasm_path("hostile");
+    let bytes = std::fs::read(&path).expect("component");
+    let transform = sandbox::Transform::load(&engine, &path, &bytes).expect("load");
+    let rc: config::RouteConfig =
+        toml::from_str("name = \"reader\"\ntransform = \"x\"\n[config]\nmode = \"state-loop\"\n")
+            .expect("route config");
+    let route = flow::Route::build(&rc, transform, &|_| None).expect("route");
+    let slow = Arc::new(SlowState(Default::default()));
+    let state: Arc<dyn store::TransformState> = slow.clone();
+    let event = flow::record(&flow::FlowInput {
+        body: &fixture("events/critical-lockout.json"),
+        receipt_id: "r1",
+        received_ms: 1_749_636_904_250,
+        attempt: 1,
+    });
+    let canned = egress::CannedTransport::new(vec![]);
+    let report = flow::run(&engine, &route, &state, event, &canned).await;
+    match &report.outcome {
+        flow::Outcome::Failed {
+            retryable, message, ..
+        } => {
+            assert!(!retryable, "{message}");
+            assert!(message.contains("deadline exceeded"), "{message}");
+        }
+        other => panic!("the step outlived its deadline: {other:?}"),
+    }
+    // Reads start at 0, 50, ... 250 ms: six before the deadline, and the
+    // one running at the deadline may still finish.  Counting epoch ticks
+    // instead would let 30 run (a read counts as one tick, however long).
+    let reads = slow.0.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(reads <= 8, "the step made {reads} reads of 50 ms in 300 ms");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

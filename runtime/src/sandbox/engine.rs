@@ -15,7 +15,8 @@ use std::time::Duration;
 use crate::config::Limits;
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// How often the epoch advances; the granularity of step deadlines.
+/// How often the epoch advances: a computing guest yields to the executor
+/// and checks its step deadline this often.
 pub const TICK: Duration = Duration::from_millis(10);
 
 /// The engine plus the thread that ticks its epoch.
@@ -88,11 +89,6 @@ impl Engine {
             })
             .map_err(|e| EngineError(format!("epoch ticker thread: {e}")))?;
         Ok(Engine { wasm, limits, stop })
-    }
-
-    /// Step deadline in epoch ticks (at least one).
-    pub(crate) fn deadline_ticks(&self) -> u64 {
-        (self.limits.step_timeout_ms / TICK.as_millis() as u64).max(1)
     }
 }
 

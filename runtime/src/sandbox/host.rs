@@ -263,9 +263,9 @@ pub(crate) struct HostState {
     pub(super) table: ResourceTable,
     /// Memory cap.
     pub(super) limiter: Limiter,
-    /// Epoch ticks the running step may still use: at each tick the
-    /// guest yields to the executor, and at zero the step is stopped.
-    pub(super) ticks_left: u64,
+    /// When the running call must end: at each epoch tick the guest
+    /// yields to the executor, and past this instant it is stopped.
+    pub(super) deadline: std::time::Instant,
     /// Route, config, state and logs.
     pub(crate) ctx: FlowContext,
 }

@@ -6,8 +6,15 @@
 //! tick, so a step that computes for its whole deadline shares the worker
 //! with the intake instead of stalling it.  [`block_on`] runs the same
 //! calls for callers that are not async.
+//!
+//! A step's deadline is wall-clock time, held twice: the epoch callback
+//! stops a guest that computes past it, and a timer around the call stops
+//! one that waits past it inside a host call (a `state-get` on a slow
+//! store, a WASI sleep), where no epoch check runs.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -57,10 +64,8 @@ pub struct Sandbox {
     logged: (usize, usize),
     /// Fuel each call starts with (`limits.fuel_per_step`).
     fuel_per_step: u64,
-    /// Wall-clock bound of a call, for messages.
+    /// Wall-clock bound of each call (`limits.step_timeout_ms`).
     step_timeout_ms: u64,
-    /// The same bound in epoch ticks.
-    deadline_ticks: u64,
     /// Fuel consumed by all steps so far.
     fuel_used: u64,
 }
@@ -82,7 +87,7 @@ impl Sandbox {
                 memory_bytes: limits.memory_bytes,
                 hit: false,
             },
-            ticks_left: 0,
+            deadline: Instant::now(),
             ctx,
         };
         let mut state = state;
@@ -96,12 +101,10 @@ impl Sandbox {
         store.set_hostcall_fuel(hostcall_budget(limits));
         // At each tick: yield to the executor, or stop the step when its
         // deadline has passed (a trap the sandbox reports as `Deadline`).
-        store.epoch_deadline_callback(|mut store| {
-            let left = &mut store.data_mut().ticks_left;
-            if *left <= 1 {
+        store.epoch_deadline_callback(|store| {
+            if Instant::now() >= store.data().deadline {
                 return Ok(UpdateDeadline::Interrupt);
             }
-            *left -= 1;
             Ok(UpdateDeadline::Yield(1))
         });
         let mut sandbox = Sandbox {
@@ -110,24 +113,33 @@ impl Sandbox {
             logged: (0, 0),
             fuel_per_step: limits.fuel_per_step,
             step_timeout_ms: limits.step_timeout_ms,
-            deadline_ticks: engine.deadline_ticks(),
             fuel_used: 0,
         };
-        sandbox.arm();
-        let world = match transform.pre.instantiate_async(&mut sandbox.store).await {
-            Ok(w) => w,
-            Err(e) => return Err(SandboxError::Instantiate(sandbox.classify(e).to_string())),
+        let deadline = sandbox.arm();
+        let world = match within(
+            deadline,
+            transform.pre.instantiate_async(&mut sandbox.store),
+        )
+        .await
+        {
+            Some(Ok(w)) => w,
+            Some(Err(e)) => {
+                return Err(SandboxError::Instantiate(sandbox.classify(e).to_string()));
+            }
+            None => return Err(SandboxError::Deadline(sandbox.step_timeout_ms)),
         };
         sandbox.account();
         sandbox.world = Some(world);
         Ok(sandbox)
     }
 
-    /// Gives the next call its fuel and deadline.
-    fn arm(&mut self) {
+    /// Gives the next call its fuel and deadline, and returns the deadline.
+    fn arm(&mut self) -> Instant {
         let _ = self.store.set_fuel(self.fuel_per_step);
-        self.store.data_mut().ticks_left = self.deadline_ticks;
+        let deadline = Instant::now() + Duration::from_millis(self.step_timeout_ms);
+        self.store.data_mut().deadline = deadline;
         self.store.set_epoch_deadline(1);
+        deadline
     }
 
     /// Adds the fuel the last call used.
@@ -201,22 +213,31 @@ impl Sandbox {
         }
     }
 
-    /// Arms the next export call and lends out the instance's exports.
-    fn begin(&mut self) -> Result<TransformWorld, SandboxError> {
-        self.arm();
-        self.world
+    /// Arms the next export call and lends out the instance's exports,
+    /// with the call's deadline.
+    fn begin(&mut self) -> Result<(TransformWorld, Instant), SandboxError> {
+        let deadline = self.arm();
+        let world = self
+            .world
             .take()
-            .ok_or_else(|| SandboxError::Instantiate("instance is not available".into()))
+            .ok_or_else(|| SandboxError::Instantiate("instance is not available".into()))?;
+        Ok((world, deadline))
     }
 
-    /// Takes the exports back and accounts for the call.
+    /// Takes the exports back and accounts for the call.  `None` is a call
+    /// stopped by its timer while waiting in a host call: the instance was
+    /// left mid-call, so it takes no further calls.
     fn end<R>(
         &mut self,
         world: TransformWorld,
-        result: wasmtime::Result<R>,
+        result: Option<wasmtime::Result<R>>,
     ) -> Result<R, SandboxError> {
-        self.world = Some(world);
         self.account();
+        let Some(result) = result else {
+            self.flush_output();
+            return Err(SandboxError::Deadline(self.step_timeout_ms));
+        };
+        self.world = Some(world);
         match result {
             Ok(r) => {
                 self.flush_output();
@@ -227,11 +248,11 @@ impl Sandbox {
     }
 
     pub(crate) async fn describe(&mut self) -> Result<Info, SandboxError> {
-        let world = self.begin()?;
-        let r = world
+        let (world, deadline) = self.begin()?;
+        let call = world
             .ztbridge_transform_transform()
-            .call_describe(&mut self.store)
-            .await;
+            .call_describe(&mut self.store);
+        let r = within(deadline, call).await;
         self.end(world, r)
     }
 
@@ -239,11 +260,11 @@ impl Sandbox {
         &mut self,
         event: &types::Event,
     ) -> Result<Result<Step, Failure>, SandboxError> {
-        let world = self.begin()?;
-        let r = world
+        let (world, deadline) = self.begin()?;
+        let call = world
             .ztbridge_transform_transform()
-            .call_start(&mut self.store, event)
-            .await;
+            .call_start(&mut self.store, event);
+        let r = within(deadline, call).await;
         self.end(world, r)
     }
 
@@ -251,11 +272,11 @@ impl Sandbox {
         &mut self,
         responses: &[Result<HttpResponse, TransportError>],
     ) -> Result<Result<Step, Failure>, SandboxError> {
-        let world = self.begin()?;
-        let r = world
+        let (world, deadline) = self.begin()?;
+        let call = world
             .ztbridge_transform_transform()
-            .call_resume(&mut self.store, responses)
-            .await;
+            .call_resume(&mut self.store, responses);
+        let r = within(deadline, call).await;
         self.end(world, r)
     }
 
@@ -281,6 +302,19 @@ impl Sandbox {
     /// Fuel used by every call so far.
     pub fn fuel_used(&self) -> u64 {
         self.fuel_used
+    }
+}
+
+/// Runs a sandboxed call until `deadline`: `None` if the deadline passed
+/// first.  The timer needs tokio's; outside a runtime the call runs
+/// unbounded by it, and only the epoch callback bounds it (a sync caller:
+/// a transform's `describe` at load, a benchmark).  Dropping a call's
+/// future mid-call is safe: wasmtime unwinds the guest's fiber, and the
+/// instance is not called again.
+async fn within<F: Future>(deadline: Instant, call: F) -> Option<F::Output> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => tokio::time::timeout_at(deadline.into(), call).await.ok(),
+        Err(_) => Some(call.await),
     }
 }
 

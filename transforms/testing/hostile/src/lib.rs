@@ -5,6 +5,9 @@
 //! |----------------|----------------------------------------------------------|
 //! | `ok`           | POSTs the event to config `url` (the control case)       |
 //! | `loop`         | spins forever (fuel or the wall-clock deadline stop it)  |
+//! | `sleep`        | sleeps an hour in a WASI poll (the host's timer stops it)|
+//! | `state-loop`   | reads state 1000 times, then done (on a slow store the   |
+//! |                | host's timer stops it)                                   |
 //! | `memory`       | allocates 1 MiB blocks until the memory cap stops it     |
 //! | `trap`         | panics                                                   |
 //! | `huge`         | returns 10.5 MB of requests (7 bodies of 1.5 MB)         |
@@ -82,6 +85,16 @@ impl Guest for Hostile {
                     hoard.push(vec![1u8; 1 << 20]);
                     std::hint::black_box(&hoard);
                 }
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Ok(Step::Done("slept".into()))
+            }
+            "state-loop" => {
+                let found = (0..1000)
+                    .filter(|_| ztbridge_sdk::state::get("key").is_some())
+                    .count();
+                Ok(Step::Done(format!("read state, found {found}")))
             }
             "trap" => panic!("hostile transform panicking on purpose"),
             "clock" => {
