@@ -35,13 +35,41 @@ use ztbridge_runtime::text::escape_controls;
 /// and transform text, which must not forge a line or drive a terminal
 /// (JSON escapes them already).
 pub fn init_logging(format: LogFormat) {
+    install_logging(format, std::io::stderr);
+}
+
+/// The service's logging: as [`init_logging`], but lines are written by a
+/// thread of their own, and all the lines waiting are written at once.
+/// In a storm the service logs two lines per event (thousands a second):
+/// written in place, each cost its worker a `write` to stderr (to journald
+/// under systemd) before the webhook was answered.  Nothing is dropped: a
+/// full queue (64k lines) makes the logging call wait.  Lines still queued
+/// are written when the returned guard drops (hold it for the service's
+/// life); a `kill -9` loses the few queued at that instant.
+pub fn init_service_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(64 << 10)
+        .thread_name("ztbridge-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 << 10,
+            std::io::stderr(),
+        ));
+    install_logging(format, writer);
+    guard
+}
+
+fn install_logging<W>(format: LogFormat, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal: journald and log files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(ansi);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),

@@ -30,7 +30,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             false,
         ),
     };
-    super::init_logging(config.log_format);
+    let _log = super::init_service_logging(config.log_format);
     for warning in config.warnings() {
         tracing::warn!("{warning} (see `ztbridge config check`)");
     }
