@@ -5,6 +5,10 @@
 #   * nginx answering 202 itself (the limit: accept and discard);
 #   * the seed: benches/seed/seed.py (Flask + requests, one event at a time),
 #     forwarding each webhook to nginx playing an instant PagerDuty;
+#   * the relay floor: examples/relay_floor.rs (axum in, 202, reqwest out to
+#     the same nginx; no store, no sandbox, no parse): what one inbound and
+#     one outbound HTTP exchange per event cost on this machine, the ceiling
+#     of any relay built on these crates;
 #   * ztbridge serve (release build; default config but a large max_pending
 #     and the PagerDuty route pointed at the same nginx), fsync before 202.
 # Every delivery is counted at the sink (nginx's access log).  End to end =
@@ -96,6 +100,15 @@ python3 benches/seed/seed.py --port "$seed_port" --sink "http://127.0.0.1:$sink_
 pids+=($!)
 wait_port "$seed_port"
 for c in "${conns[@]}"; do run seed "http://127.0.0.1:$seed_port/webhook" "$c" "seed$c"; done
+kill "${pids[-1]}"
+
+cargo build --release --locked --example relay_floor 2> "$dir/floor-build.log" || {
+    cat "$dir/floor-build.log" >&2; exit 1; }
+floor_port=$(free_port)
+target/release/examples/relay_floor "$floor_port" "http://127.0.0.1:$sink_port/v2/enqueue" 2> "$dir/floor.log" &
+pids+=($!)
+wait_port "$floor_port"
+for c in "${conns[@]}"; do run floor "http://127.0.0.1:$floor_port/webhook" "$c" "floor$c"; done
 kill "${pids[-1]}"
 
 bins=("ztbridge=$bin")
