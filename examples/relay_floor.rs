@@ -15,27 +15,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (Some(port), Some(sink)) = (args.next(), args.next()) else {
         return Err("usage: relay_floor PORT SINK_URL".into());
     };
-    let client = reqwest::Client::new();
     let app = Router::new()
-        .route(
-            "/webhook",
-            post(|State((client, sink)): State<(reqwest::Client, String)>, body: Bytes| async move {
-                tokio::spawn(async move {
-                    let sent = client
-                        .post(&sink)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await;
-                    if let Err(e) = sent {
-                        eprintln!("relay_floor: {e}");
-                    }
-                });
-                (StatusCode::ACCEPTED, r#"{"status":"accepted"}"#)
-            }),
-        )
-        .with_state((client, sink));
+        .route("/webhook", post(relay))
+        .with_state((reqwest::Client::new(), sink));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>()?)).await?;
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+/// Answers 202 at once and POSTs the body to the sink in a task of its own.
+async fn relay(
+    State((client, sink)): State<(reqwest::Client, String)>,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    tokio::spawn(async move {
+        let sent = client
+            .post(&sink)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        if let Err(e) = sent {
+            eprintln!("relay_floor: {e}");
+        }
+    });
+    (StatusCode::ACCEPTED, r#"{"status":"accepted"}"#)
 }
