@@ -7,7 +7,7 @@
 //! | `loop`         | spins forever (fuel or the wall-clock deadline stop it)  |
 //! | `sleep`        | sleeps an hour in a WASI poll (the host's timer stops it)|
 //! | `state-loop`   | reads state 1000 times, then done (on a slow store the   |
-//! |                | host's timer stops it)                                   |
+//! |                | step's wall-clock deadline stops it)                     |
 //! | `memory`       | allocates 1 MiB blocks until the memory cap stops it     |
 //! | `trap`         | panics                                                   |
 //! | `huge`         | returns 10.5 MB of requests (7 bodies of 1.5 MB)         |
