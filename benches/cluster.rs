@@ -24,16 +24,14 @@ mod common;
 #[path = "../tests/common/pg.rs"]
 mod pg;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::post;
-use common::{
-    ROUTING_KEY, env_usize, free_port, gzip_webhook, post_webhook, sample_event, serve, wait_ready,
-};
+use common::{ROUTING_KEY, ServeChild, env_usize, gzip_webhook, post_webhook, sample_event, serve};
 use serde_json::json;
 
 fn bodies(n: usize, tag: &str) -> Vec<Vec<u8>> {
@@ -67,52 +65,22 @@ async fn sink(count: Arc<AtomicUsize>) -> std::net::SocketAddr {
     serve(app).await
 }
 
-/// A `ztbridge serve` child; killed on drop.
-struct Node {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// A `ztbridge serve` node on `store` (empty: SQLite) delivering to `sink`.
 async fn start_node(store: &str, sink: std::net::SocketAddr) -> Node {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
     let config = format!(
-        "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nlog_format = \"text\"\n[delivery]\nmax_pending = 100000\n{store}\n\
+        "log_format = \"text\"\n[delivery]\nmax_pending = 100000\n{store}\n\
          [[route]]\nname = \"pagerduty\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n\
-         [route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = \"http://{sink}/v2/enqueue\"\n",
-        dir.path().join("data").display().to_string()
+         [route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = \"http://{sink}/v2/enqueue\"\n"
     );
-    let path = dir.path().join("ztbridge.toml");
-    std::fs::write(&path, config).expect("config");
-    let child = Command::new(env!("CARGO_BIN_EXE_ztbridge"))
-        .args(["serve", "--config", path.to_str().expect("path")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ztbridge");
-    let node = Node {
-        child,
-        port,
-        _dir: dir,
-    };
-    assert!(
-        wait_ready(
-            &format!("http://127.0.0.1:{port}"),
-            Duration::from_secs(120)
-        )
-        .await,
-        "node did not become ready"
-    );
-    node
+    let server = ServeChild::start(dir.path(), &config, "warn", &[]).await;
+    Node { server, _dir: dir }
+}
+
+/// A node and the directory it lives in (removed after the node stops).
+struct Node {
+    server: ServeChild,
+    _dir: tempfile::TempDir,
 }
 
 /// Posts every body round-robin; (accepted/s, delivered/s).
@@ -232,7 +200,7 @@ fn main() {
         let mut rows = vec![];
         {
             let node = start_node("", sink).await;
-            let (acc, del) = load(&[node.port], Arc::new(bodies(events, "SQ")), clients, delivered.clone()).await;
+            let (acc, del) = load(&[node.server.port], Arc::new(bodies(events, "SQ")), clients, delivered.clone()).await;
             rows.push(("1 node, SQLite".to_string(), acc, del));
             println!("{:<24} {acc:>8.0} accepted/s {del:>8.0} delivered/s", rows[0].0);
         }
@@ -249,7 +217,7 @@ fn main() {
             for _ in 0..n {
                 nodes.push(start_node(&store, sink).await);
             }
-            let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+            let ports: Vec<u16> = nodes.iter().map(|n| n.server.port).collect();
             let (acc, del) = load(&ports, Arc::new(bodies(events, &db)), clients, delivered.clone()).await;
             let label = format!("{n} node{}, PostgreSQL", if n == 1 { "" } else { "s" });
             println!("{label:<24} {acc:>8.0} accepted/s {del:>8.0} delivered/s ({:.0}% of the naive ceiling)", 100.0 * del / naive.max(1.0));

@@ -33,9 +33,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::routing::post;
-use common::{
-    ROUTING_KEY, env_usize, free_port, gzip_webhook, post_webhook, sample_event, wait_ready,
-};
+use common::{ROUTING_KEY, ServeChild, env_usize, gzip_webhook, post_webhook, sample_event};
 use serde_json::json;
 
 /// Linux's USER_HZ: /proc CPU times are in these ticks.
@@ -319,36 +317,19 @@ fn main() {
 
     // The service.
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let config = dir.path().join("ztbridge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n[delivery]\nmax_pending = 1000000\n\
-             initial_backoff_ms = 5000\n\
-             [[route]]\nname = \"pagerduty\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n\
-             [route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = \"http://{sink}/v2/enqueue\"\n",
-            dir.path().join("data").display().to_string()
-        ),
-    )
-    .expect("config");
-    let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ztbridge"))
-        .args(["serve", "--config", config.to_str().expect("path")])
-        .env("ZTBRIDGE_STAGE_CPU", "1")
-        .env("RUST_LOG", "info")
-        .env("ZTBRIDGE_COMPILE_CACHE", dir.path().join("cache"))
-        .stderr(log)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn ztbridge");
-    let pid = child.id();
-    let base = format!("http://127.0.0.1:{port}");
     let http = runtime("e2e-ctl", 1);
-    assert!(
-        http.block_on(wait_ready(&base, Duration::from_secs(120))),
-        "ztbridge never became ready"
-    );
+    let server = http.block_on(ServeChild::start(
+        dir.path(),
+        &format!(
+            "[delivery]\nmax_pending = 1000000\ninitial_backoff_ms = 5000\n\
+             [[route]]\nname = \"pagerduty\"\ntransform = \"builtin:pagerduty\"\nallow_http = true\nprivate_networks = [\"127.0.0.1/32\"]\n\
+             [route.config]\nrouting_key = {ROUTING_KEY:?}\nurl = \"http://{sink}/v2/enqueue\"\n"
+        ),
+        "info",
+        &[("ZTBRIDGE_STAGE_CPU", "1")],
+    ));
+    let pid = server.child.id();
+    let base = server.url("");
     // Warm up (connections, the allocator, the pool's slots).
     let _ = load_rt.block_on(load(
         format!("{base}/webhook"),
@@ -497,6 +478,5 @@ fn main() {
             metric(&m2, "ztbridge_queue_depth", &[]),
         );
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 }

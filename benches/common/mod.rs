@@ -1,11 +1,11 @@
 //! What the benchmarks share: knobs from the environment, the sample
-//! webhook, loopback servers, the service in-process, and waiting for a
-//! `ztbridge serve` child to be ready.  Each benchmark uses some of it.
+//! webhook, loopback servers, the service in-process, and a
+//! `ztbridge serve` child.  Each benchmark uses some of it.
 #![allow(dead_code)]
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,14 +67,6 @@ pub async fn post_webhook(
         .await
 }
 
-/// A loopback port that is free now, for a server started next.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
 /// Serves `router` on a free loopback port, in a task of the current
 /// runtime; its address.
 pub async fn serve(router: Router) -> SocketAddr {
@@ -113,23 +105,119 @@ pub async fn start_service(
     (addr, server)
 }
 
-/// Polls `{base}/readyz` every 50 ms until it answers a success or
-/// `timeout` passes; whether it did.
-pub async fn wait_ready(base: &str, timeout: Duration) -> bool {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + timeout;
-    loop {
-        let ready = client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// A `ztbridge serve` child; killed on drop.
+pub struct ServeChild {
+    /// The process (its pid is what the benchmarks measure).
+    pub child: std::process::Child,
+    /// The port it bound itself (`listen = "127.0.0.1:0"`).
+    pub port: u16,
+    /// Its stderr, shown when it fails to start.
+    log_path: PathBuf,
+}
+
+impl Drop for ServeChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
+}
+
+impl ServeChild {
+    /// Starts `ztbridge serve` with `config` (listen and data_dir are set
+    /// here; data_dir in `dir`), logging at `log_level` (the
+    /// line naming the bound port is always logged) with `env` added;
+    /// returns once `/readyz` answers a success, else panics with the
+    /// reason and its log's tail.
+    ///
+    /// The child binds port 0 and logs the port: a port found free here
+    /// and bound by the child later can be taken in between (by any
+    /// listener, or as a connection's source port), and the child would
+    /// then fail to start.
+    pub async fn start(dir: &Path, config: &str, log_level: &str, env: &[(&str, &str)]) -> Self {
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let path = dir.join("ztbridge.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n{config}",
+                dir.join("data").display().to_string()
+            ),
+        )
+        .expect("config");
+        let log_path = dir.join("stderr.log");
+        let log = std::fs::File::create(&log_path).expect("log");
+        // Named apart: a cluster node's default name is host:port.
+        let node = format!(
+            "bench-node-{}-{}",
+            std::process::id(),
+            STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ztbridge"))
+            .args(["serve", "--config", path.to_str().expect("path")])
+            .env(
+                "RUST_LOG",
+                format!("{log_level},ztbridge_runtime::http=info"),
+            )
+            .env("ZTBRIDGE_STORE_NODE", node)
+            .envs(env.iter().copied())
+            .stderr(log)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn ztbridge");
+        let mut server = ServeChild {
+            child,
+            port: 0,
+            log_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        server.port = loop {
+            let log = std::fs::read_to_string(&server.log_path).unwrap_or_default();
+            if let Some(port) = bound_port(&log) {
+                break port;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                server.fail(&format!("exited ({status}) before listening"));
+            }
+            if Instant::now() >= deadline {
+                server.fail("not listening after 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let client = reqwest::Client::new();
+        let why = loop {
+            let last = match client.get(server.url("/readyz")).send().await {
+                Ok(r) if r.status().is_success() => return server,
+                Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => e.to_string(),
+            };
+            if let Ok(Some(status)) = server.child.try_wait() {
+                break format!("exited ({status}) before ready");
+            }
+            if Instant::now() >= deadline {
+                break format!("not ready after 120 s; /readyz: {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        server.fail(&why)
+    }
+
+    /// `http://127.0.0.1:{port}{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn fail(&self, why: &str) -> ! {
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!("ztbridge serve {why}; its log ends:\n{}", tail.join("\n"));
+    }
+}
+
+/// The port of the `listening for webhooks` line of a server's log.
+fn bound_port(log: &str) -> Option<u16> {
+    let line = log.lines().find(|l| l.contains("listening for webhooks"))?;
+    let after = &line[line.find("127.0.0.1:")? + "127.0.0.1:".len()..];
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok().filter(|p| *p != 0)
 }
