@@ -7,6 +7,7 @@
 //! FILE`), and output meant for programs is JSON on stdout while messages
 //! go to stderr.
 
+mod alloc;
 mod builtin;
 mod cmd;
 
@@ -172,6 +173,7 @@ fn default_sigpipe() {
 }
 
 fn main() -> ExitCode {
+    alloc::sqlite();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve(_)) {
         default_sigpipe();
