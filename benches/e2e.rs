@@ -382,11 +382,18 @@ fn main() {
     let per_event = |s: f64| s / run.accepted.max(1) as f64 * 1e6;
 
     println!(
-        "e2e: {secs} s of gzip webhooks (distinct alerts) from {clients} keep-alive clients, loopback; ztbridge serve ({}) -> built-in PagerDuty transform -> sink answering 202",
+        "e2e: {secs} s of gzip webhooks (distinct alerts) from {clients} keep-alive clients, loopback; ztbridge serve ({}, {} build, mimalloc) -> built-in PagerDuty transform -> sink answering 202",
         if cfg!(debug_assertions) {
             "debug build: a smoke run, its figures mean nothing"
         } else {
             "release"
+        },
+        // The packages ship the musl build, `cargo build` makes the glibc
+        // one; their figures differ (README, Benchmarks).
+        if cfg!(target_env = "musl") {
+            "musl"
+        } else {
+            "glibc"
         }
     );
     println!(

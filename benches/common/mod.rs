@@ -15,6 +15,10 @@ use ztbridge_runtime::Builtins;
 use ztbridge_runtime::app::App;
 use ztbridge_runtime::config::Config;
 
+#[path = "../../tests/common/listen_log.rs"]
+mod listen_log;
+use listen_log::bound_port;
+
 pub const WASM_DIR: &str = env!("ZTBRIDGE_WASM_DIR");
 pub const ROUTING_KEY: &str = "R0UTINGKEYabcdef0123456789abcdef";
 
@@ -212,12 +216,4 @@ impl ServeChild {
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         panic!("ztbridge serve {why}; its log ends:\n{}", tail.join("\n"));
     }
-}
-
-/// The port of the `listening for webhooks` line of a server's log.
-fn bound_port(log: &str) -> Option<u16> {
-    let line = log.lines().find(|l| l.contains("listening for webhooks"))?;
-    let after = &line[line.find("127.0.0.1:")? + "127.0.0.1:".len()..];
-    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok().filter(|p| *p != 0)
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::listen_log::bound_port;
 use super::{ROUTING_KEY, wait_until};
 
 /// A running `ztbridge serve`.
@@ -16,15 +17,6 @@ pub struct ChildServer {
     pub config_path: PathBuf,
     /// Where its stderr goes (appended across restarts).
     pub log_path: PathBuf,
-}
-
-/// The port of the `listening for webhooks` line of a server's log
-/// (text or JSON format: the address follows `127.0.0.1:`).
-fn bound_port(log: &str) -> Option<u16> {
-    let line = log.lines().find(|l| l.contains("listening for webhooks"))?;
-    let after = &line[line.find("127.0.0.1:")? + "127.0.0.1:".len()..];
-    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok().filter(|p| *p != 0)
 }
 
 impl ChildServer {

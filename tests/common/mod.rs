@@ -4,6 +4,7 @@
 
 pub mod child;
 pub mod cluster;
+pub mod listen_log;
 pub mod pg;
 pub mod stub;
 
