@@ -13,6 +13,11 @@
 #     and the PagerDuty route pointed at the same nginx), fsync before 202.
 # Every delivery is counted at the sink (nginx's access log).  End to end =
 # accepted events / (first request .. last one counted at the sink).
+# "x seed" is end to end over the seed's at the same connections.  "cpu
+# us/ev" is the whole machine's busy CPU (/proc/stat: wrk, nginx and the
+# system under test together) over that window, per event counted: with
+# both cores saturated, events/s = 2 cores / that, so it says what any
+# target in events/s asks of the cost per event.
 #
 #   bash benches/seed/compare.sh [ZTBRIDGE_BINARY] [SECONDS] [CONNECTIONS...]
 # With BASELINE=/path/to/an/older/ztbridge, that build is measured too, in
@@ -67,11 +72,17 @@ pids+=($!)
 wait_port() { for _ in $(seq 1 300); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 wait_port "$sink_port"; wait_port "$limit_port"
 sink_count() { wc -l < "$sink_log"; }
+# Busy jiffies of the whole machine (all but idle and iowait).
+busy_jiffies() { awk '$1=="cpu" {print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+hz=$(getconf CLK_TCK)
+declare -A seed_rate=()
 
 # run LABEL URL CONNECTIONS TAG: wrk, then wait for the sink; one result row.
 run() {
     local label=$1 url=$2 c=$3 tag=$4 before out start end accepted non2xx rate p50 p99 delivered e2e
+    local busy0 counted cpu_us ratio=-
     before=$(sink_count)
+    busy0=$(busy_jiffies)
     start=$(date +%s.%N)
     out=$(wrk -t2 -c"$c" -d"${secs}s" --latency -s "$lua" "$url" -- "$tag")
     requests=$(awk '/requests in/ {print $1}' <<< "$out")
@@ -80,6 +91,7 @@ run() {
     p50=$(awk '$1=="50%" {print $2}' <<< "$out"); p99=$(awk '$1=="99%" {print $2}' <<< "$out")
     rate=$(awk '/Requests\/sec/ {print $2}' <<< "$out")
     e2e=-
+    counted=$accepted
     if [ "$label" != limit ]; then
         for _ in $(seq 1 6000); do
             delivered=$(( $(sink_count) - before ))
@@ -88,11 +100,16 @@ run() {
         done
         end=$(date +%s.%N)
         e2e=$(awk -v n="$delivered" -v a="$start" -v b="$end" 'BEGIN {printf "%.0f", n / (b - a)}')
+        counted=$delivered
+        [ "$label" = seed ] && seed_rate[$c]=$e2e
+        [ -n "${seed_rate[$c]:-}" ] && ratio=$(awk -v a="$e2e" -v b="${seed_rate[$c]}" 'BEGIN {printf "%.1f", a / b}')
     fi
-    printf '%-10s %5s %10s %8s %10s %10s %10s\n' "$label" "$c" "$rate" "$non2xx" "$e2e" "$p50" "$p99"
+    cpu_us=$(awk -v j="$(( $(busy_jiffies) - busy0 ))" -v hz="$hz" -v n="$counted" \
+        'BEGIN {printf "%.0f", n > 0 ? j / hz / n * 1e6 : 0}')
+    printf '%-10s %5s %10s %8s %10s %7s %10s %10s %9s\n' "$label" "$c" "$rate" "$non2xx" "$e2e" "$ratio" "$p50" "$p99" "$cpu_us"
 }
 
-printf '%-10s %5s %10s %8s %10s %10s %10s\n' system conns "accepted/s" non-2xx "e2e/s" "p50" "p99"
+printf '%-10s %5s %10s %8s %10s %7s %10s %10s %9s\n' system conns "accepted/s" non-2xx "e2e/s" "x seed" "p50" "p99" "cpu us/ev"
 for c in "${conns[@]}"; do run limit "http://127.0.0.1:$limit_port/webhook" "$c" "limit$c"; done
 
 seed_port=$(free_port)
