@@ -105,7 +105,7 @@ run() {
         [ -n "${seed_rate[$c]:-}" ] && ratio=$(awk -v a="$e2e" -v b="${seed_rate[$c]}" 'BEGIN {printf "%.1f", a / b}')
     fi
     cpu_us=$(awk -v j="$(( $(busy_jiffies) - busy0 ))" -v hz="$hz" -v n="$counted" \
-        'BEGIN {printf "%.0f", n > 0 ? j / hz / n * 1e6 : 0}')
+        'BEGIN {printf "%.0f", (n > 0) ? j / hz / n * 1e6 : 0}')
     printf '%-10s %5s %10s %8s %10s %7s %10s %10s %9s\n' "$label" "$c" "$rate" "$non2xx" "$e2e" "$ratio" "$p50" "$p99" "$cpu_us"
 }
 
