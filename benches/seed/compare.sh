@@ -9,6 +9,11 @@
 #     the same nginx; no store, no sandbox, no parse): what one inbound and
 #     one outbound HTTP exchange per event cost on this machine, the ceiling
 #     of any relay built on these crates;
+#   * the pipeline floor: examples/pipeline_floor.rs (the relay floor plus
+#     the guarantees ztbridge keeps: one group-committed SQLite insert with
+#     fsync before the 202, a fresh sandbox running the PagerDuty transform,
+#     the row marked delivered; no routes, retries, metrics or logs): the
+#     ceiling of that design on this machine;
 #   * ztbridge serve (release build; default config but a large max_pending
 #     and the PagerDuty route pointed at the same nginx), fsync before 202.
 # Every delivery is counted at the sink (nginx's access log).  End to end =
@@ -20,6 +25,7 @@
 # target in events/s asks of the cost per event.
 #
 #   bash benches/seed/compare.sh [ZTBRIDGE_BINARY] [SECONDS] [CONNECTIONS...]
+# PIPELINE_WITHOUT (see above) prices the pipeline floor's guarantees.
 # With BASELINE=/path/to/an/older/ztbridge, that build is measured too, in
 # the same run (label "baseline").
 # Needs Debian's wrk and nginx, and python3 with flask and requests.
@@ -127,6 +133,24 @@ pids+=($!)
 wait_port "$floor_port"
 for c in "${conns[@]}"; do run floor "http://127.0.0.1:$floor_port/webhook" "$c" "floor$c"; done
 kill "${pids[-1]}"
+
+cargo build --release --locked --example pipeline_floor 2> "$dir/pipeline-build.log" || {
+    cat "$dir/pipeline-build.log" >&2; exit 1; }
+# PIPELINE_WITHOUT="fsync sandbox,store ..." adds a row per entry, run with
+# those guarantees dropped (labelled -fsync, -sandbox+store, ...).
+read -r -a variants <<< "${PIPELINE_WITHOUT:-}"
+for variant in "" "${variants[@]}"; do
+  label=pipeline; [ -n "$variant" ] && label=-${variant//,/+}
+  for c in "${conns[@]}"; do
+    pipe_port=$(free_port)
+    PIPELINE_FLOOR_WITHOUT=$variant target/release/examples/pipeline_floor "$pipe_port" \
+        "http://127.0.0.1:$sink_port/v2/enqueue" "$dir/pipeline$c$variant.db" 2> "$dir/pipeline.log" &
+    pids+=($!)
+    wait_port "$pipe_port"
+    run "$label" "http://127.0.0.1:$pipe_port/webhook" "$c" "pipeline$c$variant"
+    kill "${pids[-1]}"
+  done
+done
 
 bins=("ztbridge=$bin")
 [ -n "${BASELINE:-}" ] && bins+=("baseline=$BASELINE")
