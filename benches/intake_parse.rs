@@ -5,7 +5,8 @@
 //! Rows: `scanner` = `zt_event::Event::parse` (checks the JSON and notes
 //! where each field lies); `serde check` = serde_json deserialising into
 //! `IgnoredAny` (checks only); `serde Value` = serde_json building a tree;
-//! `serde check + scanner` = what intake does.
+//! `serde check + scanner` = what intake does; `record` = the scanner plus
+//! `Event::record`, the typed event every transform is given.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -47,8 +48,8 @@ fn main() {
     );
     events.push(("1 MB event".into(), serde_json::to_string(&big).unwrap()));
     println!(
-        "{:<36} {:>9} {:>12} {:>12} {:>12} {:>14}",
-        "event", "bytes", "scanner", "serde check", "serde Value", "check+scanner"
+        "{:<36} {:>9} {:>12} {:>12} {:>12} {:>14} {:>12}",
+        "event", "bytes", "scanner", "serde check", "serde Value", "check+scanner", "record"
     );
     for (name, text) in &events {
         let iters = (2_000_000 / text.len().max(1)).clamp(20, 20_000);
@@ -65,15 +66,19 @@ fn main() {
             serde_json::from_str::<serde::de::IgnoredAny>(black_box(text)).unwrap();
             black_box(zt_event::Event::parse(black_box(text)).unwrap());
         });
+        let record = time_per_op(iters, || {
+            black_box(zt_event::Event::parse(black_box(text)).unwrap().record());
+        });
         let us = |ns: f64| format!("{:.2} µs", ns / 1000.0);
         println!(
-            "{:<36} {:>9} {:>12} {:>12} {:>12} {:>14}",
+            "{:<36} {:>9} {:>12} {:>12} {:>12} {:>14} {:>12}",
             name,
             text.len(),
             us(scanner),
             us(check),
             us(value),
-            us(both)
+            us(both),
+            us(record)
         );
     }
 }

@@ -46,6 +46,11 @@ pub struct Event {
     value: OnceLock<Value>,
     /// Per field (indexed by `F_*`), where its value lies in `text`.
     fields: Fields,
+    /// The scan met a key naming an alert ID (`ALERT_KEYS`) at the top
+    /// level or in a wrapper: without one, [`Event::alert_id`] answers
+    /// `None` without building the DOM (which cost about half of
+    /// [`Event::record`]).
+    alert_key: bool,
 }
 
 type Fields = [Option<Span>; FIELDS.len()];
@@ -410,6 +415,9 @@ enum KeyKind {
     Field(u8, u8),
     /// A wrapper object's name.
     Wrapper,
+    /// An alert ID key that is no field's candidate (read only by
+    /// [`Event::alert_id`]).
+    Alert,
     Other,
 }
 
@@ -435,10 +443,27 @@ type Slot = Option<(u64, &'static [u8], KeyKind)>;
 /// addressing with linear probing: one probe or two per key read, instead
 /// of comparing a key with a hundred names.  Built at compile time.
 static KEY_TABLE: [Slot; SLOTS] = {
+    const fn same(a: &[u8], b: &[u8]) -> bool {
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+    /// Adds `key` unless it is there already (the first kind stays).
     const fn insert(table: &mut [Slot; SLOTS], key: &'static str, kind: KeyKind) {
         let h = fnv(key.as_bytes());
         let mut i = h as usize & (SLOTS - 1);
-        while table[i].is_some() {
+        while let Some((_, k, _)) = table[i] {
+            if same(k, key.as_bytes()) {
+                return;
+            }
             i = (i + 1) & (SLOTS - 1);
         }
         table[i] = Some((h, key.as_bytes(), kind));
@@ -458,8 +483,22 @@ static KEY_TABLE: [Slot; SLOTS] = {
         insert(&mut table, WRAPPER_KEYS[w], KeyKind::Wrapper);
         w += 1;
     }
+    let mut a = 0;
+    while a < ALERT_KEYS.len() {
+        insert(&mut table, ALERT_KEYS[a], KeyKind::Alert);
+        a += 1;
+    }
     table
 };
+
+/// Whether a key of this kind names an alert ID (`ALERT_KEYS`).
+fn is_alert_key(kind: KeyKind) -> bool {
+    match kind {
+        KeyKind::Alert => true,
+        KeyKind::Field(f, p) if f as usize == F_ID => ALERT_KEYS.contains(&ID_KEYS[p as usize]),
+        _ => false,
+    }
+}
 
 /// Classifies a key by its normalised form, without allocating for ASCII
 /// keys (the normal case).
@@ -550,6 +589,8 @@ struct Scan<'a> {
     wrappers: Vec<(u32, u32)>,
     /// Wrapper key to its index in `wrappers`.
     wrapper_index: KeyIndex<Cow<'a, str>>,
+    /// A key naming an alert ID was met (see `Event::alert_key`).
+    alert_key: bool,
 }
 
 /// `wrapper_slot` of top-level candidates.
@@ -562,6 +603,7 @@ impl<'a> Scan<'a> {
             candidate_index: KeyIndex::default(),
             wrappers: Vec::new(),
             wrapper_index: KeyIndex::default(),
+            alert_key: false,
         }
     }
 
@@ -625,7 +667,9 @@ impl<'a> Scan<'a> {
             let key = sc.key()?;
             let here = position;
             position += 1;
-            match classify_key(&key) {
+            let kind = classify_key(&key);
+            self.alert_key |= is_alert_key(kind);
+            match kind {
                 KeyKind::Field(field, preference) => {
                     let value = sc.value()?;
                     let (slot, generation) = match wrapper {
@@ -681,7 +725,7 @@ impl Event {
     /// have fields.
     pub fn parse(body: impl Into<String>) -> Result<Event, ParseError> {
         let text: String = body.into();
-        let fields = {
+        let (fields, alert_key) = {
             let mut scan = Scan::new();
             let mut sc = Scanner::new(&text);
             sc.skip_ws();
@@ -691,12 +735,14 @@ impl Event {
                 sc.value()?;
             }
             sc.end()?;
-            scan.finish()
+            let alert_key = scan.alert_key;
+            (scan.finish(), alert_key)
         };
         Ok(Event {
             text,
             value: OnceLock::new(),
             fields,
+            alert_key,
         })
     }
 
@@ -712,6 +758,7 @@ impl Event {
             text: "null".into(),
             value: OnceLock::new(),
             fields: Default::default(),
+            alert_key: false,
         });
         event.value = OnceLock::from(raw);
         event
@@ -766,6 +813,9 @@ impl Event {
     /// (`incidentId`, `alertId`, `caseId`, at the top level or in a
     /// wrapper object), when it differs from [`Event::id`].
     pub fn alert_id(&self) -> Option<String> {
+        if !self.alert_key {
+            return None;
+        }
         let id = self.id();
         let top = self.raw().as_object()?;
         let wrapper = top.iter().find_map(|(k, v)| {
@@ -1364,6 +1414,36 @@ mod tests {
     mod dom {
         use serde_json::{Map, Value};
 
+        /// `Event::alert_id` read from the DOM alone (what it did before
+        /// the scan remembered whether an alert key was there).
+        pub fn alert_id(raw: &Value, id: Option<&str>) -> Option<String> {
+            let top = raw.as_object()?;
+            let wrapper = top.iter().find_map(|(k, v)| {
+                super::WRAPPER_KEYS
+                    .contains(&super::normalize(k).as_str())
+                    .then(|| v.as_object())
+                    .flatten()
+            });
+            for obj in std::iter::once(top).chain(wrapper) {
+                for want in super::ALERT_KEYS {
+                    for (k, v) in obj {
+                        if super::normalize(k) != *want {
+                            continue;
+                        }
+                        let text = match v {
+                            Value::String(s) => s.trim().to_string(),
+                            Value::Number(n) => n.to_string(),
+                            _ => continue,
+                        };
+                        if !text.is_empty() && id != Some(text.as_str()) {
+                            return Some(text);
+                        }
+                    }
+                }
+            }
+            None
+        }
+
         fn find_in<'a>(obj: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Value> {
             keys.iter().find_map(|want| {
                 obj.iter()
@@ -1469,6 +1549,7 @@ mod tests {
             .unwrap_or(6000);
         let mut seeds = fixture_events();
         seeds.push(SAMPLE.to_string());
+        seeds.push(r#"{"id": "e", "Case-ID": 7, "data": {"alert_id": "A", "caseId": "C"}}"#.into());
         seeds.push(
             r##"{"event": {"id": "w", "user": {"name": "n"}}, "files": ["a", "#b", "\\]"]}"##
                 .into(),
@@ -1604,6 +1685,11 @@ mod tests {
                     .unwrap_or_default();
                 assert_eq!(ev.list(field), want, "list {field} of {text:?}");
             }
+            assert_eq!(
+                ev.alert_id(),
+                dom::alert_id(&dom, ev.id().as_deref()),
+                "alert ID of {text:?}"
+            );
         }
         // Both outcomes are exercised.
         assert!(
@@ -1627,6 +1713,12 @@ mod tests {
         // An alert ID that is the event ID is not repeated.
         let e = Event::parse(r#"{"alertId": " A-1 "}"#).unwrap();
         assert_eq!(e.id().as_deref(), Some("A-1"));
+        assert_eq!(e.alert_id(), None);
+        // A case ID (no field's candidate) counts, in a wrapper too; an
+        // event without an alert key has none.
+        let e = Event::parse(r#"{"id": "e", "details": {"Case_Id": "C-3"}}"#).unwrap();
+        assert_eq!(e.alert_id().as_deref(), Some("C-3"));
+        let e = Event::parse(r#"{"id": "e", "other": {"caseId": "C-3"}}"#).unwrap();
         assert_eq!(e.alert_id(), None);
     }
 
