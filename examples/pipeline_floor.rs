@@ -74,7 +74,7 @@ struct Shared {
 /// One write for the writer thread.
 enum Write {
     /// Insert the event; answer with its row ID once committed.
-    Admit(String, oneshot::Sender<i64>),
+    Admit(Arc<str>, oneshot::Sender<i64>),
     /// Mark the row delivered (nobody waits).
     Delivered(i64),
 }
@@ -198,15 +198,15 @@ async fn webhook(
     let gzip = headers
         .get("content-encoding")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-    let text = if gzip {
+    let text: Arc<str> = if gzip {
         let mut s = String::new();
         match flate2::read::GzDecoder::new(&body[..]).read_to_string(&mut s) {
-            Ok(_) => s,
+            Ok(_) => s.into(),
             Err(_) => return (StatusCode::BAD_REQUEST, r#"{"error":"bad gzip"}"#),
         }
     } else {
         match String::from_utf8(body.to_vec()) {
-            Ok(s) => s,
+            Ok(s) => s.into(),
             Err(_) => return (StatusCode::BAD_REQUEST, r#"{"error":"not UTF-8"}"#),
         }
     };
@@ -229,7 +229,7 @@ async fn webhook(
 
 /// Runs the transform in a fresh sandbox, sends what it asks for, and marks
 /// the row delivered when it is done.
-async fn deliver(shared: Arc<Shared>, id: i64, body: String) {
+async fn deliver(shared: Arc<Shared>, id: i64, body: Arc<str>) {
     let Ok(_slot) = shared.slots.clone().acquire_owned().await else {
         return;
     };
@@ -238,7 +238,7 @@ async fn deliver(shared: Arc<Shared>, id: i64, body: String) {
             .client
             .post(&shared.sink)
             .header("content-type", "application/json")
-            .body(body)
+            .body(body.to_string())
             .send()
             .await;
         match sent {
@@ -251,7 +251,7 @@ async fn deliver(shared: Arc<Shared>, id: i64, body: String) {
     let event = record(&FlowInput {
         body: &body,
         receipt_id: &receipt,
-        received_ms: 1_749_636_904_000,
+        received_ms: ztbridge_runtime::time::now_millis(),
         attempt: 1,
     });
     let ctx = FlowContext::new(
